@@ -1,0 +1,406 @@
+//! Control-interface messages, with the JSON field names of wasmCloud 1.x (see the protocol
+//! reference). Unknown fields are ignored so newer clients can talk to us; missing optional
+//! fields take the reference's defaults.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Labels, annotations and named config are all string maps.
+pub type StringMap = BTreeMap<String, String>;
+
+/// The envelope of every control reply: `{"success", "message", "response"}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CtlResponse<T> {
+    /// Whether the operation was accepted.
+    pub success: bool,
+    /// Why it failed, or an informative note.
+    #[serde(default)]
+    pub message: String,
+    /// The payload, for operations that return one.
+    #[serde(default = "Option::default", skip_serializing_if = "Option::is_none")]
+    pub response: Option<T>,
+}
+
+impl<T> CtlResponse<T> {
+    /// A success carrying `response`.
+    pub fn ok(response: T) -> Self {
+        Self { success: true, message: String::new(), response: Some(response) }
+    }
+
+    /// A failure explaining why.
+    pub fn error(message: impl Into<String>) -> Self {
+        Self { success: false, message: message.into(), response: None }
+    }
+}
+
+impl CtlResponse<()> {
+    /// A success with no payload (an ack).
+    pub fn ack() -> Self {
+        Self { success: true, message: String::new(), response: None }
+    }
+}
+
+/// A host's answer to `host.ping`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Host {
+    /// The host's public key (`N…`).
+    pub id: String,
+    /// A human-friendly name such as `bold-dew-8526`.
+    #[serde(default)]
+    pub friendly_name: String,
+    /// The host's labels, `hostcore.*` included.
+    #[serde(default)]
+    pub labels: StringMap,
+    /// The lattice it belongs to.
+    #[serde(default)]
+    pub lattice: String,
+    /// Seconds since it started.
+    #[serde(default)]
+    pub uptime_seconds: u64,
+    /// The same, for people.
+    #[serde(default)]
+    pub uptime_human: String,
+    /// The host's software version.
+    #[serde(default)]
+    pub version: String,
+    /// The NATS URL its control connection uses.
+    #[serde(default)]
+    pub ctl_host: String,
+    /// The NATS URL its data-plane connection uses.
+    #[serde(default)]
+    pub rpc_host: String,
+    /// The JetStream domain, if any.
+    #[serde(default)]
+    pub js_domain: Option<String>,
+}
+
+/// A component as listed in an inventory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ComponentDescription {
+    /// The component id.
+    pub id: String,
+    /// Where it was loaded from.
+    pub image_ref: String,
+    /// Its name from its claims, if signed.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Annotations given when it was scaled.
+    #[serde(default)]
+    pub annotations: StringMap,
+    /// Its revision from its claims (0 when unsigned).
+    #[serde(default)]
+    pub revision: i32,
+    /// The concurrency limit.
+    #[serde(default)]
+    pub max_instances: u32,
+    /// Resource limits in force, if reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<StringMap>,
+}
+
+/// A provider as listed in an inventory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ProviderDescription {
+    /// The provider id.
+    pub id: String,
+    /// Where it was started from.
+    #[serde(default)]
+    pub image_ref: Option<String>,
+    /// Its name, if known.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Its revision.
+    #[serde(default)]
+    pub revision: i32,
+    /// Annotations given when it was started.
+    #[serde(default)]
+    pub annotations: StringMap,
+}
+
+/// The answer to `host.get.{host}` (and the data of `host_heartbeat`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct HostInventory {
+    /// The host's public key.
+    pub host_id: String,
+    /// Its friendly name.
+    #[serde(default)]
+    pub friendly_name: String,
+    /// Its labels.
+    #[serde(default)]
+    pub labels: StringMap,
+    /// Its software version.
+    #[serde(default)]
+    pub version: String,
+    /// Uptime for people.
+    #[serde(default)]
+    pub uptime_human: String,
+    /// Uptime in seconds.
+    #[serde(default)]
+    pub uptime_seconds: u64,
+    /// The components it runs.
+    #[serde(default)]
+    pub components: Vec<ComponentDescription>,
+    /// The providers it runs.
+    #[serde(default)]
+    pub providers: Vec<ProviderDescription>,
+}
+
+/// `host.stop.{host}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct StopHostCommand {
+    /// The host to stop.
+    pub host_id: String,
+    /// How long to wait for in-flight work, in milliseconds.
+    #[serde(default)]
+    pub timeout: Option<u64>,
+}
+
+/// `component.auction`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ComponentAuctionRequest {
+    /// The component's image reference.
+    pub component_ref: String,
+    /// The id it would run under.
+    pub component_id: String,
+    /// Labels a host must carry, all of them, with these values.
+    #[serde(default)]
+    pub constraints: StringMap,
+}
+
+/// A host's bid in a component auction.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ComponentAuctionAck {
+    /// Echo of the request.
+    pub component_ref: String,
+    /// Echo of the request.
+    pub component_id: String,
+    /// The bidding host.
+    pub host_id: String,
+    /// Echo of the request.
+    #[serde(default)]
+    pub constraints: StringMap,
+}
+
+/// `provider.auction`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ProviderAuctionRequest {
+    /// The provider's reference.
+    pub provider_ref: String,
+    /// The id it would run under.
+    pub provider_id: String,
+    /// Labels a host must carry.
+    #[serde(default)]
+    pub constraints: StringMap,
+}
+
+/// A host's bid in a provider auction.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ProviderAuctionAck {
+    /// Echo of the request.
+    pub provider_ref: String,
+    /// Echo of the request.
+    pub provider_id: String,
+    /// The bidding host.
+    pub host_id: String,
+    /// Echo of the request.
+    #[serde(default)]
+    pub constraints: StringMap,
+}
+
+/// `component.scale.{host}`: run `component_ref` as `component_id` with at most
+/// `max_instances` concurrent instances; 0 stops it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ScaleComponentCommand {
+    /// Where to load the component from (`file://…`).
+    pub component_ref: String,
+    /// The id to run it under.
+    pub component_id: String,
+    /// Annotations to attach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<StringMap>,
+    /// The concurrency limit; 0 stops the component. `count` is accepted as an alias.
+    #[serde(default, alias = "count")]
+    pub max_instances: u32,
+    /// Per-component limits (`max_linear_memory_bytes`, `max_execution_time_ms`) over the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component_limits: Option<StringMap>,
+    /// The host the command is for.
+    pub host_id: String,
+    /// Named config to give the component.
+    #[serde(default)]
+    pub config: Vec<String>,
+    /// Whether a different ref may replace a running one.
+    #[serde(default)]
+    pub allow_update: bool,
+}
+
+/// `component.update.{host}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct UpdateComponentCommand {
+    /// The running component.
+    pub component_id: String,
+    /// The reference to switch to.
+    pub new_component_ref: String,
+    /// The host the command is for.
+    pub host_id: String,
+    /// New annotations, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<StringMap>,
+}
+
+/// `provider.start.{host}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct StartProviderCommand {
+    /// The id to run it under.
+    pub provider_id: String,
+    /// Where to start it from (`file://…` or `builtin://…`).
+    pub provider_ref: String,
+    /// The host the command is for.
+    pub host_id: String,
+    /// Named config to give it.
+    #[serde(default)]
+    pub config: Vec<String>,
+    /// Annotations to attach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<StringMap>,
+}
+
+/// `provider.stop.{host}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct StopProviderCommand {
+    /// The host the command is for.
+    pub host_id: String,
+    /// The provider to stop.
+    pub provider_id: String,
+}
+
+/// `label.put.{host}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct HostLabel {
+    /// The label key; `hostcore.*` keys are refused.
+    pub key: String,
+    /// Its value.
+    pub value: String,
+}
+
+/// `label.del.{host}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct HostLabelIdentifier {
+    /// The label key.
+    pub key: String,
+}
+
+fn default_link_name() -> String {
+    "default".to_string()
+}
+
+/// A link: `source_id` may call `interfaces` of `wit_namespace:wit_package` on `target`,
+/// under the link name `name`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Link {
+    /// The calling component or provider.
+    pub source_id: String,
+    /// The called component or provider.
+    pub target: String,
+    /// The link name (`default` unless given).
+    #[serde(default = "default_link_name")]
+    pub name: String,
+    /// e.g. `wasi`.
+    pub wit_namespace: String,
+    /// e.g. `http`.
+    pub wit_package: String,
+    /// e.g. `["incoming-handler"]`.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// Named config the source sees for this link.
+    #[serde(default)]
+    pub source_config: Vec<String>,
+    /// Named config the target sees for this link.
+    #[serde(default)]
+    pub target_config: Vec<String>,
+}
+
+/// `link.del`: identifies links by source, package and name (every target).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct DeleteLinkRequest {
+    /// The source of the links to delete.
+    pub source_id: String,
+    /// The link name.
+    #[serde(default = "default_link_name")]
+    pub name: String,
+    /// The WIT namespace.
+    pub wit_namespace: String,
+    /// The WIT package.
+    pub wit_package: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn envelope_matches_reference() {
+        let ok = serde_json::to_value(CtlResponse::ok(vec![1])).unwrap();
+        assert_eq!(ok, json!({"success": true, "message": "", "response": [1]}));
+        let ack = serde_json::to_value(CtlResponse::ack()).unwrap();
+        assert_eq!(ack, json!({"success": true, "message": ""}));
+        let err: CtlResponse<()> = serde_json::from_value(json!({"success": false, "message": "no"})).unwrap();
+        assert_eq!(err, CtlResponse::error("no"));
+    }
+
+    #[test]
+    fn scale_accepts_reference_json_and_count_alias() {
+        let from_ref: ScaleComponentCommand = serde_json::from_value(json!({
+            "component_ref": "file:///x.wasm", "component_id": "hello", "count": 4,
+            "host_id": "NABC", "config": ["c1"], "allow_update": true, "annotations": {"a": "b"}
+        }))
+        .unwrap();
+        assert_eq!(from_ref.max_instances, 4);
+        assert_eq!(from_ref.config, vec!["c1"]);
+        let out = serde_json::to_value(&from_ref).unwrap();
+        assert_eq!(out["max_instances"], 4);
+        assert_eq!(out["component_ref"], "file:///x.wasm");
+    }
+
+    #[test]
+    fn link_defaults_name_and_round_trips() {
+        let v = json!({"source_id": "http", "target": "hello", "wit_namespace": "wasi", "wit_package": "http",
+                       "interfaces": ["incoming-handler"], "source_config": ["addr"], "target_config": []});
+        let link: Link = serde_json::from_value(v).unwrap();
+        assert_eq!(link.name, "default");
+        let back = serde_json::to_value(&link).unwrap();
+        assert_eq!(back["name"], "default");
+        assert_eq!(back["source_config"], json!(["addr"]));
+    }
+
+    #[test]
+    fn host_and_inventory_field_names() {
+        let h: Host = serde_json::from_value(json!({
+            "id": "NX", "friendly_name": "bold-dew-1", "labels": {"zone": "edge"}, "lattice": "default",
+            "uptime_seconds": 3, "uptime_human": "3s", "version": "0.1.0", "ctl_host": "nats://x",
+            "rpc_host": "nats://x", "js_domain": null
+        }))
+        .unwrap();
+        assert_eq!(h.labels["zone"], "edge");
+        let inv = HostInventory {
+            host_id: "NX".into(),
+            components: vec![ComponentDescription { id: "c".into(), image_ref: "file:///c".into(), max_instances: 2, ..Default::default() }],
+            ..Default::default()
+        };
+        let v = serde_json::to_value(inv).unwrap();
+        for f in ["host_id", "friendly_name", "labels", "version", "uptime_human", "uptime_seconds", "components", "providers"] {
+            assert!(v.get(f).is_some(), "missing {f}");
+        }
+        assert_eq!(v["components"][0]["max_instances"], 2);
+        assert_eq!(v["components"][0]["image_ref"], "file:///c");
+    }
+
+    #[test]
+    fn malformed_json_is_an_error_not_a_panic() {
+        assert!(serde_json::from_slice::<ScaleComponentCommand>(b"{\"component_ref\": 5").is_err());
+        assert!(serde_json::from_slice::<Link>(b"{}").is_err());
+        assert!(serde_json::from_slice::<HostLabel>(&[0xff, 0xfe]).is_err());
+    }
+}

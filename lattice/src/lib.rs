@@ -1,0 +1,68 @@
+//! # trellis-lattice: the wire
+//!
+//! Everything that crosses NATS in a Trellis lattice is defined here and nowhere else:
+//! the subjects ([`subject`]), the control-interface request and reply types, wire-compatible
+//! with wasmCloud 1.x ([`ctl`]), the CloudEvents the hosts publish ([`event`]), the keys of the
+//! state buckets in JetStream KV ([`state`]), the typed control client ([`client`]) and the
+//! one [`connect()`] that every binary uses for credentials and TLS.
+//!
+//! This crate knows nothing about wasmtime, providers or the CLI.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), trellis_lattice::Error> {
+//! use trellis_lattice::{connect, ConnectOptions, client::CtlClient};
+//! let nats = connect(&ConnectOptions::new("nats://127.0.0.1:4222")).await?;
+//! let ctl = CtlClient::new(nats, "default");
+//! for host in ctl.ping_hosts().await? {
+//!     println!("{} ({})", host.id, host.friendly_name);
+//! }
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+pub mod client;
+mod connect;
+pub mod ctl;
+mod error;
+pub mod event;
+pub mod state;
+pub mod subject;
+
+pub use connect::{ConnectOptions, MIN_NATS_SERVER_VERSION, check_server_version, connect};
+pub use error::{Error, ErrorKind};
+
+/// The lattice name used when none is given, as in wasmCloud.
+pub const DEFAULT_LATTICE: &str = "default";
+
+/// Checks that an identifier (component id, provider id, link name, config name, lattice) is
+/// non-empty and made of `[A-Za-z0-9_-]` only, so it can stand in a NATS subject or a KV key.
+///
+/// `what` names the thing in the error, e.g. `"component id"`.
+pub fn validate_id(what: &str, value: &str) -> Result<(), Error> {
+    if value.is_empty() {
+        return Err(Error::invalid(format!("{what} must not be empty")));
+    }
+    if value.len() > 256 {
+        return Err(Error::invalid(format!("{what} is {} bytes long; the limit is 256", value.len())));
+    }
+    if let Some(bad) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
+        return Err(Error::invalid(format!(
+            "{what} `{value}` contains {bad:?}; use only letters, digits, `_` and `-`"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_subject_safe() {
+        assert!(validate_id("component id", "http-hello_1").is_ok());
+        let err = validate_id("component id", "a.b").unwrap_err().to_string();
+        assert!(err.contains("component id `a.b` contains '.'"), "{err}");
+        assert!(validate_id("link name", "").is_err());
+        assert!(validate_id("x", &"a".repeat(300)).is_err());
+    }
+}

@@ -1,0 +1,75 @@
+//! `misbehave`: a test fixture that exercises the host's resource limits.
+//!
+//! It exports `wasi:http/incoming-handler` and picks its behaviour from the
+//! request path:
+//! - `/loop` spins forever (fuel / epoch interruption must stop it);
+//! - `/grow` allocates 1 MiB chunks forever (a memory cap must stop it);
+//! - `/env` reports how many environment variables and args it can see
+//!   (the host should hand components none of its own);
+//! - anything else answers `misbehave v1\n`, which tests use to tell this
+//!   component apart from `http-hello`.
+
+use std::hint::black_box;
+use std::io::Write as _;
+
+use wasi::exports::http::incoming_handler::Guest;
+use wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+
+const CHUNK: usize = 1 << 20;
+
+struct Misbehave;
+
+wasi::http::proxy::export!(Misbehave);
+
+impl Guest for Misbehave {
+    fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
+        let body = match request.path_with_query().as_deref() {
+            Some("/loop") => spin(),
+            Some("/grow") => grow(),
+            Some("/env") => format!(
+                "env={} args={}\n",
+                std::env::vars_os().count(),
+                std::env::args_os().count()
+            ),
+            _ => "misbehave v1\n".to_string(),
+        };
+        respond(response_out, body.as_bytes());
+    }
+}
+
+/// Never returns. `black_box` hides the counter from the optimiser, which may
+/// otherwise delete a side-effect-free infinite loop.
+fn spin() -> ! {
+    let mut n: u64 = 0;
+    loop {
+        n = black_box(n.wrapping_add(1));
+    }
+}
+
+/// Never returns. Every chunk is written to and kept, so the pages are really
+/// committed and nothing can be freed or elided.
+fn grow() -> ! {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut chunk = vec![0u8; CHUNK];
+        for page in chunk.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        hoard.push(black_box(chunk));
+    }
+}
+
+/// Sends `200 text/plain` with `body`. A failure panics, trapping the
+/// instance, which the host turns into a 500: there is no caller to tell.
+fn respond(response_out: ResponseOutparam, body: &[u8]) {
+    let headers = Fields::from_list(&[("content-type".to_string(), b"text/plain".to_vec())])
+        .expect("content-type is a valid header");
+    let response = OutgoingResponse::new(headers);
+    let outgoing = response.body().expect("body is taken only once");
+    ResponseOutparam::set(response_out, Ok(response));
+    let mut out = outgoing.write().expect("stream is taken only once");
+    out.write_all(body).expect("write body");
+    out.flush().expect("flush body");
+    drop(out);
+    OutgoingBody::finish(outgoing, None).expect("finish body");
+}

@@ -1,0 +1,22 @@
+//! Paths to the wasm components built by `tests/build.rs`.
+//!
+//! The build script compiles `examples/` and `tests/components/` for
+//! wasm32-wasip2 and bakes the absolute `.wasm` paths in at compile time, so
+//! tests never rebuild or search for them at run time.
+
+/// `examples/http-hello`: answers every request with `Hello from Trellis!\n`.
+pub fn http_hello() -> &'static str {
+    env!("TRELLIS_WASM_HTTP_HELLO")
+}
+
+/// `tests/components/misbehave`: `/loop` spins, `/grow` eats memory, `/env`
+/// reports its environment, anything else answers `misbehave v1\n`.
+pub fn misbehave() -> &'static str {
+    env!("TRELLIS_WASM_MISBEHAVE")
+}
+
+/// A `file://` component reference for `path`, as accepted where an OCI
+/// reference would go.
+pub fn file_ref(path: impl AsRef<std::path::Path>) -> String {
+    format!("file://{}", path.as_ref().display())
+}

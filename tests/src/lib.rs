@@ -1,0 +1,5 @@
+//! Test support for Trellis: real `nats-server` processes ([`nats`]) and the
+//! prebuilt wasm components the integration tests deploy ([`components`]).
+
+pub mod components;
+pub mod nats;

