@@ -1,1 +1,35 @@
-//! placeholder
+//! # trellis-host
+//!
+//! A Trellis host joins a lattice over NATS and runs WebAssembly components as actors. It answers
+//! the wasmCloud v1 control interface ([`trellis_lattice::subject`]), publishes events and
+//! heartbeats, keeps a live view of the lattice registry (links and named config in JetStream
+//! KV), and runs components in wasmtime with a fresh store per invocation.
+//!
+//! Modules, by concern: [`runtime`] (engine, compilation, invocation, limits), [`components`]
+//! (the table of running components and their concurrency gates), `ctl` (the control
+//! server), [`registry`] (links and config in KV), [`providers`] (provider processes),
+//! [`events`], [`identity`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), trellis_host::HostError> {
+//! use trellis_host::{Host, HostConfig};
+//! let host = Host::start(HostConfig::new("nats://127.0.0.1:4222")).await?;
+//! println!("host {} ({}) is up", host.id(), host.friendly_name());
+//! host.stopped().await; // until a `host.stop` request arrives
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+pub mod components;
+mod ctl;
+mod error;
+pub mod events;
+mod host;
+pub mod identity;
+pub mod providers;
+pub mod registry;
+pub mod runtime;
+
+pub use ctl::MAX_CTL_PAYLOAD;
+pub use error::{HostError, Result};
+pub use host::{Host, HostConfig, MAX_COMPONENT_BYTES, VERSION};

@@ -1,1 +1,107 @@
-fn main(){}
+//! `trellis-host`: runs one host until SIGINT, SIGTERM or a `host.stop` request, publishing
+//! `host_stopped` on every orderly exit. Flags and environment variables mirror the wasmCloud
+//! host's where one exists.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use trellis_host::runtime::{Limits, RuntimeConfig};
+use trellis_host::{Host, HostConfig, identity};
+use trellis_lattice::ConnectOptions;
+
+#[derive(Debug, Parser)]
+#[command(name = "trellis-host", version, about = "Run a Trellis host: join a lattice over NATS and run Wasm components")]
+struct Args {
+    /// NATS URL; overrides --nats-host/--nats-port.
+    #[arg(long, env = "TRELLIS_NATS_URL")]
+    nats_url: Option<String>,
+    /// NATS host.
+    #[arg(long, env = "WASMCLOUD_NATS_HOST", default_value = "127.0.0.1")]
+    nats_host: String,
+    /// NATS port.
+    #[arg(long, env = "WASMCLOUD_NATS_PORT", default_value_t = 4222)]
+    nats_port: u16,
+    /// NATS nkey seed (SU…).
+    #[arg(long, env = "WASMCLOUD_NATS_SEED", hide_env_values = true)]
+    nats_seed: Option<String>,
+    /// NATS user JWT (with --nats-seed).
+    #[arg(long, env = "WASMCLOUD_NATS_JWT", hide_env_values = true)]
+    nats_jwt: Option<String>,
+    /// NATS credentials file.
+    #[arg(long, env = "TRELLIS_NATS_CREDSFILE")]
+    nats_credsfile: Option<std::path::PathBuf>,
+    /// CA certificate (PEM) for TLS to NATS.
+    #[arg(long, env = "WASMCLOUD_TLS_CA_PATH")]
+    tls_ca_path: Option<std::path::PathBuf>,
+    /// Lattice name.
+    #[arg(short = 'x', long, env = "WASMCLOUD_LATTICE", default_value = "default")]
+    lattice: String,
+    /// A label k=v (repeatable); also WASMCLOUD_LABEL_k=v and TRELLIS_LABEL_k=v.
+    #[arg(short = 'l', long = "label", value_parser = identity::parse_label)]
+    labels: Vec<(String, String)>,
+    /// Allow loading components and providers from file:// references.
+    #[arg(long, env = "WASMCLOUD_ALLOW_FILE_LOAD", default_value_t = true, action = clap::ArgAction::Set)]
+    allow_file_load: bool,
+    /// Seconds between heartbeats.
+    #[arg(long, env = "WASMCLOUD_HEARTBEAT_INTERVAL", default_value_t = 10)]
+    heartbeat_interval_seconds: u64,
+    /// Wall-clock limit of one component invocation, in milliseconds.
+    #[arg(long, env = "WASMCLOUD_MAX_EXECUTION_TIME_MS", default_value_t = 10_000)]
+    max_execution_time_ms: u64,
+    /// Cap on each linear memory of a component instance, in bytes.
+    #[arg(long, env = "WASMCLOUD_MAX_LINEAR_MEMORY", default_value_t = 256 << 20)]
+    max_linear_memory_bytes: usize,
+    /// How many component instances may be alive at once on this host.
+    #[arg(long, env = "TRELLIS_MAX_INSTANCES", default_value_t = 1000)]
+    max_total_instances: u32,
+    /// Log filter (RUST_LOG syntax).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    log_level: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log_level).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let mut labels = identity::labels_from_env(std::env::vars());
+    labels.extend(args.labels);
+    let url = args.nats_url.unwrap_or_else(|| format!("nats://{}:{}", args.nats_host, args.nats_port));
+    let config = HostConfig {
+        lattice: args.lattice,
+        nats: ConnectOptions {
+            url,
+            nkey_seed: args.nats_seed,
+            jwt: args.nats_jwt,
+            creds_file: args.nats_credsfile,
+            tls_ca_file: args.tls_ca_path,
+            ..Default::default()
+        },
+        labels,
+        heartbeat_interval: Duration::from_secs(args.heartbeat_interval_seconds.max(1)),
+        runtime: RuntimeConfig {
+            limits: Limits {
+                max_execution_time: Duration::from_millis(args.max_execution_time_ms.max(1)),
+                max_linear_memory_bytes: args.max_linear_memory_bytes,
+            },
+            max_total_instances: args.max_total_instances,
+            pooling: true,
+        },
+        allow_file_load: args.allow_file_load,
+        max_queued_per_component: 1024,
+    };
+    let host = Host::start(config).await.context("the host could not start")?;
+    // Machine-readable line for tools that start hosts as processes.
+    println!("trellis-host ready id={} name={}", host.id(), host.friendly_name());
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+        _ = sigterm.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = host.stopped() => {}
+    }
+    host.stop(Duration::from_secs(5)).await;
+    Ok(())
+}

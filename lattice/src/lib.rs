@@ -25,6 +25,7 @@ mod connect;
 pub mod ctl;
 mod error;
 pub mod event;
+pub mod provider;
 pub mod state;
 pub mod subject;
 

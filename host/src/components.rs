@@ -1,0 +1,179 @@
+//! The components a host runs: their table, their concurrency gates, and invocation.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, RwLock, Semaphore};
+use trellis_lattice::ctl::{ComponentDescription, StringMap};
+
+use crate::error::{HostError, Result};
+use crate::runtime::{Limits, Prepared, Runtime};
+
+/// `max_instances` as a concurrency limit: callers beyond it wait in a bounded queue, and only a
+/// caller that finds the queue full is turned away. Nobody fails below the limit.
+#[derive(Debug)]
+pub struct Gate {
+    slots: Arc<Semaphore>,
+    max_instances: u32,
+    queued: AtomicUsize,
+    max_queued: usize,
+}
+
+/// A held instance slot; released on drop.
+#[derive(Debug)]
+pub struct Permit(#[allow(dead_code)] OwnedSemaphorePermit);
+
+impl Gate {
+    /// A gate for `max_instances` concurrent invocations and `max_queued` waiting callers.
+    pub fn new(max_instances: u32, max_queued: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(max_instances.max(1) as usize)),
+            max_instances: max_instances.max(1),
+            queued: AtomicUsize::new(0),
+            max_queued,
+        }
+    }
+
+    /// Takes a slot, waiting at most `wait` in the queue.
+    pub async fn acquire(&self, id: &str, wait: Duration) -> Result<Permit> {
+        if let Ok(p) = self.slots.clone().try_acquire_owned() {
+            return Ok(Permit(p));
+        }
+        let queued = self.queued.fetch_add(1, Ordering::SeqCst);
+        let _leave = scopeguard(|| {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+        });
+        let busy = || HostError::Busy { id: id.into(), max_instances: self.max_instances, queued };
+        if queued >= self.max_queued {
+            return Err(busy());
+        }
+        match tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Ok(Permit(p)),
+            _ => Err(busy()),
+        }
+    }
+
+    /// Slots free right now.
+    pub fn available(&self) -> usize {
+        self.slots.available_permits()
+    }
+}
+
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f()
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
+/// One running component.
+pub struct RunningComponent {
+    /// Its id.
+    pub id: String,
+    /// Where it was loaded from.
+    pub image_ref: String,
+    /// Annotations from the scale request.
+    pub annotations: StringMap,
+    /// Named config given to it.
+    pub config: Vec<String>,
+    /// The compiled component.
+    pub prepared: Arc<Prepared>,
+    /// Limits in force.
+    pub limits: Limits,
+    /// Its concurrency gate.
+    pub gate: Gate,
+}
+
+impl RunningComponent {
+    /// The concurrency limit.
+    pub fn max_instances(&self) -> u32 {
+        self.gate.max_instances
+    }
+
+    /// How it appears in an inventory.
+    pub fn describe(&self) -> ComponentDescription {
+        ComponentDescription {
+            id: self.id.clone(),
+            image_ref: self.image_ref.clone(),
+            name: None,
+            annotations: self.annotations.clone(),
+            revision: 0,
+            max_instances: self.max_instances(),
+            limits: Some(StringMap::from([
+                ("max_linear_memory_bytes".into(), self.limits.max_linear_memory_bytes.to_string()),
+                ("max_execution_time_ms".into(), self.limits.max_execution_time.as_millis().to_string()),
+            ])),
+        }
+    }
+}
+
+/// The table of running components. Entries are swapped whole (`Arc`), so an invocation keeps
+/// the version it started with while an update or scale replaces the entry.
+#[derive(Default)]
+pub struct Components {
+    table: RwLock<HashMap<String, Arc<RunningComponent>>>,
+}
+
+impl Components {
+    /// The component `id`, if running.
+    pub async fn get(&self, id: &str) -> Option<Arc<RunningComponent>> {
+        self.table.read().await.get(id).cloned()
+    }
+
+    /// Puts `c` in place of whatever ran under its id; returns the replaced entry.
+    pub async fn insert(&self, c: RunningComponent) -> Option<Arc<RunningComponent>> {
+        self.table.write().await.insert(c.id.clone(), Arc::new(c))
+    }
+
+    /// Removes `id`.
+    pub async fn remove(&self, id: &str) -> Option<Arc<RunningComponent>> {
+        self.table.write().await.remove(id)
+    }
+
+    /// Every running component, sorted by id.
+    pub async fn list(&self) -> Vec<Arc<RunningComponent>> {
+        let mut v: Vec<_> = self.table.read().await.values().cloned().collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// Removes everything (host shutdown).
+    pub async fn clear(&self) -> Vec<Arc<RunningComponent>> {
+        self.table.write().await.drain().map(|(_, c)| c).collect()
+    }
+}
+
+/// Invokes the HTTP handler of running component `c`, queueing for a slot if all are busy.
+pub async fn invoke_http(runtime: &Runtime, c: &RunningComponent, req: http::Request<Bytes>) -> Result<http::Response<Bytes>> {
+    let permit = c.gate.acquire(&c.id, c.limits.max_execution_time).await?;
+    runtime.invoke_http(&c.id, &c.prepared, c.limits, req, permit).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn gate_queues_then_refuses() {
+        let gate = Arc::new(Gate::new(1, 1));
+        let held = gate.acquire("c", Duration::from_secs(1)).await.unwrap();
+        // A second caller queues and gets the slot as soon as it frees.
+        let g2 = gate.clone();
+        let waiter = tokio::spawn(async move { g2.acquire("c", Duration::from_secs(5)).await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A third finds the queue full.
+        let err = gate.acquire("c", Duration::from_secs(1)).await.unwrap_err().to_string();
+        assert!(err.contains("busy"), "{err}");
+        drop(held);
+        waiter.await.unwrap().unwrap();
+        assert_eq!(gate.available(), 1);
+    }
+}

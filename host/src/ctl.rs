@@ -1,0 +1,362 @@
+//! The control server: answers every wasmCloud v1 control subject for this host.
+//!
+//! Each message is handled in its own task so a slow operation (compiling a component) never
+//! delays a ping. Every request that expects an answer gets one: malformed JSON, oversized
+//! payloads and unknown subjects get `{success: false}` with a message that names the problem.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use trellis_lattice::ctl::*;
+use trellis_lattice::event::{ConfigDeleted, ConfigSet, LabelsChanged, LinkdefDeleted, LinkdefSet, LinkdefSetFailed, ProviderStartFailed, ProviderStarted};
+use trellis_lattice::provider::HostData;
+use trellis_lattice::subject::{CtlOp, CtlSubjects};
+use trellis_lattice::validate_id;
+
+use crate::error::{HostError, Result};
+use crate::host::HostCtx;
+use crate::identity::RESERVED_LABEL_PREFIX;
+use crate::providers;
+
+/// Largest control payload accepted, well below NATS' default max_payload of 1 MiB.
+pub const MAX_CTL_PAYLOAD: usize = 512 * 1024;
+
+/// What to send back.
+enum Reply {
+    /// Stay silent (an auction this host does not bid in, a subject another handler answers).
+    Silent,
+    /// The envelope to send.
+    Json(Vec<u8>),
+}
+
+fn reply<T: Serialize>(r: CtlResponse<T>) -> Reply {
+    // Serialising our own types cannot fail; fall back to a fixed failure just in case.
+    Reply::Json(serde_json::to_vec(&r).unwrap_or_else(|_| br#"{"success":false,"message":"cannot encode reply"}"#.to_vec()))
+}
+
+fn ok<T: Serialize>(v: T) -> Reply {
+    reply(CtlResponse::ok(v))
+}
+
+fn ack() -> Reply {
+    reply(CtlResponse::ack())
+}
+
+fn fail(message: impl Into<String>) -> Reply {
+    reply(CtlResponse::<()>::error(message))
+}
+
+/// Parses a request body, naming the operation and the problem on failure.
+fn parse<T: DeserializeOwned>(op: &CtlOp, payload: &[u8]) -> std::result::Result<T, String> {
+    serde_json::from_slice(payload).map_err(|e| {
+        let what = if std::str::from_utf8(payload).is_err() { "is not valid UTF-8 JSON".to_string() } else { format!("is malformed: {e}") };
+        format!("the {} request body {what}", op.name())
+    })
+}
+
+/// Bodiless operations accept an empty payload or any JSON, but not garbage.
+fn expect_no_body(op: &CtlOp, payload: &[u8]) -> std::result::Result<(), String> {
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    parse::<serde_json::Value>(op, payload).map(|_| ())
+}
+
+/// Subscribes to this host's control subjects and serves them until aborted.
+pub(crate) async fn serve(ctx: Arc<HostCtx>) -> Result<tokio::task::JoinHandle<()>> {
+    let subjects = CtlSubjects::new(&ctx.lattice);
+    let mut streams = Vec::new();
+    for sub in subjects.host_subscriptions(&ctx.id) {
+        let s = match &sub.queue {
+            Some(q) => ctx.nats.queue_subscribe(sub.subject.clone(), q.clone()).await,
+            None => ctx.nats.subscribe(sub.subject.clone()).await,
+        }
+        .map_err(|e| HostError::Registry(format!("cannot subscribe to `{}`: {e}", sub.subject)))?;
+        let catch_all = sub.catch_all;
+        streams.push(s.map(move |m| (m, catch_all)).boxed());
+    }
+    // Make sure the server has the subscriptions before the host says it is up.
+    ctx.nats.flush().await.map_err(|e| HostError::Registry(format!("cannot reach NATS: {e}")))?;
+    let mut all = futures::stream::select_all(streams);
+    Ok(tokio::spawn(async move {
+        while let Some((msg, catch_all)) = all.next().await {
+            let ctx = ctx.clone();
+            let subjects = subjects.clone();
+            tokio::spawn(async move { handle(ctx, subjects, msg, catch_all).await });
+        }
+    }))
+}
+
+async fn handle(ctx: Arc<HostCtx>, subjects: CtlSubjects, msg: async_nats::Message, catch_all: bool) {
+    let Some(reply_to) = msg.reply.clone() else { return };
+    let parsed = subjects.parse(&msg.subject);
+    let answer = match parsed {
+        // Known subjects are answered by their own subscription.
+        Ok(_) if catch_all => Reply::Silent,
+        Err(e) => fail(e),
+        Ok(_) if msg.payload.len() > MAX_CTL_PAYLOAD => {
+            fail(format!("the request is {} bytes; control requests are limited to {MAX_CTL_PAYLOAD}", msg.payload.len()))
+        }
+        Ok(op) => dispatch(&ctx, op, &msg.payload).await,
+    };
+    if let Reply::Json(body) = answer {
+        if let Err(e) = ctx.nats.publish(reply_to, body.into()).await {
+            tracing::warn!(subject = %msg.subject, error = %e, "cannot send control reply");
+        }
+    }
+}
+
+async fn dispatch(ctx: &Arc<HostCtx>, op: CtlOp, payload: &[u8]) -> Reply {
+    match handle_op(ctx, &op, payload).await {
+        Ok(r) => r,
+        Err(e) => fail(e),
+    }
+}
+
+async fn handle_op(ctx: &Arc<HostCtx>, op: &CtlOp, payload: &[u8]) -> std::result::Result<Reply, String> {
+    let err = |e: HostError| e.to_string();
+    Ok(match op {
+        CtlOp::HostPing => {
+            expect_no_body(op, payload)?;
+            ok(ctx.info().await)
+        }
+        CtlOp::HostGet(_) => {
+            expect_no_body(op, payload)?;
+            ok(ctx.inventory().await)
+        }
+        CtlOp::HostStop(_) => {
+            let cmd: StopHostCommand = if payload.is_empty() { StopHostCommand::default() } else { parse(op, payload)? };
+            let grace = Duration::from_millis(cmd.timeout.unwrap_or(5_000));
+            let ctx = ctx.clone();
+            // Answer first: the stop unsubscribes us.
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                ctx.shutdown(grace).await
+            });
+            ack()
+        }
+        CtlOp::ComponentAuction => {
+            let req: ComponentAuctionRequest = parse(op, payload)?;
+            let labels = ctx.labels.read().await;
+            let eligible = req.constraints.iter().all(|(k, v)| labels.get(k) == Some(v));
+            if !eligible || ctx.components.get(&req.component_id).await.is_some() {
+                return Ok(Reply::Silent);
+            }
+            ok(ComponentAuctionAck {
+                component_ref: req.component_ref,
+                component_id: req.component_id,
+                host_id: ctx.id.clone(),
+                constraints: req.constraints,
+            })
+        }
+        CtlOp::ProviderAuction => {
+            let req: ProviderAuctionRequest = parse(op, payload)?;
+            let labels = ctx.labels.read().await;
+            let eligible = req.constraints.iter().all(|(k, v)| labels.get(k) == Some(v));
+            if !eligible || ctx.providers.contains(&req.provider_id).await {
+                return Ok(Reply::Silent);
+            }
+            ok(ProviderAuctionAck {
+                provider_ref: req.provider_ref,
+                provider_id: req.provider_id,
+                host_id: ctx.id.clone(),
+                constraints: req.constraints,
+            })
+        }
+        CtlOp::ComponentScale(_) => {
+            let cmd: ScaleComponentCommand = parse(op, payload)?;
+            validate_id("component_id", &cmd.component_id).map_err(|e| e.to_string())?;
+            if cmd.component_ref.is_empty() && cmd.max_instances > 0 {
+                return Err("component_ref must not be empty; give file:///path/to/component.wasm".into());
+            }
+            let ctx = ctx.clone();
+            tokio::spawn(async move { ctx.scale_component(cmd).await });
+            ack()
+        }
+        CtlOp::ComponentUpdate(_) => {
+            let cmd: UpdateComponentCommand = parse(op, payload)?;
+            validate_id("component_id", &cmd.component_id).map_err(|e| e.to_string())?;
+            if ctx.components.get(&cmd.component_id).await.is_none() {
+                return Err(format!("component `{}` is not running on host `{}`; start it first", cmd.component_id, ctx.id));
+            }
+            let ctx = ctx.clone();
+            tokio::spawn(async move { ctx.update_component(cmd).await });
+            ack()
+        }
+        CtlOp::ProviderStart(_) => {
+            let cmd: StartProviderCommand = parse(op, payload)?;
+            validate_id("provider_id", &cmd.provider_id).map_err(|e| e.to_string())?;
+            let ctx = ctx.clone();
+            tokio::spawn(async move { start_provider(&ctx, cmd).await });
+            ack()
+        }
+        CtlOp::ProviderStop(_) => {
+            let cmd: StopProviderCommand = parse(op, payload)?;
+            validate_id("provider_id", &cmd.provider_id).map_err(|e| e.to_string())?;
+            if !ctx.providers.stop(&cmd.provider_id).await {
+                return Err(format!("provider `{}` is not running on host `{}`", cmd.provider_id, ctx.id));
+            }
+            ack()
+        }
+        CtlOp::LabelPut(_) => {
+            let label: HostLabel = parse(op, payload)?;
+            check_label_key(&label.key)?;
+            let labels = {
+                let mut labels = ctx.labels.write().await;
+                labels.insert(label.key, label.value);
+                labels.clone()
+            };
+            ctx.events.publish(&LabelsChanged { host_id: ctx.id.clone(), labels }).await;
+            ack()
+        }
+        CtlOp::LabelDel(_) => {
+            let label: HostLabelIdentifier = parse(op, payload)?;
+            check_label_key(&label.key)?;
+            let labels = {
+                let mut labels = ctx.labels.write().await;
+                if labels.remove(&label.key).is_none() {
+                    return Err(format!("host `{}` has no label `{}`", ctx.id, label.key));
+                }
+                labels.clone()
+            };
+            ctx.events.publish(&LabelsChanged { host_id: ctx.id.clone(), labels }).await;
+            ack()
+        }
+        CtlOp::LinkPut => {
+            let link: Link = parse(op, payload)?;
+            match ctx.registry.put_link(&link).await {
+                Ok(()) => {
+                    ctx.events.publish(&LinkdefSet(link)).await;
+                    ack()
+                }
+                Err(e) => {
+                    let error = e.to_string();
+                    ctx.events.publish(&LinkdefSetFailed { link, error: error.clone() }).await;
+                    return Err(error);
+                }
+            }
+        }
+        CtlOp::LinkDel => {
+            let req: DeleteLinkRequest = parse(op, payload)?;
+            let deleted = ctx.registry.delete_links(&req).await.map_err(err)?;
+            let target = match deleted.as_slice() {
+                [one] => Some(one.target.clone()),
+                _ => None,
+            };
+            ctx.events
+                .publish(&LinkdefDeleted {
+                    source_id: req.source_id,
+                    name: req.name,
+                    wit_namespace: req.wit_namespace,
+                    wit_package: req.wit_package,
+                    target,
+                })
+                .await;
+            ack()
+        }
+        CtlOp::LinkGet => {
+            expect_no_body(op, payload)?;
+            ok(ctx.registry.links().await.map_err(err)?)
+        }
+        CtlOp::ClaimsGet => {
+            expect_no_body(op, payload)?;
+            ok(ctx.registry.claims().await.map_err(err)?)
+        }
+        CtlOp::ConfigPut(name) => {
+            let values: StringMap = parse(op, payload).map_err(|e| format!("{e}; config is a JSON object of string keys to string values"))?;
+            ctx.registry.put_config(name, &values).await.map_err(err)?;
+            ctx.events.publish(&ConfigSet { config_name: name.clone() }).await;
+            ack()
+        }
+        CtlOp::ConfigGet(name) => {
+            expect_no_body(op, payload)?;
+            match ctx.registry.get_config(name).await.map_err(err)? {
+                Some(values) => ok(values),
+                None => return Err(format!("no config named `{name}` in lattice `{}`; create it with `wash config put {name} KEY=VALUE`", ctx.lattice)),
+            }
+        }
+        CtlOp::ConfigDel(name) => {
+            expect_no_body(op, payload)?;
+            ctx.registry.delete_config(name).await.map_err(err)?;
+            ctx.events.publish(&ConfigDeleted { config_name: name.clone() }).await;
+            ack()
+        }
+    })
+}
+
+fn check_label_key(key: &str) -> std::result::Result<(), String> {
+    if key.is_empty() {
+        return Err("a label key must not be empty".into());
+    }
+    if key.starts_with(RESERVED_LABEL_PREFIX) {
+        return Err(format!("label `{key}` is reserved: `{RESERVED_LABEL_PREFIX}*` labels are set by the host itself"));
+    }
+    Ok(())
+}
+
+async fn start_provider(ctx: &Arc<HostCtx>, cmd: StartProviderCommand) {
+    let annotations = cmd.annotations.clone().unwrap_or_default();
+    let outcome = async {
+        if ctx.providers.contains(&cmd.provider_id).await {
+            return Err(HostError::Provider(format!("provider `{}` already runs on host `{}`", cmd.provider_id, ctx.id)));
+        }
+        let path = providers::resolve_ref(&cmd.provider_ref, ctx.config.allow_file_load)?;
+        let mut config = StringMap::new();
+        for name in &cmd.config {
+            let values = ctx.registry.get_config(name).await?.ok_or_else(|| {
+                HostError::Provider(format!("config `{name}` given to provider `{}` does not exist; create it with `wash config put`", cmd.provider_id))
+            })?;
+            config.extend(values);
+        }
+        let link_definitions = ctx
+            .registry
+            .known_links()
+            .into_iter()
+            .filter(|l| l.source_id == cmd.provider_id || l.target == cmd.provider_id)
+            .collect();
+        let instance_id = uuid::Uuid::new_v4().to_string();
+        let host_data = HostData {
+            host_id: ctx.id.clone(),
+            lattice_rpc_url: ctx.config.nats.url.clone(),
+            lattice: ctx.lattice.clone(),
+            provider_key: cmd.provider_id.clone(),
+            instance_id: instance_id.clone(),
+            config,
+            link_definitions,
+            lattice_rpc_user_jwt: ctx.config.nats.jwt.clone(),
+            lattice_rpc_user_seed: ctx.config.nats.nkey_seed.clone(),
+            log_level: None,
+        };
+        ctx.providers.start(&path, &cmd.provider_ref, &cmd.provider_id, annotations.clone(), &host_data, ctx.events.clone()).await?;
+        Ok(instance_id)
+    }
+    .await;
+    match outcome {
+        Ok(instance_id) => {
+            ctx.events
+                .publish(&ProviderStarted {
+                    host_id: ctx.id.clone(),
+                    image_ref: cmd.provider_ref,
+                    provider_id: cmd.provider_id,
+                    annotations,
+                    claims: None,
+                    instance_id,
+                })
+                .await
+        }
+        Err(e) => {
+            tracing::warn!(provider_id = cmd.provider_id, error = %e, "provider start failed");
+            ctx.events
+                .publish(&ProviderStartFailed {
+                    provider_ref: cmd.provider_ref,
+                    provider_id: cmd.provider_id,
+                    host_id: ctx.id.clone(),
+                    error: e.to_string(),
+                })
+                .await
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! The WebAssembly runtime: one wasmtime [`Engine`] per host (component model, async, pooling
+//! allocator, epoch interruption driven by one ticker thread), components compiled once into an
+//! [`InstancePre`] and a fresh [`Store`] per invocation.
+//!
+//! Least authority: the WASI context of every store has no preopened directories, no
+//! environment, no arguments, no sockets and no outbound HTTP; stdout and stderr go to the host
+//! log tagged with the component id.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::error::{HostError, Result};
+
+/// How often the epoch advances; the granularity of deadlines and of yielding to tokio.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The interface name of the HTTP export, for messages.
+pub const HTTP_HANDLER: &str = "wasi:http/incoming-handler";
+
+/// Limits applied to every invocation of a component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock budget of one invocation.
+    pub max_execution_time: Duration,
+    /// Cap on each linear memory of an instance, in bytes.
+    pub max_linear_memory_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_execution_time: Duration::from_secs(10), max_linear_memory_bytes: 256 << 20 }
+    }
+}
+
+/// Sizing of the engine.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// The host-wide limits; per-component limits may only lower them.
+    pub limits: Limits,
+    /// How many instances may be alive at once across all components (the pool size).
+    pub max_total_instances: u32,
+    /// Use the pooling allocator when the address space allows it.
+    pub pooling: bool,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self { limits: Limits::default(), max_total_instances: 1000, pooling: true }
+    }
+}
+
+/// The per-invocation state of a store.
+pub struct State {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: DenyOutgoingHttp,
+    limits: StoreLimits,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}
+
+/// Outbound HTTP is a capability that comes through a link, never ambiently.
+struct DenyOutgoingHttp;
+
+impl WasiHttpHooks for DenyOutgoingHttp {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = std::result::Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<dyn Future<Output = std::result::Result<(), wasmtime_wasi_http::Error>> + Send>,
+                )>,
+            > + Send,
+    > {
+        tracing::warn!(uri = %request.uri(), "denied outgoing HTTP request: no link grants it");
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+/// A compiled component, ready to instantiate.
+pub struct Prepared {
+    pre: InstancePre<State>,
+    proxy: Option<ProxyPre<State>>,
+    /// Hex SHA-256 of the component bytes.
+    pub digest: String,
+}
+
+impl Prepared {
+    /// Whether the component exports `wasi:http/incoming-handler`.
+    pub fn exports_http(&self) -> bool {
+        self.proxy.is_some()
+    }
+
+    /// The pre-instantiated component.
+    pub fn instance_pre(&self) -> &InstancePre<State> {
+        &self.pre
+    }
+}
+
+/// Stops the epoch ticker thread when the runtime goes away.
+struct Ticker(Arc<AtomicBool>);
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The host's WebAssembly runtime.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<State>,
+    limits: Limits,
+    pooling: bool,
+    /// Compiled components by digest, so scaling or updating to the same bytes compiles once.
+    cache: Mutex<HashMap<String, Weak<Prepared>>>,
+    _ticker: Ticker,
+}
+
+impl Runtime {
+    /// Builds the engine (pooling when possible, else on-demand, with a log line) and linker.
+    pub fn new(config: &RuntimeConfig) -> Result<Self> {
+        let base = || {
+            let mut c = Config::new();
+            c.wasm_component_model(true).epoch_interruption(true);
+            c
+        };
+        let mut engine = None;
+        let mut pooling = false;
+        if config.pooling {
+            let mut pool = PoolingAllocationConfig::default();
+            let n = config.max_total_instances;
+            pool.total_component_instances(n)
+                .total_core_instances(n.saturating_mul(8))
+                .total_memories(n.saturating_mul(2))
+                .total_tables(n.saturating_mul(8))
+                .total_stacks(n)
+                .max_memories_per_component(4)
+                .max_tables_per_component(16)
+                .max_core_instances_per_component(32)
+                .max_component_instance_size(1 << 20)
+                .max_memory_size(config.limits.max_linear_memory_bytes);
+            let mut c = base();
+            c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+            match Engine::new(&c) {
+                Ok(e) => {
+                    engine = Some(e);
+                    pooling = true;
+                }
+                Err(e) => tracing::warn!(error = %e, "pooling allocator unavailable (address space too small?); falling back to on-demand allocation"),
+            }
+        }
+        let engine = match engine {
+            Some(e) => e,
+            None => Engine::new(&base()).map_err(|e| HostError::Engine(e.to_string()))?,
+        };
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| HostError::Engine(e.to_string()))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(|e| HostError::Engine(e.to_string()))?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ticking, stop2) = (engine.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("trellis-epoch".into())
+            .spawn(move || {
+                while !stop2.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticking.increment_epoch();
+                }
+            })
+            .map_err(|e| HostError::Engine(format!("cannot start the epoch ticker thread: {e}")))?;
+        Ok(Self { engine, linker, limits: config.limits, pooling, cache: Mutex::new(HashMap::new()), _ticker: Ticker(stop) })
+    }
+
+    /// Whether the pooling allocator is in use.
+    pub fn is_pooling(&self) -> bool {
+        self.pooling
+    }
+
+    /// The host-wide limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Checks that `bytes` are a component, then compiles and pre-instantiates it (off the
+    /// async workers), reusing an earlier compilation of the same bytes.
+    pub async fn prepare(self: &Arc<Self>, reference: &str, bytes: Vec<u8>) -> Result<Arc<Prepared>> {
+        let load_err = |reason: String| HostError::Load { reference: reference.to_string(), reason };
+        check_component_header(&bytes).map_err(load_err)?;
+        let digest = hex(&Sha256::digest(&bytes));
+        if let Some(p) = self.cache_lock().get(&digest).and_then(Weak::upgrade) {
+            return Ok(p);
+        }
+        let this = self.clone();
+        let digest2 = digest.clone();
+        let prepared = tokio::task::spawn_blocking(move || -> std::result::Result<Prepared, String> {
+            let component = Component::new(&this.engine, &bytes).map_err(|e| format!("invalid component: {e:#}"))?;
+            let pre = this.linker.instantiate_pre(&component).map_err(|e| {
+                format!("it needs an import this host does not provide: {e:#}; link a provider for it or rebuild the component without it")
+            })?;
+            let proxy = ProxyPre::new(pre.clone()).ok();
+            Ok(Prepared { pre, proxy, digest: digest2 })
+        })
+        .await
+        .map_err(|e| load_err(format!("compilation panicked: {e}")))?
+        .map_err(load_err)?;
+        let prepared = Arc::new(prepared);
+        let mut cache = self.cache_lock();
+        cache.retain(|_, w| w.strong_count() > 0);
+        cache.insert(digest, Arc::downgrade(&prepared));
+        Ok(prepared)
+    }
+
+    fn cache_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Weak<Prepared>>> {
+        // The cache holds no invariant a panic could break; recover from poisoning.
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A fresh store for one invocation of `component_id` under `limits`.
+    pub fn new_store(&self, component_id: &str, limits: Limits) -> Store<State> {
+        let id: Arc<str> = Arc::from(component_id);
+        let wasi = WasiCtx::builder()
+            .stdout(LogStream { component_id: id.clone(), stream: "stdout" })
+            .stderr(LogStream { component_id: id, stream: "stderr" })
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = State {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: DenyOutgoingHttp,
+            limits: StoreLimitsBuilder::new().memory_size(limits.max_linear_memory_bytes).trap_on_grow_failure(true).build(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        // Yield to tokio at every epoch tick so a busy component never holds a worker for
+        // long, and trap once the wall-clock deadline has passed.
+        let deadline = Instant::now() + limits.max_execution_time;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        });
+        store
+    }
+
+    /// Instantiates `prepared` in a fresh store and hands it `req` through
+    /// `wasi:http/incoming-handler`, returning the whole response. `permit` (the component's
+    /// concurrency slot) is held until the guest has finished, not just until the headers.
+    pub async fn invoke_http<P: Send + 'static>(
+        &self,
+        component_id: &str,
+        prepared: &Prepared,
+        limits: Limits,
+        req: http::Request<Bytes>,
+        permit: P,
+    ) -> Result<http::Response<Bytes>> {
+        let proxy = prepared
+            .proxy
+            .clone()
+            .ok_or_else(|| HostError::NotExported { id: component_id.into(), interface: HTTP_HANDLER.into() })?;
+        let fail = |reason: String| HostError::Invocation { id: component_id.into(), reason };
+        let mut store = self.new_store(component_id, limits);
+        let (parts, body) = req.into_parts();
+        let body = Full::new(body).map_err(|never| -> wasmtime_wasi_http::Error { match never {} });
+        let req = http::Request::from_parts(parts, body);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, req).map_err(|e| fail(format!("{e:#}")))?;
+        let out = store.data_mut().http().new_response_outparam(tx).map_err(|e| fail(format!("{e:#}")))?;
+        let mut task = tokio::spawn(async move {
+            let _permit = permit;
+            let proxy = proxy.instantiate_async(&mut store).await?;
+            proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, out).await
+        });
+        let deadline = tokio::time::Instant::now() + limits.max_execution_time;
+        let deadline_err = || HostError::Deadline { id: component_id.into(), deadline_ms: limits.max_execution_time.as_millis() as u64 };
+        let guest_err = |e: wasmtime::Error| match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => deadline_err(),
+            _ => fail(format!("{e:?}")),
+        };
+        let response = tokio::select! {
+            r = rx => r,
+            // The task can only end first when the guest never set a response.
+            _ = tokio::time::sleep_until(deadline) => { task.abort(); return Err(deadline_err()) }
+        };
+        let response = match response {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(code)) => return Err(fail(format!("it answered with error code {code:?}"))),
+            Err(_) => {
+                return match tokio::time::timeout_at(deadline, &mut task).await {
+                    Err(_) => Err(deadline_err()),
+                    Ok(Ok(Ok(()))) => Err(fail("it returned without setting a response".into())),
+                    Ok(Ok(Err(e))) => Err(guest_err(e)),
+                    Ok(Err(join)) => Err(fail(format!("the invocation task failed: {join}"))),
+                };
+            }
+        };
+        let (parts, body) = response.into_parts();
+        let collected = match tokio::time::timeout_at(deadline, body.collect()).await {
+            Err(_) => {
+                task.abort();
+                return Err(deadline_err());
+            }
+            Ok(Err(e)) => {
+                // The body failed: prefer the guest's own error (a trap) when there is one.
+                return match tokio::time::timeout_at(deadline, &mut task).await {
+                    Ok(Ok(Err(e))) => Err(guest_err(e)),
+                    _ => Err(fail(format!("its response body failed: {e}"))),
+                };
+            }
+            Ok(Ok(c)) => c.to_bytes(),
+        };
+        match tokio::time::timeout_at(deadline, task).await {
+            Err(_) => return Err(deadline_err()),
+            Ok(Ok(Err(e))) => return Err(guest_err(e)),
+            Ok(Err(join)) => return Err(fail(format!("the invocation task failed: {join}"))),
+            Ok(Ok(Ok(()))) => {}
+        }
+        Ok(http::Response::from_parts(parts, collected))
+    }
+}
+
+/// Tells garbage and core modules apart from components, with a message that says what to do.
+pub fn check_component_header(bytes: &[u8]) -> std::result::Result<(), String> {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Err(
+            "it is a core WebAssembly module, not a component; build it for wasm32-wasip2 or wrap it with `wasm-tools component new`".into(),
+        ),
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => Ok(()),
+        Some([0, b'a', b's', b'm', ..]) => Err("it is WebAssembly of an unknown version or layer".into()),
+        _ => Err(format!("it is not WebAssembly ({} bytes that do not start with `\\0asm`)", bytes.len())),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Guest stdout/stderr, line by line into the host log, tagged with the component id.
+struct LogStream {
+    component_id: Arc<str>,
+    stream: &'static str,
+}
+
+impl IsTerminal for LogStream {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for LogStream {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(LineLogger { component_id: self.component_id.clone(), stream: self.stream, buf: Vec::new() })
+    }
+}
+
+struct LineLogger {
+    component_id: Arc<str>,
+    stream: &'static str,
+    buf: Vec<u8>,
+}
+
+impl LineLogger {
+    /// Longest line kept before it is logged in pieces, so a guest cannot grow host memory.
+    const MAX_LINE: usize = 16 * 1024;
+
+    fn emit(&mut self, upto: usize) {
+        let line: Vec<u8> = self.buf.drain(..upto).collect();
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\n', '\r']);
+        tracing::info!(target: "trellis::component", component_id = %self.component_id, stream = self.stream, "{text}");
+    }
+}
+
+impl tokio::io::AsyncWrite for LineLogger {
+    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.buf.extend_from_slice(data);
+        while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+            self.emit(pos + 1);
+        }
+        if self.buf.len() > Self::MAX_LINE {
+            let n = self.buf.len();
+            self.emit(n);
+        }
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if !self.buf.is_empty() {
+            let n = self.buf.len();
+            self.emit(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for LineLogger {
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            let n = self.buf.len();
+            self.emit(n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_sniffing() {
+        assert!(check_component_header(b"hello world").unwrap_err().contains("not WebAssembly"));
+        let core = wat::parse_str("(module)").unwrap();
+        assert!(check_component_header(&core).unwrap_err().contains("core WebAssembly module"));
+        let component = wat::parse_str("(component)").unwrap();
+        assert!(check_component_header(&component).is_ok());
+    }
+}

@@ -1,0 +1,72 @@
+//! The provider process model: what a host tells a provider it starts.
+//!
+//! As in wasmCloud, the host writes one line to the provider's stdin, the base64 of a JSON
+//! [`HostData`], then closes stdin; the provider connects to NATS itself.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::ctl::{Link, StringMap};
+use crate::{Error, ErrorKind};
+
+/// Everything a provider needs to join the lattice.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct HostData {
+    /// The starting host's id.
+    pub host_id: String,
+    /// NATS URL for the lattice.
+    pub lattice_rpc_url: String,
+    /// The lattice name.
+    pub lattice: String,
+    /// The provider's id.
+    pub provider_key: String,
+    /// This run's instance id.
+    pub instance_id: String,
+    /// Named config merged, in the order given on start.
+    #[serde(default)]
+    pub config: StringMap,
+    /// Links the provider is source or target of.
+    #[serde(default)]
+    pub link_definitions: Vec<Link>,
+    /// NATS user JWT, when the lattice needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lattice_rpc_user_jwt: Option<String>,
+    /// NATS nkey seed, when the lattice needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lattice_rpc_user_seed: Option<String>,
+    /// Log level for the provider (`info`, `debug`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+}
+
+impl HostData {
+    /// The stdin line: base64 of the JSON, with a trailing newline.
+    pub fn encode(&self) -> Result<String, Error> {
+        let json = serde_json::to_vec(self)
+            .map_err(|e| Error::new(ErrorKind::Malformed, "cannot encode provider host data").with_source(e))?;
+        Ok(format!("{}\n", base64::engine::general_purpose::STANDARD.encode(json)))
+    }
+
+    /// Parses the stdin line.
+    pub fn decode(line: &str) -> Result<Self, Error> {
+        let json = base64::engine::general_purpose::STANDARD
+            .decode(line.trim())
+            .map_err(|e| Error::new(ErrorKind::Malformed, "provider host data on stdin is not base64").with_source(e))?;
+        serde_json::from_slice(&json)
+            .map_err(|e| Error::new(ErrorKind::Malformed, "provider host data on stdin is not the expected JSON").with_source(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let hd = HostData { host_id: "N1".into(), provider_key: "http".into(), ..Default::default() };
+        let line = hd.encode().unwrap();
+        assert!(line.ends_with('\n'));
+        assert_eq!(HostData::decode(&line).unwrap(), hd);
+        assert!(HostData::decode("!!!").is_err());
+    }
+}
