@@ -3,3 +3,4 @@
 
 pub mod components;
 pub mod nats;
+pub mod hosts;

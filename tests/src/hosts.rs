@@ -1,0 +1,155 @@
+//! Hosts for tests: in-process [`Host`]s, `trellis-host` processes, and an event collector.
+
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use futures::StreamExt;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use trellis_host::{Host, HostConfig};
+use trellis_lattice::event::CloudEvent;
+
+/// Logs to the test output once per test binary (`RUST_LOG` filters; quiet by default).
+pub fn init_tracing() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// A host config for tests: the given URL and labels, a 1 s heartbeat.
+pub fn config(nats_url: &str, labels: &[(&str, &str)]) -> HostConfig {
+    let mut c = HostConfig::new(nats_url);
+    c.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    c.heartbeat_interval = Duration::from_secs(1);
+    c
+}
+
+/// Starts an in-process host.
+pub async fn start_host(nats_url: &str, labels: &[(&str, &str)]) -> anyhow::Result<Host> {
+    init_tracing();
+    Host::start(config(nats_url, labels)).await.context("in-process host did not start")
+}
+
+/// The `trellis-host` binary of this workspace, built on first use (a no-op when current).
+pub fn host_binary() -> anyhow::Result<std::path::PathBuf> {
+    static BIN: OnceLock<Result<std::path::PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // target/<profile>/deps/<test> → target/<profile>
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let profile_dir = exe.parent().and_then(|d| d.parent()).ok_or("unexpected test binary location")?.to_path_buf();
+        let target_dir = profile_dir.parent().ok_or("unexpected test binary location")?;
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "trellis-host", "--bin", "trellis-host", "--target-dir"]).arg(target_dir);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().map_err(|e| format!("cannot run cargo to build trellis-host: {e}"))?;
+        if !status.success() {
+            return Err(format!("building trellis-host failed ({status})"));
+        }
+        Ok(profile_dir.join("trellis-host"))
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+/// A `trellis-host` process, killed on drop.
+pub struct ProcessHost {
+    child: tokio::process::Child,
+    /// Its host id.
+    pub id: String,
+    /// Its friendly name.
+    pub friendly_name: String,
+}
+
+impl ProcessHost {
+    /// Starts `trellis-host --nats-url URL` with `args`, and waits for its ready line.
+    pub async fn start(nats_url: &str, args: &[&str]) -> anyhow::Result<Self> {
+        let mut child = tokio::process::Command::new(host_binary()?)
+            .arg("--nats-url")
+            .arg(nats_url)
+            .args(["--heartbeat-interval-seconds", "1"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start trellis-host")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .context("trellis-host did not report ready within 30 s")??
+            .context("trellis-host exited before it was ready")?;
+        let field = |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(name)).map(str::to_string);
+        let (Some(id), Some(friendly_name)) = (field("id="), field("name=")) else {
+            bail!("unexpected ready line from trellis-host: {line}");
+        };
+        Ok(Self { child, id, friendly_name })
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) -> anyhow::Result<()> {
+        let pid = self.child.id().context("the process has exited")?;
+        let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        Ok(())
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub async fn wait(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        Ok(tokio::time::timeout(timeout, self.child.wait()).await.context("trellis-host did not exit in time")??)
+    }
+}
+
+/// Collects every event of a lattice from the moment it is created.
+pub struct Events {
+    rx: tokio::sync::mpsc::UnboundedReceiver<CloudEvent>,
+    seen: Vec<CloudEvent>,
+}
+
+impl Events {
+    /// Subscribes to `wasmbus.evt.{lattice}.>`.
+    pub async fn subscribe(nats: &async_nats::Client, lattice: &str) -> anyhow::Result<Self> {
+        let mut sub = nats.subscribe(trellis_lattice::subject::events_wildcard(lattice)).await?;
+        nats.flush().await?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                if let Ok(ev) = CloudEvent::from_slice(&msg.payload) {
+                    if tx.send(ev).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Self { rx, seen: Vec::new() })
+    }
+
+    /// The first event (seen before or arriving within `timeout`) named `name` for which `pred`
+    /// holds; the event is consumed.
+    pub async fn wait_for(&mut self, name: &str, timeout: Duration, pred: impl Fn(&CloudEvent) -> bool) -> anyhow::Result<CloudEvent> {
+        if let Some(i) = self.seen.iter().position(|e| e.name() == name && pred(e)) {
+            return Ok(self.seen.remove(i));
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(ev)) if ev.name() == name && pred(&ev) => return Ok(ev),
+                Ok(Some(ev)) => self.seen.push(ev),
+                Ok(None) => bail!("the event subscription ended"),
+                Err(_) => bail!(
+                    "no `{name}` event matched within {timeout:?}; saw: {:?}",
+                    self.seen.iter().map(|e| format!("{} {}", e.name(), e.data)).collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+}
