@@ -12,10 +12,11 @@ use std::process::{Command, Stdio};
 
 const TARGET: &str = "wasm32-wasip2";
 
-/// (workspace dir relative to the root, crate dirs inside it, artifacts as (env var, file stem)).
-const WORKSPACES: &[(&str, &[&str], &[(&str, &str)])] = &[
-    ("examples", &["http-hello"], &[("TRELLIS_WASM_HTTP_HELLO", "http_hello")]),
-    ("tests/components", &["misbehave"], &[("TRELLIS_WASM_MISBEHAVE", "misbehave")]),
+/// (workspace dir relative to the root, crate dir inside it, env var for its .wasm path).
+/// A workspace listed twice is built twice, which is a cheap no-op the second time.
+const COMPONENTS: &[(&str, &str, &str)] = &[
+    ("examples", "http-hello", "TRELLIS_WASM_HTTP_HELLO"),
+    ("tests/components", "misbehave", "TRELLIS_WASM_MISBEHAVE"),
 ];
 
 /// Outer-build variables that must not reach the nested build: they describe
@@ -38,7 +39,12 @@ const STRIP_VARS: &[&str] = &[
     "OUT_DIR",
     "NUM_JOBS",
 ];
-const STRIP_PREFIXES: &[&str] = &["CARGO_CFG_", "CARGO_FEATURE_", "CARGO_PKG_", "CARGO_MANIFEST_"];
+const STRIP_PREFIXES: &[&str] = &[
+    "CARGO_CFG_",
+    "CARGO_FEATURE_",
+    "CARGO_PKG_",
+    "CARGO_MANIFEST_",
+];
 
 fn main() {
     if let Err(msg) = run() {
@@ -48,38 +54,47 @@ fn main() {
 }
 
 fn run() -> Result<(), String> {
-    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").map_err(|e| format!("CARGO_MANIFEST_DIR: {e}"))?);
+    let manifest_dir = PathBuf::from(
+        env::var("CARGO_MANIFEST_DIR").map_err(|e| format!("CARGO_MANIFEST_DIR: {e}"))?,
+    );
     let root = manifest_dir
         .parent()
         .ok_or("tests/ has no parent directory")?
         .to_path_buf();
     let target_dir = root.join("target").join("wasm");
     // Not stripped: these configure the nested build itself.
-    for var in ["RUSTC", "RUSTC_WRAPPER", "CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS"] {
+    for var in [
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS",
+    ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
 
     check_target_installed()?;
 
-    for (ws, crates, artifacts) in WORKSPACES {
+    for (ws, krate, var) in COMPONENTS {
         let ws_dir = root.join(ws);
         for file in ["Cargo.toml", "Cargo.lock"] {
             println!("cargo:rerun-if-changed={}", ws_dir.join(file).display());
         }
-        for krate in *crates {
-            // A directory is scanned recursively for changes.
-            println!("cargo:rerun-if-changed={}", ws_dir.join(krate).display());
-        }
+        // A directory is scanned recursively for changes.
+        println!("cargo:rerun-if-changed={}", ws_dir.join(krate).display());
 
         cargo_build(&ws_dir.join("Cargo.toml"), &target_dir)?;
 
-        for (var, stem) in *artifacts {
-            let wasm = target_dir.join(TARGET).join("release").join(format!("{stem}.wasm"));
-            if !wasm.is_file() {
-                return Err(format!("{} was built but {} is missing", ws_dir.display(), wasm.display()));
-            }
-            println!("cargo:rustc-env={var}={}", wasm.display());
+        let wasm = target_dir
+            .join(TARGET)
+            .join("release")
+            .join(format!("{}.wasm", krate.replace('-', "_")));
+        if !wasm.is_file() {
+            return Err(format!(
+                "{} was built but {} is missing",
+                ws_dir.display(),
+                wasm.display()
+            ));
         }
+        println!("cargo:rustc-env={var}={}", wasm.display());
     }
     Ok(())
 }
@@ -105,7 +120,10 @@ fn cargo_build(manifest: &Path, target_dir: &Path) -> Result<(), String> {
         .status()
         .map_err(|e| format!("could not run {}: {e}", Path::new(&cargo).display()))?;
     if !status.success() {
-        return Err(format!("building the wasm components in {} failed ({status}); see the cargo output above", manifest.display()));
+        return Err(format!(
+            "building the wasm components in {} failed ({status}); see the cargo output above",
+            manifest.display()
+        ));
     }
     Ok(())
 }
@@ -121,7 +139,10 @@ fn check_target_installed() -> Result<(), String> {
     let libdir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     let has_std = out.status.success()
         && std::fs::read_dir(&libdir)
-            .map(|dir| dir.flatten().any(|e| e.file_name().to_string_lossy().starts_with("libstd-")))
+            .map(|dir| {
+                dir.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("libstd-"))
+            })
             .unwrap_or(false);
     if has_std {
         Ok(())

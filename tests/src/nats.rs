@@ -33,7 +33,8 @@ pub struct NatsServer {
     /// Arguments other than the port and the ports file dir, reused by [`NatsServer::restart`].
     args: Vec<OsString>,
     port: u16,
-    // Declared last so it is removed only after `Drop` has killed the process.
+    // Fields drop after `Drop::drop` has killed the process, so the server
+    // never sees its store vanish underneath it.
     dir: tempfile::TempDir,
 }
 
@@ -59,7 +60,9 @@ impl NatsServer {
         let dir = tempdir()?;
         let store = serde_json::to_string(&dir.path().join("js"))
             .context("JetStream store path is not valid UTF-8")?;
-        let conf = format!("listen: \"127.0.0.1:-1\"\njetstream {{\n  store_dir: {store}\n}}\n{extra_conf}\n");
+        let conf = format!(
+            "listen: \"127.0.0.1:-1\"\njetstream {{\n  store_dir: {store}\n}}\n{extra_conf}\n"
+        );
         let conf_path = dir.path().join("nats.conf");
         fs::write(&conf_path, conf).with_context(|| format!("writing {}", conf_path.display()))?;
         Self::launch(dir, vec!["-c".into(), conf_path.into_os_string()]).await
@@ -70,7 +73,14 @@ impl NatsServer {
         let (binary, version) = tokio::task::spawn_blocking(nats_server_binary)
             .await
             .context("nats-server search panicked")??;
-        let mut server = NatsServer { child: None, binary, version, args, port: 0, dir };
+        let mut server = NatsServer {
+            child: None,
+            binary,
+            version,
+            args,
+            port: 0,
+            dir,
+        };
         server.spawn_and_wait(None).await?;
         Ok(server)
     }
@@ -80,6 +90,7 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The client port; it stays the same across [`NatsServer::restart`].
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -121,9 +132,11 @@ impl NatsServer {
         // A killed server leaves its ports file behind: start from an empty dir
         // so only the new process's file can be found.
         if ports_dir.exists() {
-            fs::remove_dir_all(&ports_dir).with_context(|| format!("clearing {}", ports_dir.display()))?;
+            fs::remove_dir_all(&ports_dir)
+                .with_context(|| format!("clearing {}", ports_dir.display()))?;
         }
-        fs::create_dir_all(&ports_dir).with_context(|| format!("creating {}", ports_dir.display()))?;
+        fs::create_dir_all(&ports_dir)
+            .with_context(|| format!("creating {}", ports_dir.display()))?;
 
         let mut cmd = Command::new(&self.binary);
         cmd.args(&self.args);
@@ -146,9 +159,13 @@ impl NatsServer {
             .append(true)
             .open(self.stderr_path())
             .context("creating nats-server stderr file")?;
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
 
-        let child = cmd.spawn().with_context(|| format!("spawning {}", self.binary.display()))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {}", self.binary.display()))?;
         self.child = Some(child);
 
         match self.wait_ready(&ports_dir).await {
@@ -178,7 +195,10 @@ impl NatsServer {
                 break port;
             }
             if Instant::now() > deadline {
-                bail!("no ports file in {} after {STARTUP_TIMEOUT:?}", ports_dir.display());
+                bail!(
+                    "no ports file in {} after {STARTUP_TIMEOUT:?}",
+                    ports_dir.display()
+                );
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         };
@@ -190,7 +210,9 @@ impl NatsServer {
                 client.flush().await?;
                 anyhow::Ok(())
             };
-            match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), attempt).await {
+            match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), attempt)
+                .await
+            {
                 Ok(Ok(())) => return Ok(port),
                 Ok(Err(err)) if Instant::now() > deadline => {
                     return Err(err.context(format!("connecting to {url}")));
@@ -228,7 +250,11 @@ impl NatsServer {
                 out.push('\n');
             }
         }
-        if out.is_empty() { "(nothing)".into() } else { out }
+        if out.is_empty() {
+            "(nothing)".into()
+        } else {
+            out
+        }
     }
 }
 
@@ -255,8 +281,12 @@ fn read_ports_file(dir: &Path) -> anyhow::Result<Option<u16>> {
         if path.extension().is_none_or(|ext| ext != "ports") {
             continue;
         }
-        let Ok(text) = fs::read_to_string(&path) else { continue };
-        let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+        let Ok(text) = fs::read_to_string(&path) else {
+            continue;
+        };
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
         let url = json["nats"][0]
             .as_str()
             .with_context(|| format!("no nats URL in {}: {text}", path.display()))?;
@@ -287,7 +317,8 @@ pub fn nats_server_binary() -> anyhow::Result<(PathBuf, String)> {
 fn find_nats_server() -> anyhow::Result<(PathBuf, String)> {
     if let Some(path) = std::env::var_os(BINARY_ENV).filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
-        let version = binary_version(&path).with_context(|| format!("${BINARY_ENV}={}", path.display()))?;
+        let version =
+            binary_version(&path).with_context(|| format!("${BINARY_ENV}={}", path.display()))?;
         if !new_enough(&version) {
             bail!(
                 "${BINARY_ENV}={} is nats-server {version}, older than {}.{}; install a newer one with `{INSTALL_HINT}`",
@@ -310,7 +341,11 @@ fn find_nats_server() -> anyhow::Result<(PathBuf, String)> {
             Err(err) => seen.push(format!("{} (unusable: {err:#})", path.display())),
         }
     }
-    let found = if seen.is_empty() { "none".to_string() } else { seen.join(", ") };
+    let found = if seen.is_empty() {
+        "none".to_string()
+    } else {
+        seen.join(", ")
+    };
     bail!(
         "no nats-server >= {}.{} found on PATH, in Python's scripts dir or in ~/.local/bin \
          (found: {found}); install one with `{INSTALL_HINT}` or point ${BINARY_ENV} at one",
@@ -325,7 +360,10 @@ fn candidates() -> Vec<PathBuf> {
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
     let scripts = Command::new("python3")
-        .args(["-c", "import sysconfig;print(sysconfig.get_path('scripts'))"])
+        .args([
+            "-c",
+            "import sysconfig;print(sysconfig.get_path('scripts'))",
+        ])
         .stderr(Stdio::null())
         .output();
     if let Ok(out) = &scripts
@@ -356,14 +394,19 @@ fn binary_version(path: &Path) -> anyhow::Result<String> {
         .with_context(|| format!("running {} --version", path.display()))?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.split_whitespace()
-        .find_map(|word| word.strip_prefix('v').filter(|v| v.starts_with(|c: char| c.is_ascii_digit())))
+        .find_map(|word| {
+            word.strip_prefix('v')
+                .filter(|v| v.starts_with(|c: char| c.is_ascii_digit()))
+        })
         .map(str::to_string)
         .with_context(|| format!("unexpected `--version` output {:?}", text.trim()))
 }
 
 /// Whether `version` (`2.10.4`, `2.11.0-RC.1`, ...) is at least [`MIN_VERSION`].
 fn new_enough(version: &str) -> bool {
-    let mut parts = version.split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let mut parts = version
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
     let major = parts.next().unwrap_or(0);
     let minor = parts.next().unwrap_or(0);
     (major, minor) >= MIN_VERSION

@@ -10,7 +10,9 @@
 use std::io::Write as _;
 
 use wasi::exports::http::incoming_handler::Guest;
-use wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasi::http::types::{
+    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
 
 struct HttpHello;
 

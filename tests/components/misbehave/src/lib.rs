@@ -13,7 +13,9 @@ use std::hint::black_box;
 use std::io::Write as _;
 
 use wasi::exports::http::incoming_handler::Guest;
-use wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasi::http::types::{
+    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
 
 const CHUNK: usize = 1 << 20;
 
