@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tokio::sync::{Mutex, RwLock, watch};
 use tokio::task::JoinHandle;
 use trellis_lattice::ConnectOptions;
+use trellis_lattice::rpc::{Router, Serving};
 use trellis_lattice::ctl::{Host as HostInfo, HostInventory, Link, StringMap};
 use trellis_lattice::event::{ComponentScaleFailed, ComponentScaled, HostHeartbeat, HostStarted, HostStopped};
 
@@ -75,6 +76,10 @@ pub(crate) struct HostCtx {
     pub components: Components,
     pub providers: Providers,
     pub registry: Registry,
+    /// The data plane: remote and local calls.
+    pub router: Router,
+    /// Data-plane subscriptions of the running components, by id.
+    pub serving: Mutex<std::collections::HashMap<String, Serving>>,
     /// Serialises component lifecycle changes so two scale requests cannot interleave.
     pub lifecycle: Mutex<()>,
     pub stopping: AtomicBool,
@@ -111,11 +116,13 @@ impl Host {
             events: Events::new(nats.clone(), &config.lattice, &id),
             labels: RwLock::new(labels.clone()),
             started: Instant::now(),
-            nats,
+            nats: nats.clone(),
             runtime,
             components: Components::default(),
             providers: Providers::default(),
             registry,
+            router: Router::new(nats.clone(), &config.lattice),
+            serving: Mutex::new(std::collections::HashMap::new()),
             lifecycle: Mutex::new(()),
             stopping: AtomicBool::new(false),
             stopped_tx,
@@ -161,6 +168,12 @@ impl Host {
     /// Named config this host knows, from its own registry view.
     pub fn config(&self, name: &str) -> Option<StringMap> {
         self.ctx.registry.known_config(name)
+    }
+
+    /// The data-plane router of this host: calls through it reach components on this host
+    /// directly and everything else over NATS.
+    pub fn router(&self) -> &Router {
+        &self.ctx.router
     }
 
     /// Sends `req` to the `wasi:http/incoming-handler` of component `id` running on this host.
@@ -268,7 +281,7 @@ impl HostCtx {
 
     /// Runs `component_ref` as `id` with `max_instances` slots (0 stops it), publishing
     /// `component_scaled` or `component_scale_failed`.
-    pub(crate) async fn scale_component(&self, cmd: trellis_lattice::ctl::ScaleComponentCommand) {
+    pub(crate) async fn scale_component(self: &Arc<Self>, cmd: trellis_lattice::ctl::ScaleComponentCommand) {
         let _guard = self.lifecycle.lock().await;
         let annotations = cmd.annotations.clone().unwrap_or_default();
         let outcome: Result<()> = async {
@@ -276,6 +289,7 @@ impl HostCtx {
                 if let Some(old) = self.components.remove(&cmd.component_id).await {
                     tracing::info!(component_id = old.id, "component stopped");
                 }
+                self.unserve(&cmd.component_id).await;
                 return Ok(());
             }
             let limits = self.limits_for(cmd.component_limits.as_ref())?;
@@ -304,6 +318,7 @@ impl HostCtx {
                     gate: Gate::new(cmd.max_instances, self.config.max_queued_per_component),
                 })
                 .await;
+            self.serve(&cmd.component_id).await?;
             tracing::info!(component_id = cmd.component_id, max_instances = cmd.max_instances, "component scaled");
             Ok(())
         }
@@ -338,6 +353,25 @@ impl HostCtx {
                     .await
             }
         }
+    }
+
+    /// Answers data-plane calls for component `id` (idempotent): a queue-group subscription
+    /// shared with its replicas elsewhere, and a local route for callers in this process.
+    async fn serve(self: &Arc<Self>, id: &str) -> Result<()> {
+        let mut serving = self.serving.lock().await;
+        if serving.contains_key(id) {
+            return Ok(());
+        }
+        let handler: Arc<dyn trellis_lattice::rpc::Handler> = Arc::new(crate::serve::ComponentHandler { ctx: Arc::downgrade(self), id: id.into() });
+        let sub = self.router.serve(id, handler.clone()).await?;
+        self.router.register_local(id, handler);
+        serving.insert(id.into(), sub);
+        Ok(())
+    }
+
+    async fn unserve(&self, id: &str) {
+        self.router.unregister_local(id);
+        self.serving.lock().await.remove(id);
     }
 
     /// Switches running component `id` to `new_ref`: the new version serves from the moment it
@@ -405,6 +439,9 @@ impl HostCtx {
         }
         let _guard = self.lifecycle.lock().await;
         let components = self.components.clear().await;
+        for c in &components {
+            self.unserve(&c.id).await;
+        }
         // In-flight invocations hold slots; wait for them to come back, up to the grace period.
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline && components.iter().any(|c| c.gate.available() < c.max_instances() as usize) {

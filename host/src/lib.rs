@@ -29,6 +29,7 @@ pub mod identity;
 pub mod providers;
 pub mod registry;
 pub mod runtime;
+mod serve;
 
 pub use ctl::MAX_CTL_PAYLOAD;
 pub use error::{HostError, Result};

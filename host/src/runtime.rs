@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
@@ -276,8 +277,84 @@ impl Runtime {
     }
 
     /// Instantiates `prepared` in a fresh store and hands it `req` through
-    /// `wasi:http/incoming-handler`, returning the whole response. `permit` (the component's
-    /// concurrency slot) is held until the guest has finished, not just until the headers.
+    /// `wasi:http/incoming-handler`. Returns as soon as the guest has set the response head;
+    /// the body streams as the guest writes it and ends with the guest's own error if it
+    /// fails later. `permit` (the component's concurrency slot) is held until the guest has
+    /// finished, not just until the head; dropping the body stops the guest.
+    pub async fn invoke_http_streaming<B, P>(
+        &self,
+        component_id: &str,
+        prepared: &Prepared,
+        limits: Limits,
+        req: http::Request<B>,
+        permit: P,
+    ) -> Result<http::Response<GuestBody>>
+    where
+        B: hyper::body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
+        P: Send + 'static,
+    {
+        let proxy = prepared
+            .proxy
+            .clone()
+            .ok_or_else(|| HostError::NotExported { id: component_id.into(), interface: HTTP_HANDLER.into() })?;
+        let id: Arc<str> = Arc::from(component_id);
+        let fail = |reason: String| HostError::Invocation { id: component_id.into(), reason };
+        let mut store = self.new_store(component_id, limits);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, req).map_err(|e| fail(format!("{e:#}")))?;
+        let out = store.data_mut().http().new_response_outparam(tx).map_err(|e| fail(format!("{e:#}")))?;
+        let mut task = AbortOnDrop(tokio::spawn(async move {
+            let _permit = permit;
+            let proxy = proxy.instantiate_async(&mut store).await?;
+            proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, out).await
+        }));
+        let deadline = tokio::time::Instant::now() + limits.max_execution_time;
+        let errors = GuestErrors { id: id.clone(), deadline_ms: limits.max_execution_time.as_millis() as u64 };
+        let response = tokio::select! {
+            r = rx => r,
+            // Reaching the deadline before a head: the guest is stopped with its task.
+            _ = tokio::time::sleep_until(deadline) => return Err(errors.deadline()),
+        };
+        let response = match response {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(code)) => return Err(fail(format!("it answered with error code {code:?}"))),
+            // The sender is gone without a head: the guest failed or returned without one.
+            Err(_) => {
+                return Err(match tokio::time::timeout_at(deadline, &mut task.0).await {
+                    Err(_) => errors.deadline(),
+                    Ok(Ok(Ok(()))) => fail("it returned without setting a response".into()),
+                    Ok(Ok(Err(e))) => errors.guest(e),
+                    Ok(Err(join)) => fail(format!("the invocation task failed: {join}")),
+                });
+            }
+        };
+        let (parts, body) = response.into_parts();
+        let frames = http_body_util::BodyDataStream::new(body).boxed();
+        let stream = futures::stream::unfold(Some((frames, task, errors)), move |state| async move {
+            let (mut frames, mut task, errors) = state?;
+            match tokio::time::timeout_at(deadline, frames.next()).await {
+                Err(_) => Some((Err(errors.deadline()), None)),
+                Ok(Some(Ok(bytes))) => Some((Ok(bytes), Some((frames, task, errors)))),
+                Ok(Some(Err(e))) => {
+                    // The body failed: report the guest's own error (a trap) when there is one.
+                    let err = match tokio::time::timeout_at(deadline, &mut task.0).await {
+                        Ok(Ok(Err(guest))) => errors.guest(guest),
+                        _ => HostError::Invocation { id: errors.id.to_string(), reason: format!("its response body failed: {e}") },
+                    };
+                    Some((Err(err), None))
+                }
+                Ok(None) => match tokio::time::timeout_at(deadline, &mut task.0).await {
+                    Err(_) => Some((Err(errors.deadline()), None)),
+                    Ok(Ok(Err(guest))) => Some((Err(errors.guest(guest)), None)),
+                    Ok(Err(join)) => Some((Err(HostError::Invocation { id: errors.id.to_string(), reason: format!("the invocation task failed: {join}") }), None)),
+                    Ok(Ok(Ok(()))) => None,
+                },
+            }
+        });
+        Ok(http::Response::from_parts(parts, stream.boxed()))
+    }
+
+    /// [`Runtime::invoke_http_streaming`] with the request and response bodies in memory.
     pub async fn invoke_http<P: Send + 'static>(
         &self,
         component_id: &str,
@@ -286,68 +363,45 @@ impl Runtime {
         req: http::Request<Bytes>,
         permit: P,
     ) -> Result<http::Response<Bytes>> {
-        let proxy = prepared
-            .proxy
-            .clone()
-            .ok_or_else(|| HostError::NotExported { id: component_id.into(), interface: HTTP_HANDLER.into() })?;
-        let fail = |reason: String| HostError::Invocation { id: component_id.into(), reason };
-        let mut store = self.new_store(component_id, limits);
-        let (parts, body) = req.into_parts();
-        let body = Full::new(body).map_err(|never| -> wasmtime_wasi_http::Error { match never {} });
-        let req = http::Request::from_parts(parts, body);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, req).map_err(|e| fail(format!("{e:#}")))?;
-        let out = store.data_mut().http().new_response_outparam(tx).map_err(|e| fail(format!("{e:#}")))?;
-        let mut task = tokio::spawn(async move {
-            let _permit = permit;
-            let proxy = proxy.instantiate_async(&mut store).await?;
-            proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, out).await
-        });
-        let deadline = tokio::time::Instant::now() + limits.max_execution_time;
-        let deadline_err = || HostError::Deadline { id: component_id.into(), deadline_ms: limits.max_execution_time.as_millis() as u64 };
-        let guest_err = |e: wasmtime::Error| match e.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => deadline_err(),
-            _ => fail(format!("{e:?}")),
-        };
-        let response = tokio::select! {
-            r = rx => r,
-            // The task can only end first when the guest never set a response.
-            _ = tokio::time::sleep_until(deadline) => { task.abort(); return Err(deadline_err()) }
-        };
-        let response = match response {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(code)) => return Err(fail(format!("it answered with error code {code:?}"))),
-            Err(_) => {
-                return match tokio::time::timeout_at(deadline, &mut task).await {
-                    Err(_) => Err(deadline_err()),
-                    Ok(Ok(Ok(()))) => Err(fail("it returned without setting a response".into())),
-                    Ok(Ok(Err(e))) => Err(guest_err(e)),
-                    Ok(Err(join)) => Err(fail(format!("the invocation task failed: {join}"))),
-                };
-            }
-        };
-        let (parts, body) = response.into_parts();
-        let collected = match tokio::time::timeout_at(deadline, body.collect()).await {
-            Err(_) => {
-                task.abort();
-                return Err(deadline_err());
-            }
-            Ok(Err(e)) => {
-                // The body failed: prefer the guest's own error (a trap) when there is one.
-                return match tokio::time::timeout_at(deadline, &mut task).await {
-                    Ok(Ok(Err(e))) => Err(guest_err(e)),
-                    _ => Err(fail(format!("its response body failed: {e}"))),
-                };
-            }
-            Ok(Ok(c)) => c.to_bytes(),
-        };
-        match tokio::time::timeout_at(deadline, task).await {
-            Err(_) => return Err(deadline_err()),
-            Ok(Ok(Err(e))) => return Err(guest_err(e)),
-            Ok(Err(join)) => return Err(fail(format!("the invocation task failed: {join}"))),
-            Ok(Ok(Ok(()))) => {}
+        let req = req.map(|b| Full::new(b).map_err(|never| -> wasmtime_wasi_http::Error { match never {} }));
+        let resp = self.invoke_http_streaming(component_id, prepared, limits, req, permit).await?;
+        let (parts, mut body) = resp.into_parts();
+        let mut out = bytes::BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            out.extend_from_slice(&chunk?);
         }
-        Ok(http::Response::from_parts(parts, collected))
+        Ok(http::Response::from_parts(parts, out.freeze()))
+    }
+}
+
+/// A guest's response body, as it streams out.
+pub type GuestBody = futures::stream::BoxStream<'static, Result<Bytes>>;
+
+/// Aborts the guest's task (and so frees its store and slot) when the caller goes away.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Turns guest failures into errors that name the component.
+struct GuestErrors {
+    id: Arc<str>,
+    deadline_ms: u64,
+}
+
+impl GuestErrors {
+    fn deadline(&self) -> HostError {
+        HostError::Deadline { id: self.id.to_string(), deadline_ms: self.deadline_ms }
+    }
+
+    fn guest(&self, e: wasmtime::Error) -> HostError {
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => self.deadline(),
+            _ => HostError::Invocation { id: self.id.to_string(), reason: format!("{e:?}") },
+        }
     }
 }
 

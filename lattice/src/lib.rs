@@ -26,6 +26,7 @@ pub mod ctl;
 mod error;
 pub mod event;
 pub mod provider;
+pub mod rpc;
 pub mod state;
 pub mod subject;
 

@@ -1,0 +1,88 @@
+//! Serving running components on the data plane: one queue-group subscription per component
+//! id (so replicas on other hosts share the load) and a local route for same-host callers.
+//! Calls are dispatched by interface: `wasi:http/incoming-handler` to the component's HTTP
+//! export, streaming both bodies.
+
+use std::sync::{Arc, Weak};
+
+use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
+use http_body_util::StreamBody;
+use hyper::body::Frame;
+use trellis_lattice::rpc::{self, CallInfo, Handler, Invocation, Response, RpcError, RpcErrorKind};
+
+use crate::components::RunningComponent;
+use crate::error::HostError;
+use crate::host::HostCtx;
+
+/// Answers data-plane calls for component `id` with whatever version of it runs now.
+pub(crate) struct ComponentHandler {
+    pub ctx: Weak<HostCtx>,
+    pub id: String,
+}
+
+impl Handler for ComponentHandler {
+    fn call(&self, inv: Invocation) -> BoxFuture<'static, Result<Response, RpcError>> {
+        let (ctx, id) = (self.ctx.upgrade(), self.id.clone());
+        Box::pin(async move {
+            let gone = |call: &CallInfo| RpcError::new(RpcErrorKind::NoReplica, call, format!("component `{id}` is no longer running on this host"));
+            let Some(ctx) = ctx else { return Err(gone(&inv.call)) };
+            let Some(c) = ctx.components.get(&id).await else { return Err(gone(&inv.call)) };
+            if inv.call.interface == rpc::http::INTERFACE && inv.call.function == rpc::http::FUNCTION {
+                return http(&ctx, &c, inv).await;
+            }
+            Err(RpcError::new(
+                RpcErrorKind::Unsupported,
+                &inv.call,
+                format!("component `{id}` does not export `{}.{}`", inv.call.interface, inv.call.function),
+            ))
+        })
+    }
+}
+
+/// Maps a host error to the data-plane error of `call`.
+pub(crate) fn to_rpc(call: &CallInfo, e: HostError) -> RpcError {
+    let kind = match &e {
+        HostError::Busy { .. } => RpcErrorKind::Busy,
+        HostError::Deadline { .. } => RpcErrorKind::Deadline,
+        HostError::NotExported { .. } => RpcErrorKind::Unsupported,
+        HostError::NoSuchComponent(_) => RpcErrorKind::NoReplica,
+        _ => RpcErrorKind::Handler,
+    };
+    RpcError::new(kind, call, e.to_string())
+}
+
+async fn http(ctx: &HostCtx, c: &Arc<RunningComponent>, inv: Invocation) -> Result<Response, RpcError> {
+    let call = inv.call;
+    let head: rpc::http::RequestHead = rpc::http::decode(&inv.head)
+        .map_err(|e| RpcError::new(RpcErrorKind::Malformed, &call, format!("the HTTP request head could not be decoded: {e}")))?;
+    let mut builder = http::Request::builder().method(head.method.as_str());
+    let mut host = None;
+    for (name, value) in &head.headers {
+        if name.eq_ignore_ascii_case("host") {
+            host = std::str::from_utf8(value).ok().map(str::to_string);
+        }
+        builder = builder.header(name.as_str(), value.as_slice());
+    }
+    // wasi:http needs an authority: from the URI, else the Host header, else localhost.
+    let uri = if head.uri.starts_with('/') { format!("http://{}{}", host.as_deref().unwrap_or("localhost"), head.uri) } else { head.uri };
+    let body = StreamBody::new(
+        inv.body
+            .map_ok(Frame::data)
+            .map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string()))),
+    );
+    let req = builder
+        .uri(uri)
+        .body(body)
+        .map_err(|e| RpcError::new(RpcErrorKind::Malformed, &call, format!("invalid HTTP request: {e}")))?;
+    let wait = inv.deadline.saturating_duration_since(tokio::time::Instant::now());
+    let permit = c.gate.acquire(&c.id, wait).await.map_err(|e| to_rpc(&call, e))?;
+    let resp = ctx.runtime.invoke_http_streaming(&c.id, &c.prepared, c.limits, req, permit).await.map_err(|e| to_rpc(&call, e))?;
+    let (parts, body) = resp.into_parts();
+    let head = rpc::http::ResponseHead {
+        status: parts.status.as_u16(),
+        headers: parts.headers.iter().map(|(k, v)| (k.as_str().to_string(), serde_bytes::ByteBuf::from(v.as_bytes().to_vec()))).collect(),
+    };
+    let body_call = call.clone();
+    Ok(Response { head: rpc::http::encode(&head), body: body.map_err(move |e| to_rpc(&body_call, e)).boxed() })
+}
