@@ -1,0 +1,185 @@
+//! What `wash` prints: a command's [`Report`] as text or JSON, plain-text tables, one-line
+//! errors, and the progress spinners of long steps.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// The output format (`-o`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Human-readable text and tables.
+    Text,
+    /// One JSON object per command.
+    Json,
+}
+
+/// The result of a command, in both forms; `main` prints the one asked for.
+#[derive(Debug, Default)]
+pub struct Report {
+    text: Option<String>,
+    json: Option<Value>,
+}
+
+impl Report {
+    /// A result shown as `text`, or as `json` with `"success": true` added.
+    pub fn new(text: impl Into<String>, mut json: Value) -> Self {
+        if let Value::Object(map) = &mut json {
+            map.insert("success".into(), Value::Bool(true));
+        }
+        Self { text: Some(text.into()), json: Some(json) }
+    }
+
+    /// Drops the JSON form: for a command that already printed its JSON result.
+    pub fn text_only(mut self) -> Self {
+        self.json = None;
+        self
+    }
+
+    /// Nothing more to print (the command printed as it went).
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Prints the report to stdout.
+    pub fn print(&self, format: Format) {
+        match format {
+            Format::Text => {
+                if let Some(text) = &self.text {
+                    let text = text.trim_end_matches('\n');
+                    if !text.is_empty() {
+                        print_stdout(&format!("{text}\n"));
+                    }
+                }
+            }
+            Format::Json => {
+                if let Some(json) = &self.json {
+                    print_stdout(&format!("{json}\n"));
+                }
+            }
+        }
+    }
+}
+
+/// Prints a failure: always a single `error: …` line on stderr, plus `{"success":false,…}` on
+/// stdout in JSON mode.
+pub fn print_error(format: Format, err: &anyhow::Error) {
+    let message = one_line(&format!("{err:#}"));
+    if format == Format::Json {
+        print_stdout(&format!("{}\n", json!({"success": false, "error": message})));
+    }
+    eprintln!("error: {message}");
+}
+
+/// Writes to stdout, ignoring a closed pipe (`wash get hosts | head -1`) instead of panicking.
+pub fn print_stdout(s: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(s.as_bytes()).and_then(|()| out.flush());
+}
+
+/// Collapses whitespace runs that contain line breaks, so an error stays on one line.
+pub fn one_line(s: &str) -> String {
+    s.split(['\n', '\r']).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+/// Formats rows under headers in columns separated by two spaces; an empty table says `none`.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    if rows.is_empty() {
+        return format!("{}\n(none)\n", headers.join("  "));
+    }
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.enumerate() {
+            if i > 0 {
+                out.push_str("  ");
+            }
+            out.push_str(cell);
+            let pad = widths.get(i).copied().unwrap_or(0).saturating_sub(cell.chars().count());
+            out.extend(std::iter::repeat_n(' ', pad));
+        }
+        out.trim_end().to_string()
+    };
+    let mut out = line(&mut headers.iter().copied());
+    out.push('\n');
+    for row in rows {
+        out.push_str(&line(&mut row.iter().map(String::as_str)));
+        out.push('\n');
+    }
+    out
+}
+
+/// `k=v,k2=v2`, or `-` when empty.
+pub fn pairs<'a>(map: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
+    let joined = map.into_iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    dash(joined)
+}
+
+/// The items joined with `,`, or `-` when empty.
+pub fn list(items: &[String]) -> String {
+    dash(items.join(","))
+}
+
+fn dash(s: String) -> String {
+    if s.is_empty() { "-".into() } else { s }
+}
+
+/// A spinner on stderr for one step; hidden when stderr is not a terminal or output is JSON.
+pub struct Step {
+    bar: indicatif::ProgressBar,
+}
+
+impl Step {
+    /// Starts spinning with `message`.
+    pub fn start(format: Format, message: impl Into<String>) -> Self {
+        let bar = if format == Format::Text {
+            indicatif::ProgressBar::new_spinner()
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        bar.set_message(message.into());
+        bar.enable_steady_tick(Duration::from_millis(100));
+        Self { bar }
+    }
+
+    /// Stops spinning, leaving `message` as the step's line.
+    pub fn done(self, message: impl Into<String>) {
+        self.bar.finish_with_message(format!("✓ {}", message.into()));
+    }
+
+    /// Stops spinning and removes the line (the error is reported elsewhere).
+    pub fn fail(self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(&["ID", "NAME"], &[vec!["a".into(), "x".into()], vec!["long-id".into(), "y".into()]]);
+        assert_eq!(t, "ID       NAME\na        x\nlong-id  y\n");
+        assert_eq!(table(&["ID"], &[]), "ID\n(none)\n");
+    }
+
+    #[test]
+    fn errors_fit_on_one_line() {
+        assert_eq!(one_line("a\n  b\r\n\nc"), "a b c");
+    }
+
+    #[test]
+    fn json_reports_say_success() {
+        let r = Report::new("x", json!({"component_id": "c"}));
+        assert_eq!(r.json, Some(json!({"success": true, "component_id": "c"})));
+    }
+}
