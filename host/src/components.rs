@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -90,6 +90,8 @@ pub struct RunningComponent {
     pub limits: Limits,
     /// Its concurrency gate.
     pub gate: Gate,
+    /// Invocations started on this version of it (any interface, any caller).
+    pub invocations: AtomicU64,
 }
 
 impl RunningComponent {
@@ -154,6 +156,7 @@ impl Components {
 /// Invokes the HTTP handler of running component `c`, queueing for a slot if all are busy.
 pub async fn invoke_http(runtime: &Runtime, c: &RunningComponent, req: http::Request<Bytes>) -> Result<http::Response<Bytes>> {
     let permit = c.gate.acquire(&c.id, c.limits.max_execution_time).await?;
+    c.invocations.fetch_add(1, Ordering::Relaxed);
     runtime.invoke_http(&c.id, &c.prepared, c.limits, req, permit).await
 }
 

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use trellis_lattice::ctl::*;
-use trellis_lattice::event::{ConfigDeleted, ConfigSet, LabelsChanged, LinkdefDeleted, LinkdefSet, LinkdefSetFailed, ProviderStartFailed, ProviderStarted};
+use trellis_lattice::event::{ConfigDeleted, ConfigSet, LabelsChanged, LinkdefDeleted, LinkdefSet, LinkdefSetFailed, ProviderStartFailed};
 use trellis_lattice::provider::HostData;
 use trellis_lattice::subject::{CtlOp, CtlSubjects};
 use trellis_lattice::validate_id;
@@ -303,7 +303,7 @@ async fn start_provider(ctx: &Arc<HostCtx>, cmd: StartProviderCommand) {
         if ctx.providers.contains(&cmd.provider_id).await {
             return Err(HostError::Provider(format!("provider `{}` already runs on host `{}`", cmd.provider_id, ctx.id)));
         }
-        let path = providers::resolve_ref(&cmd.provider_ref, ctx.config.allow_file_load)?;
+        let source = providers::resolve_ref(&cmd.provider_ref, ctx.config.allow_file_load, &ctx.config.builtins)?;
         let mut config = StringMap::new();
         for name in &cmd.config {
             let values = ctx.registry.get_config(name).await?.ok_or_else(|| {
@@ -317,46 +317,38 @@ async fn start_provider(ctx: &Arc<HostCtx>, cmd: StartProviderCommand) {
             .into_iter()
             .filter(|l| l.source_id == cmd.provider_id || l.target == cmd.provider_id)
             .collect();
-        let instance_id = uuid::Uuid::new_v4().to_string();
         let host_data = HostData {
             host_id: ctx.id.clone(),
             lattice_rpc_url: ctx.config.nats.url.clone(),
             lattice: ctx.lattice.clone(),
             provider_key: cmd.provider_id.clone(),
-            instance_id: instance_id.clone(),
+            instance_id: String::new(),
             config,
             link_definitions,
             lattice_rpc_user_jwt: ctx.config.nats.jwt.clone(),
             lattice_rpc_user_seed: ctx.config.nats.nkey_seed.clone(),
             log_level: None,
         };
-        ctx.providers.start(&path, &cmd.provider_ref, &cmd.provider_id, annotations.clone(), &host_data, ctx.events.clone()).await?;
-        Ok(instance_id)
+        ctx.providers
+            .start(providers::Launch {
+                source,
+                reference: cmd.provider_ref.clone(),
+                annotations: annotations.clone(),
+                host_data,
+                events: ctx.events.clone(),
+                nats: ctx.nats.clone(),
+                router: ctx.router.clone(),
+                state: ctx.registry.view().clone(),
+                health_interval: ctx.config.provider_health_interval,
+            })
+            .await
     }
     .await;
-    match outcome {
-        Ok(instance_id) => {
-            ctx.events
-                .publish(&ProviderStarted {
-                    host_id: ctx.id.clone(),
-                    image_ref: cmd.provider_ref,
-                    provider_id: cmd.provider_id,
-                    annotations,
-                    claims: None,
-                    instance_id,
-                })
-                .await
-        }
-        Err(e) => {
-            tracing::warn!(provider_id = cmd.provider_id, error = %e, "provider start failed");
-            ctx.events
-                .publish(&ProviderStartFailed {
-                    provider_ref: cmd.provider_ref,
-                    provider_id: cmd.provider_id,
-                    host_id: ctx.id.clone(),
-                    error: e.to_string(),
-                })
-                .await
-        }
+    // Success is announced by the supervisor (provider_started), on this and every restart.
+    if let Err(e) = outcome {
+        tracing::warn!(provider_id = cmd.provider_id, error = %e, "provider start failed");
+        ctx.events
+            .publish(&ProviderStartFailed { provider_ref: cmd.provider_ref, provider_id: cmd.provider_id, host_id: ctx.id.clone(), error: e.to_string() })
+            .await
     }
 }

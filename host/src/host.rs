@@ -45,6 +45,10 @@ pub struct HostConfig {
     pub allow_file_load: bool,
     /// How many callers may wait for a component's instance slot before it answers busy.
     pub max_queued_per_component: usize,
+    /// Providers this host can run in-process as `builtin://NAME`.
+    pub builtins: Vec<trellis_provider_sdk::Builtin>,
+    /// How often providers are checked for health.
+    pub provider_health_interval: Duration,
 }
 
 impl HostConfig {
@@ -58,6 +62,8 @@ impl HostConfig {
             runtime: RuntimeConfig::default(),
             allow_file_load: true,
             max_queued_per_component: 1024,
+            builtins: Vec::new(),
+            provider_health_interval: Duration::from_secs(30),
         }
     }
 }
@@ -102,11 +108,13 @@ impl Host {
         let mut nats_opts = config.nats.clone();
         nats_opts.name.get_or_insert_with(|| format!("trellis-host {id}"));
         let nats = trellis_lattice::connect(&nats_opts).await?;
-        let runtime = Arc::new(Runtime::new(&config.runtime)?);
+        let registry = Registry::open(nats.clone(), &config.lattice).await?;
+        let router = Router::new(nats.clone(), &config.lattice);
+        let links = Arc::new(crate::c2c::LatticeLinks { router: router.clone(), registry: registry.clone() });
+        let runtime = Arc::new(Runtime::new(&config.runtime, links)?);
         if !runtime.is_pooling() {
             tracing::info!("using on-demand instance allocation");
         }
-        let registry = Registry::open(nats.clone(), &config.lattice).await?;
         let mut labels = identity::builtin_labels();
         labels.extend(config.labels.iter().filter(|(k, _)| !k.starts_with(identity::RESERVED_LABEL_PREFIX)).map(|(k, v)| (k.clone(), v.clone())));
         let (stopped_tx, _) = watch::channel(false);
@@ -121,7 +129,7 @@ impl Host {
             components: Components::default(),
             providers: Providers::default(),
             registry,
-            router: Router::new(nats.clone(), &config.lattice),
+            router,
             serving: Mutex::new(std::collections::HashMap::new()),
             lifecycle: Mutex::new(()),
             stopping: AtomicBool::new(false),
@@ -180,6 +188,14 @@ impl Host {
     pub async fn invoke_http(&self, id: &str, req: http::Request<Bytes>) -> Result<http::Response<Bytes>> {
         let c = self.ctx.components.get(id).await.ok_or_else(|| HostError::NoSuchComponent(id.into()))?;
         components::invoke_http(&self.ctx.runtime, &c, req).await
+    }
+
+    /// How many invocations the running version of component `id` has started on this host.
+    pub async fn invocations(&self, id: &str) -> u64 {
+        match self.ctx.components.get(id).await {
+            Some(c) => c.invocations.load(std::sync::atomic::Ordering::Relaxed),
+            None => 0,
+        }
     }
 
     /// Stops in order: no more control requests, in-flight work finishes (up to `grace`),
@@ -316,6 +332,7 @@ impl HostCtx {
                     prepared,
                     limits,
                     gate: Gate::new(cmd.max_instances, self.config.max_queued_per_component),
+                    invocations: Default::default(),
                 })
                 .await;
             self.serve(&cmd.component_id).await?;
@@ -392,6 +409,7 @@ impl HostCtx {
                     prepared,
                     limits: old.limits,
                     gate: Gate::new(old.max_instances(), self.config.max_queued_per_component),
+                    invocations: Default::default(),
                 })
                 .await;
             Ok(old)

@@ -55,6 +55,9 @@ struct Args {
     /// How many component instances may be alive at once on this host.
     #[arg(long, env = "TRELLIS_MAX_INSTANCES", default_value_t = 1000)]
     max_total_instances: u32,
+    /// Seconds between provider health checks.
+    #[arg(long, env = "TRELLIS_PROVIDER_HEALTH_INTERVAL", default_value_t = 30)]
+    provider_health_interval_seconds: u64,
     /// Log filter (RUST_LOG syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log_level: String,
@@ -92,6 +95,8 @@ async fn main() -> anyhow::Result<()> {
         },
         allow_file_load: args.allow_file_load,
         max_queued_per_component: 1024,
+        builtins: vec![trellis_provider_http_server::builtin()],
+        provider_health_interval: Duration::from_secs(args.provider_health_interval_seconds.max(1)),
     };
     let host = Host::start(config).await.context("the host could not start")?;
     // Machine-readable line for tools that start hosts as processes.

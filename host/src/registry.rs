@@ -5,13 +5,10 @@
 //! the local view is what the host itself consults, and a host that joins late fills it from
 //! the buckets before it reports ready.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
-
 use async_nats::jetstream::{self, kv};
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use trellis_lattice::ctl::{DeleteLinkRequest, Link, StringMap};
+use trellis_lattice::state::{StateView, open_bucket};
 use trellis_lattice::{state, validate_id};
 
 use crate::error::{HostError, Result};
@@ -22,36 +19,17 @@ pub const MAX_CONFIG_BYTES: usize = 256 * 1024;
 /// How often a compare-and-set write is retried when another writer got there first.
 const CAS_RETRIES: usize = 8;
 
-/// What the host currently knows of the lattice state.
-#[derive(Debug, Default)]
-struct View {
-    links: BTreeMap<String, Link>,
-    config: HashMap<String, StringMap>,
-}
-
 /// Handle on the lattice registry.
 #[derive(Clone)]
 pub struct Registry {
     lattice: String,
     links_kv: kv::Store,
     config_kv: kv::Store,
-    view: Arc<RwLock<View>>,
+    view: StateView,
 }
 
 fn reg_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> HostError {
     HostError::Registry(format!("{what}: {e}"))
-}
-
-async fn open_bucket(js: &jetstream::Context, bucket: &str) -> Result<kv::Store> {
-    if let Ok(store) = js.get_key_value(bucket).await {
-        return Ok(store);
-    }
-    let created = js.create_key_value(kv::Config { bucket: bucket.to_string(), history: 1, ..Default::default() }).await;
-    match created {
-        Ok(store) => Ok(store),
-        // Another host created it at the same moment.
-        Err(e) => js.get_key_value(bucket).await.map_err(|_| reg_err(format!("cannot create KV bucket `{bucket}`"), e)),
-    }
 }
 
 impl Registry {
@@ -61,63 +39,23 @@ impl Registry {
         let js = jetstream::new(nats);
         let links_kv = open_bucket(&js, &state::lattice_bucket(lattice)).await?;
         let config_kv = open_bucket(&js, &state::config_bucket(lattice)).await?;
-        let registry = Self { lattice: lattice.to_string(), links_kv, config_kv, view: Arc::default() };
-        registry.watch(registry.links_kv.clone(), apply_link).await?;
-        registry.watch(registry.config_kv.clone(), apply_config).await?;
-        Ok(registry)
-    }
-
-    /// Starts a watcher that applies every entry of `store` to the view, returning once the
-    /// view holds the bucket's current state.
-    async fn watch(&self, store: kv::Store, apply: fn(&mut View, &kv::Entry)) -> Result<()> {
-        let bucket = store.name.clone();
-        // Loading first (rather than trusting the watch alone) tells us when we are current,
-        // also for an empty bucket that would never deliver an entry.
-        let mut keys = store.keys().await.map_err(|e| reg_err(format!("cannot list `{bucket}`"), e))?;
-        let mut initial = Vec::new();
-        while let Some(key) = keys.try_next().await.map_err(|e| reg_err(format!("cannot list `{bucket}`"), e))? {
-            if let Some(entry) = store.entry(key).await.map_err(|e| reg_err(format!("cannot read `{bucket}`"), e))? {
-                initial.push(entry);
-            }
-        }
-        {
-            let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
-            for entry in &initial {
-                apply(&mut view, entry);
-            }
-        }
-        let view = self.view.clone();
-        tokio::spawn(async move {
-            // Reconnects and NATS restarts end a watch; start it again.
-            loop {
-                match store.watch_all().await {
-                    Ok(mut watch) => {
-                        while let Some(entry) = watch.next().await {
-                            match entry {
-                                Ok(entry) => apply(&mut view.write().unwrap_or_else(|p| p.into_inner()), &entry),
-                                Err(e) => {
-                                    tracing::warn!(bucket, error = %e, "registry watch failed; restarting it");
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => tracing::warn!(bucket, error = %e, "cannot watch registry bucket; retrying"),
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        });
-        Ok(())
+        let view = StateView::open(js.client(), lattice).await?;
+        Ok(Self { lattice: lattice.to_string(), links_kv, config_kv, view })
     }
 
     /// Every link this host knows of, from its local view.
     pub fn known_links(&self) -> Vec<Link> {
-        self.view.read().unwrap_or_else(|p| p.into_inner()).links.values().cloned().collect()
+        self.view.links()
     }
 
     /// The named config this host knows of, from its local view.
     pub fn known_config(&self, name: &str) -> Option<StringMap> {
-        self.view.read().unwrap_or_else(|p| p.into_inner()).config.get(name).cloned()
+        self.view.config(name)
+    }
+
+    /// The live view itself (for providers run in-process).
+    pub fn view(&self) -> &StateView {
+        &self.view
     }
 
     /// Checks a link's fields before it is stored.
@@ -277,36 +215,5 @@ impl Registry {
     /// The lattice this registry belongs to.
     pub fn lattice(&self) -> &str {
         &self.lattice
-    }
-}
-
-fn apply_link(view: &mut View, entry: &kv::Entry) {
-    if !entry.key.starts_with(state::LINK_PREFIX) {
-        return;
-    }
-    match entry.operation {
-        kv::Operation::Put => match serde_json::from_slice::<Link>(&entry.value) {
-            Ok(link) => {
-                view.links.insert(entry.key.clone(), link);
-            }
-            Err(e) => tracing::warn!(key = entry.key, error = %e, "ignoring an unreadable link"),
-        },
-        kv::Operation::Delete | kv::Operation::Purge => {
-            view.links.remove(&entry.key);
-        }
-    }
-}
-
-fn apply_config(view: &mut View, entry: &kv::Entry) {
-    match entry.operation {
-        kv::Operation::Put => match serde_json::from_slice::<StringMap>(&entry.value) {
-            Ok(map) => {
-                view.config.insert(entry.key.clone(), map);
-            }
-            Err(e) => tracing::warn!(key = entry.key, error = %e, "ignoring unreadable config"),
-        },
-        kv::Operation::Delete | kv::Operation::Purge => {
-            view.config.remove(&entry.key);
-        }
     }
 }

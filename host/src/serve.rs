@@ -77,6 +77,7 @@ async fn http(ctx: &HostCtx, c: &Arc<RunningComponent>, inv: Invocation) -> Resu
         .map_err(|e| RpcError::new(RpcErrorKind::Malformed, &call, format!("invalid HTTP request: {e}")))?;
     let wait = inv.deadline.saturating_duration_since(tokio::time::Instant::now());
     let permit = c.gate.acquire(&c.id, wait).await.map_err(|e| to_rpc(&call, e))?;
+    c.invocations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let resp = ctx.runtime.invoke_http_streaming(&c.id, &c.prepared, c.limits, req, permit).await.map_err(|e| to_rpc(&call, e))?;
     let (parts, body) = resp.into_parts();
     let head = rpc::http::ResponseHead {

@@ -70,3 +70,23 @@ mod tests {
         assert!(HostData::decode("!!!").is_err());
     }
 }
+
+/// Where a provider instance answers health checks (`{"healthy", "message"}` JSON replies).
+pub fn health_subject(lattice: &str, provider_id: &str, instance_id: &str) -> String {
+    format!("wasmbus.provider.{lattice}.{provider_id}.{instance_id}.health")
+}
+
+/// Where a provider instance is asked to shut down gracefully.
+pub fn shutdown_subject(lattice: &str, provider_id: &str, instance_id: &str) -> String {
+    format!("wasmbus.provider.{lattice}.{provider_id}.{instance_id}.shutdown")
+}
+
+/// A provider's answer to a health check.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct HealthReport {
+    /// Whether it can serve.
+    pub healthy: bool,
+    /// Why not, or a note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}

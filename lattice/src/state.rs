@@ -61,3 +61,163 @@ mod tests {
         assert!(key.starts_with(&link_slot_prefix("http", "wasi", "http", "default")));
     }
 }
+
+pub use view::{StateView, open_bucket};
+
+mod view {
+    //! A live, local view of the lattice state, kept by watching the buckets. Hosts use it to
+    //! route, providers to learn their links and config; a change bumps a counter that
+    //! subscribers can await.
+
+    use std::collections::{BTreeMap, HashMap};
+    use std::sync::{Arc, RwLock};
+    use std::time::Duration;
+
+    use async_nats::jetstream::{self, kv};
+    use futures::{StreamExt, TryStreamExt};
+    use tokio::sync::watch;
+
+    use crate::ctl::{Link, StringMap};
+    use crate::{Error, ErrorKind};
+
+    #[derive(Debug, Default)]
+    struct View {
+        links: BTreeMap<String, Link>,
+        config: HashMap<String, StringMap>,
+    }
+
+    /// The live view; cheap to clone.
+    #[derive(Clone)]
+    pub struct StateView {
+        view: Arc<RwLock<View>>,
+        changed: Arc<watch::Sender<u64>>,
+    }
+
+    fn kv_err(what: String, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+        Error::new(ErrorKind::Transport, what).with_source(e)
+    }
+
+    /// Opens `bucket`, creating it when it does not exist (another host may race us to it).
+    pub async fn open_bucket(js: &jetstream::Context, bucket: &str) -> Result<kv::Store, Error> {
+        if let Ok(store) = js.get_key_value(bucket).await {
+            return Ok(store);
+        }
+        match js.create_key_value(kv::Config { bucket: bucket.to_string(), history: 1, ..Default::default() }).await {
+            Ok(store) => Ok(store),
+            Err(e) => js.get_key_value(bucket).await.map_err(|_| kv_err(format!("cannot create KV bucket `{bucket}`"), e)),
+        }
+    }
+
+    impl StateView {
+        /// Loads the current links and config of `lattice` and keeps them current.
+        pub async fn open(nats: async_nats::Client, lattice: &str) -> Result<Self, Error> {
+            let js = jetstream::new(nats);
+            let links = open_bucket(&js, &super::lattice_bucket(lattice)).await?;
+            let config = open_bucket(&js, &super::config_bucket(lattice)).await?;
+            let (changed, _) = watch::channel(0);
+            let this = Self { view: Arc::default(), changed: Arc::new(changed) };
+            this.follow(links, apply_link).await?;
+            this.follow(config, apply_config).await?;
+            Ok(this)
+        }
+
+        /// Fills the view from `store` now, then applies every later change in the background.
+        async fn follow(&self, store: kv::Store, apply: fn(&mut View, &kv::Entry)) -> Result<(), Error> {
+            let bucket = store.name.clone();
+            // Loading first tells us when we are current, also for an empty bucket that a
+            // watch would never deliver anything from.
+            let mut keys = store.keys().await.map_err(|e| kv_err(format!("cannot list `{bucket}`"), e))?;
+            let mut initial = Vec::new();
+            while let Some(key) = keys.try_next().await.map_err(|e| kv_err(format!("cannot list `{bucket}`"), e))? {
+                if let Some(entry) = store.entry(key).await.map_err(|e| kv_err(format!("cannot read `{bucket}`"), e))? {
+                    initial.push(entry);
+                }
+            }
+            for entry in &initial {
+                self.apply(apply, entry);
+            }
+            let this = self.clone();
+            tokio::spawn(async move {
+                // A NATS restart ends a watch; start it again.
+                loop {
+                    match store.watch_all().await {
+                        Ok(mut watch) => {
+                            while let Some(entry) = watch.next().await {
+                                match entry {
+                                    Ok(entry) => this.apply(apply, &entry),
+                                    Err(e) => {
+                                        tracing::warn!(bucket, error = %e, "state watch failed; restarting it");
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!(bucket, error = %e, "cannot watch state bucket; retrying"),
+                    }
+                    if this.changed.is_closed() && Arc::strong_count(&this.view) == 1 {
+                        return; // nobody holds the view any more
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            });
+            Ok(())
+        }
+
+        fn apply(&self, apply: fn(&mut View, &kv::Entry), entry: &kv::Entry) {
+            apply(&mut self.view.write().unwrap_or_else(|p| p.into_inner()), entry);
+            self.changed.send_modify(|n| *n += 1);
+        }
+
+        /// Every link.
+        pub fn links(&self) -> Vec<Link> {
+            self.view.read().unwrap_or_else(|p| p.into_inner()).links.values().cloned().collect()
+        }
+
+        /// Named config `name`.
+        pub fn config(&self, name: &str) -> Option<StringMap> {
+            self.view.read().unwrap_or_else(|p| p.into_inner()).config.get(name).cloned()
+        }
+
+        /// The named configs merged in order (later names win); missing names are skipped.
+        pub fn merged_config(&self, names: &[String]) -> StringMap {
+            let view = self.view.read().unwrap_or_else(|p| p.into_inner());
+            names.iter().filter_map(|n| view.config.get(n)).flat_map(|m| m.clone()).collect()
+        }
+
+        /// A receiver that sees a new value after every change.
+        pub fn changes(&self) -> watch::Receiver<u64> {
+            self.changed.subscribe()
+        }
+    }
+
+    fn apply_link(view: &mut View, entry: &kv::Entry) {
+        if !entry.key.starts_with(super::LINK_PREFIX) {
+            return;
+        }
+        match entry.operation {
+            kv::Operation::Put => match serde_json::from_slice::<Link>(&entry.value) {
+                Ok(link) => {
+                    view.links.insert(entry.key.clone(), link);
+                }
+                Err(e) => tracing::warn!(key = entry.key, error = %e, "ignoring an unreadable link"),
+            },
+            kv::Operation::Delete | kv::Operation::Purge => {
+                view.links.remove(&entry.key);
+            }
+        }
+    }
+
+    fn apply_config(view: &mut View, entry: &kv::Entry) {
+        match entry.operation {
+            kv::Operation::Put => match serde_json::from_slice::<StringMap>(&entry.value) {
+                Ok(map) => {
+                    view.config.insert(entry.key.clone(), map);
+                }
+                Err(e) => tracing::warn!(key = entry.key, error = %e, "ignoring unreadable config"),
+            },
+            kv::Operation::Delete | kv::Operation::Purge => {
+                view.config.remove(&entry.key);
+            }
+        }
+    }
+}

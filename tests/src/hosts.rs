@@ -21,11 +21,14 @@ pub fn init_tracing() {
     });
 }
 
-/// A host config for tests: the given URL and labels, a 1 s heartbeat.
+/// A host config for tests: the given URL and labels, a 1 s heartbeat and provider health
+/// check, and the built-in providers the `trellis-host` binary has.
 pub fn config(nats_url: &str, labels: &[(&str, &str)]) -> HostConfig {
     let mut c = HostConfig::new(nats_url);
     c.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     c.heartbeat_interval = Duration::from_secs(1);
+    c.provider_health_interval = Duration::from_secs(1);
+    c.builtins = vec![trellis_provider_http_server::builtin()];
     c
 }
 
@@ -37,27 +40,59 @@ pub async fn start_host(nats_url: &str, labels: &[(&str, &str)]) -> anyhow::Resu
 
 /// The `trellis-host` binary of this workspace, built on first use (a no-op when current).
 pub fn host_binary() -> anyhow::Result<std::path::PathBuf> {
-    static BIN: OnceLock<Result<std::path::PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| {
-        // target/<profile>/deps/<test> → target/<profile>
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let profile_dir = exe.parent().and_then(|d| d.parent()).ok_or("unexpected test binary location")?.to_path_buf();
-        let target_dir = profile_dir.parent().ok_or("unexpected test binary location")?;
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "trellis-host", "--bin", "trellis-host", "--target-dir"]).arg(target_dir);
-        if release {
-            cmd.arg("--release");
+    workspace_binary("trellis-host", "trellis-host")
+}
+
+/// The http-server provider executable, built on first use.
+pub fn http_server_provider_binary() -> anyhow::Result<std::path::PathBuf> {
+    workspace_binary("trellis-provider-http-server", "trellis-provider-http-server")
+}
+
+/// Binary `bin` of workspace package `package`, built (once per test process) into the same
+/// target directory and profile as the running test.
+pub fn workspace_binary(package: &str, bin: &str) -> anyhow::Result<std::path::PathBuf> {
+    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<String, Result<std::path::PathBuf, String>>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    built
+        .entry(format!("{package}/{bin}"))
+        .or_insert_with(|| {
+            // target/<profile>/deps/<test> → target/<profile>
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let profile_dir = exe.parent().and_then(|d| d.parent()).ok_or("unexpected test binary location")?.to_path_buf();
+            let target_dir = profile_dir.parent().ok_or("unexpected test binary location")?;
+            let release = profile_dir.file_name().is_some_and(|n| n == "release");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = std::process::Command::new(cargo);
+            cmd.args(["build", "--quiet", "-p", package, "--bin", bin, "--target-dir"]).arg(target_dir);
+            if release {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().map_err(|e| format!("cannot run cargo to build {bin}: {e}"))?;
+            if !status.success() {
+                return Err(format!("building {bin} failed ({status})"));
+            }
+            Ok(profile_dir.join(bin))
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+/// Pids of this test process's children whose executable name starts with `name` (Linux).
+pub fn child_pids(name: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let comm: String = name.chars().take(15).collect();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // pid (comm) state ppid ...
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let ppid = stat[close + 1..].split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(me) && stat[open + 1..close].starts_with(&comm) {
+            out.push(pid);
         }
-        let status = cmd.status().map_err(|e| format!("cannot run cargo to build trellis-host: {e}"))?;
-        if !status.success() {
-            return Err(format!("building trellis-host failed ({status})"));
-        }
-        Ok(profile_dir.join("trellis-host"))
-    })
-    .clone()
-    .map_err(anyhow::Error::msg)
+    }
+    out
 }
 
 /// A `trellis-host` process, killed on drop.

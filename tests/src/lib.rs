@@ -4,3 +4,4 @@
 pub mod components;
 pub mod nats;
 pub mod hosts;
+pub mod http;

@@ -6,6 +6,8 @@
 //! - `/grow` allocates 1 MiB chunks forever (a memory cap must stop it);
 //! - `/env` reports how many environment variables and args it can see
 //!   (the host should hand components none of its own);
+//! - `/echo` streams the request body back as the response body, chunk by
+//!   chunk, never holding all of it;
 //! - anything else answers `misbehave v1\n`, which tests use to tell this
 //!   component apart from `http-hello`.
 
@@ -26,6 +28,7 @@ wasi::http::proxy::export!(Misbehave);
 impl Guest for Misbehave {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
         let body = match request.path_with_query().as_deref() {
+            Some("/echo") => return echo(request, response_out),
             Some("/loop") => spin(),
             Some("/grow") => grow(),
             Some("/env") => format!(
@@ -37,6 +40,29 @@ impl Guest for Misbehave {
         };
         respond(response_out, body.as_bytes());
     }
+}
+
+/// Copies the request body to the response body as it arrives.
+fn echo(request: IncomingRequest, response_out: ResponseOutparam) {
+    let incoming = request.consume().expect("body is consumed once");
+    let input = incoming.stream().expect("stream is taken once");
+    let headers = Fields::from_list(&[("content-type".to_string(), b"application/octet-stream".to_vec())])
+        .expect("content-type is a valid header");
+    let response = OutgoingResponse::new(headers);
+    let outgoing = response.body().expect("body is taken only once");
+    ResponseOutparam::set(response_out, Ok(response));
+    let mut out = outgoing.write().expect("stream is taken only once");
+    loop {
+        match input.blocking_read(64 * 1024) {
+            Ok(chunk) => out.write_all(&chunk).expect("write body"),
+            Err(wasi::io::streams::StreamError::Closed) => break,
+            Err(e) => panic!("reading the request body failed: {e:?}"),
+        }
+    }
+    out.flush().expect("flush body");
+    drop(out);
+    drop(input);
+    OutgoingBody::finish(outgoing, None).expect("finish body");
 }
 
 /// Never returns. `black_box` hides the counter from the optimiser, which may

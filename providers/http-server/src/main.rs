@@ -1,0 +1,5 @@
+//! The http-server provider as a process: started by a host with `file://` (host data on stdin).
+
+fn main() -> std::process::ExitCode {
+    trellis_provider_sdk::run_process(trellis_provider_http_server::NAME, trellis_provider_http_server::run)
+}

@@ -1,0 +1,207 @@
+//! HTTP across the lattice: the http-server provider (as a process and built in) hands requests
+//! to components on other hosts over the data plane, and back.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use trellis_host::Host;
+use trellis_lattice::client::CtlClient;
+use trellis_lattice::ctl::*;
+use trellis_tests::components::{file_ref, http_hello, misbehave};
+use trellis_tests::hosts::{Events, http_server_provider_binary, start_host};
+use trellis_tests::http::{free_addr, get, get_until, request};
+use trellis_tests::nats::NatsServer;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Lattice {
+    _nats: NatsServer,
+    ctl: CtlClient,
+    events: Events,
+}
+
+async fn lattice(nats: NatsServer) -> Lattice {
+    let ctl = CtlClient::new(nats.client().await.unwrap(), "default");
+    let events = Events::subscribe(ctl.nats(), "default").await.unwrap();
+    Lattice { _nats: nats, ctl, events }
+}
+
+impl Lattice {
+    async fn start_component(&mut self, host: &Host, id: &str, path: &str, max: u32, limits: Option<StringMap>) {
+        self.ctl
+            .scale_component(&ScaleComponentCommand {
+                component_ref: file_ref(path),
+                component_id: id.into(),
+                max_instances: max,
+                host_id: host.id().into(),
+                component_limits: limits,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        self.events.wait_for("component_scaled", WAIT, |e| e.data["component_id"] == id && e.source == host.id()).await.unwrap();
+    }
+
+    async fn start_provider(&mut self, host: &Host, id: &str, reference: &str, config: &[(&str, &str)]) {
+        let mut names = Vec::new();
+        if !config.is_empty() {
+            let name = format!("{id}-config");
+            self.ctl.put_config(&name, &config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).await.unwrap();
+            names.push(name);
+        }
+        self.ctl
+            .start_provider(&StartProviderCommand { provider_id: id.into(), provider_ref: reference.into(), host_id: host.id().into(), config: names, annotations: None })
+            .await
+            .unwrap();
+        self.events.wait_for("provider_started", WAIT, |e| e.data["provider_id"] == id).await.unwrap();
+    }
+
+    /// Links `source` (the http-server provider) to `target` with source config `cfg`.
+    async fn link(&self, source: &str, target: &str, cfg_name: &str, cfg: &[(&str, &str)]) {
+        self.ctl.put_config(cfg_name, &cfg.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).await.unwrap();
+        self.ctl
+            .put_link(&Link {
+                source_id: source.into(),
+                target: target.into(),
+                // One source may link one interface to several targets only under distinct
+                // link names (the reference's conflict rule); name each link after its target.
+                name: target.into(),
+                wit_namespace: "wasi".into(),
+                wit_package: "http".into(),
+                interfaces: vec!["incoming-handler".into()],
+                source_config: vec![cfg_name.into()],
+                target_config: vec![],
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn unlink(&self, source: &str, target: &str) {
+        self.ctl
+            .delete_link(&DeleteLinkRequest { source_id: source.into(), name: target.into(), wit_namespace: "wasi".into(), wit_package: "http".into() })
+            .await
+            .unwrap();
+    }
+}
+
+fn addr_str(a: SocketAddr) -> String {
+    a.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_to_a_provider_process_reaches_a_component_on_another_host() {
+    let nats = NatsServer::start().await.unwrap();
+    let a = start_host(&nats.url(), &[]).await.unwrap();
+    let b = start_host(&nats.url(), &[]).await.unwrap();
+    let mut l = lattice(nats).await;
+    l.start_component(&a, "hello", http_hello(), 4, None).await;
+    let provider = file_ref(http_server_provider_binary().unwrap());
+    l.start_provider(&b, "http", &provider, &[]).await;
+    let addr = free_addr().unwrap();
+    l.link("http", "hello", "hello-addr", &[("address", &addr_str(addr))]).await;
+
+    let r = get_until(addr, "/", 200, WAIT).await.unwrap();
+    assert_eq!(r.text(), "Hello from Trellis!\n");
+    assert_eq!(r.headers["content-type"], "text/plain");
+    assert_eq!(a.invocations("hello").await, 1, "host A ran it");
+
+    // The link goes: the next request is a 503 that names what is missing.
+    l.unlink("http", "hello").await;
+    let r = get_until(addr, "/", 503, WAIT).await.unwrap();
+    assert!(r.text().contains("no link from `http` for wasi:http/incoming-handler"), "{}", r.text());
+    // It comes back: served again, nothing restarted.
+    l.link("http", "hello", "hello-addr", &[("address", &addr_str(addr))]).await;
+    assert_eq!(get_until(addr, "/", 200, WAIT).await.unwrap().text(), "Hello from Trellis!\n");
+
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_routing_shares_one_port_and_builtins_route_locally() {
+    let nats = NatsServer::start().await.unwrap();
+    let host = start_host(&nats.url(), &[]).await.unwrap();
+    let other = start_host(&nats.url(), &[]).await.unwrap();
+    let mut l = lattice(nats).await;
+    l.start_component(&host, "hello", http_hello(), 2, None).await;
+    l.start_component(&other, "other", misbehave(), 2, None).await;
+    let addr = free_addr().unwrap();
+    l.start_provider(&host, "web", "builtin://http-server", &[("routing_mode", "path"), ("default_address", &addr_str(addr))]).await;
+    l.link("web", "hello", "hello-path", &[("path", "/hello")]).await;
+    l.link("web", "other", "other-path", &[("path", "/other")]).await;
+
+    assert_eq!(get_until(addr, "/hello", 200, WAIT).await.unwrap().text(), "Hello from Trellis!\n");
+    assert_eq!(get_until(addr, "/other", 200, WAIT).await.unwrap().text(), "misbehave v1\n");
+    assert_eq!(get(addr, "/hello/deeper?x=1").await.unwrap().text(), "Hello from Trellis!\n");
+    let r = get(addr, "/nowhere").await.unwrap();
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("for path `/nowhere`"), "{}", r.text());
+    let inv = l.ctl.get_host_inventory(host.id()).await.unwrap();
+    assert_eq!(inv.providers[0].id, "web");
+    assert_eq!(inv.providers[0].image_ref.as_deref(), Some("builtin://http-server"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_two_hosts_share_the_load() {
+    let nats = NatsServer::start().await.unwrap();
+    let a = start_host(&nats.url(), &[]).await.unwrap();
+    let b = start_host(&nats.url(), &[]).await.unwrap();
+    let edge = start_host(&nats.url(), &[]).await.unwrap();
+    let mut l = lattice(nats).await;
+    l.start_component(&a, "hello", http_hello(), 8, None).await;
+    l.start_component(&b, "hello", http_hello(), 8, None).await;
+    let addr = free_addr().unwrap();
+    l.start_provider(&edge, "http", "builtin://http-server", &[]).await;
+    l.link("http", "hello", "hello-addr", &[("address", &addr_str(addr))]).await;
+    get_until(addr, "/", 200, WAIT).await.unwrap();
+
+    let mut ok = 0;
+    for _ in 0..10 {
+        for r in futures::future::join_all((0..20).map(|_| get(addr, "/"))).await {
+            let r = r.unwrap();
+            assert_eq!(r.text(), "Hello from Trellis!\n");
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 200);
+    let (na, nb) = (a.invocations("hello").await, b.invocations("hello").await);
+    assert_eq!(na + nb, 201, "every request ran exactly once");
+    assert!(na > 10 && nb > 10, "both replicas served: {na} and {nb}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_bodies_stream_and_failures_name_what_is_missing() {
+    let nats = NatsServer::start().await.unwrap();
+    let a = start_host(&nats.url(), &[]).await.unwrap();
+    let b = start_host(&nats.url(), &[]).await.unwrap();
+    let mut l = lattice(nats).await;
+    l.start_component(&a, "echo", misbehave(), 4, None).await;
+    let provider = file_ref(http_server_provider_binary().unwrap());
+    l.start_provider(&b, "http", &provider, &[]).await;
+    let addr = free_addr().unwrap();
+    l.link("http", "echo", "echo-addr", &[("address", &addr_str(addr)), ("timeout_ms", "600")]).await;
+    get_until(addr, "/", 200, WAIT).await.unwrap();
+
+    // 10 MiB through provider → NATS → component → NATS → provider, intact.
+    let big: Vec<u8> = (0..10 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let r = request(addr, "POST", "/echo", Bytes::from(big.clone()), Duration::from_secs(60)).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body.len(), big.len());
+    assert!(r.body.as_ref() == big.as_slice(), "the echoed body differs");
+
+    // Past the link's timeout: 408, quickly.
+    let started = std::time::Instant::now();
+    let r = get(addr, "/loop").await.unwrap();
+    assert_eq!(r.status, 408, "{}", r.text());
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+
+    // No replica anywhere: the error names lattice, source, target and interface.
+    let ghost = free_addr().unwrap();
+    l.link("http", "ghost", "ghost-addr", &[("address", &addr_str(ghost))]).await;
+    let r = get_until(ghost, "/", 503, WAIT).await.unwrap();
+    let t = r.text();
+    for part in ["no running replica of `ghost`", "lattice `default`", "source `http`", "target `ghost`", "interface `wasi:http/incoming-handler`"] {
+        assert!(t.contains(part), "{t}");
+    }
+    // The host is fine: still serving.
+    assert_eq!(get(addr, "/").await.unwrap().text(), "misbehave v1\n");
+}
