@@ -48,8 +48,8 @@ pub fn http_server_provider_binary() -> anyhow::Result<std::path::PathBuf> {
     workspace_binary("trellis-provider-http-server", "trellis-provider-http-server")
 }
 
-/// Binary `bin` of workspace package `package`, built (once per test process) into the same
-/// target directory and profile as the running test.
+/// Binary `bin` of workspace package `package`, built (once per test process, a no-op when
+/// current) into the same target directory and profile as the running test.
 pub fn workspace_binary(package: &str, bin: &str) -> anyhow::Result<std::path::PathBuf> {
     static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<String, Result<std::path::PathBuf, String>>>> = OnceLock::new();
     let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
@@ -63,15 +63,21 @@ pub fn workspace_binary(package: &str, bin: &str) -> anyhow::Result<std::path::P
             let release = profile_dir.file_name().is_some_and(|n| n == "release");
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut cmd = std::process::Command::new(cargo);
-            cmd.args(["build", "--quiet", "-p", package, "--bin", bin, "--target-dir"]).arg(target_dir);
+            // The same selection as `make test`'s build: building one package alone would
+            // unify features differently and recompile shared dependencies.
+            cmd.args(["build", "--quiet", "--workspace", "--all-targets", "--target-dir"]).arg(target_dir);
             if release {
                 cmd.arg("--release");
             }
             let status = cmd.status().map_err(|e| format!("cannot run cargo to build {bin}: {e}"))?;
             if !status.success() {
-                return Err(format!("building {bin} failed ({status})"));
+                return Err(format!("building the workspace for {bin} failed ({status})"));
             }
-            Ok(profile_dir.join(bin))
+            let path = profile_dir.join(bin);
+            if !path.exists() {
+                return Err(format!("{} was not built; is `{bin}` a binary of package `{package}`?", path.display()));
+            }
+            Ok(path)
         })
         .clone()
         .map_err(anyhow::Error::msg)
