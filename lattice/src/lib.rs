@@ -29,6 +29,7 @@ pub mod provider;
 pub mod rpc;
 pub mod state;
 pub mod subject;
+pub mod wit_value;
 
 pub use connect::{ConnectOptions, MIN_NATS_SERVER_VERSION, check_server_version, connect};
 pub use error::{Error, ErrorKind};
