@@ -5,7 +5,8 @@
 //! heartbeats, keeps a live view of the lattice registry (links and named config in JetStream
 //! KV), and runs components in wasmtime with a fresh store per invocation.
 //!
-//! Modules, by concern: [`runtime`] (engine, compilation, invocation, limits), [`components`]
+//! Modules, by concern: [`runtime`] (engine, compilation, invocation, limits), [`c2c`]
+//! (component-to-component calls through links, for any interface), [`components`]
 //! (the table of running components and their concurrency gates), `ctl` (the control
 //! server), [`registry`] (links and config in KV), [`providers`] (provider processes),
 //! [`events`], [`identity`].
@@ -20,6 +21,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod c2c;
 pub mod components;
 mod ctl;
 mod error;

@@ -5,6 +5,10 @@
 //! Least authority: the WASI context of every store has no preopened directories, no
 //! environment, no arguments, no sockets and no outbound HTTP; stdout and stderr go to the host
 //! log tagged with the component id.
+//!
+//! Imports the host does not provide itself are satisfied through links: `prepare` links them
+//! in a per-component clone of the host's linker ([`crate::c2c`]), and [`Runtime::invoke_func`]
+//! calls an exported function on behalf of another component.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -17,7 +21,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable, Val};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -25,6 +29,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
+use crate::c2c::{self, DEFAULT_LINK_NAME, ExportedFunc, Exports, Outbound};
 use crate::error::{HostError, Result};
 
 /// How often the epoch advances; the granularity of deadlines and of yielding to tokio.
@@ -32,6 +37,16 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// The interface name of the HTTP export, for messages.
 pub const HTTP_HANDLER: &str = "wasi:http/incoming-handler";
+
+/// The packages whose interfaces the host's own linker supplies (wasmtime-wasi and
+/// wasi-http). An instance import from any other package is satisfied through a link.
+const HOST_PACKAGES: &[&str] = &["wasi:cli", "wasi:clocks", "wasi:filesystem", "wasi:http", "wasi:io", "wasi:random", "wasi:sockets"];
+
+/// Whether the host itself provides the import `name` (`ns:pkg/iface@version`).
+pub fn provided_by_host(name: &str) -> bool {
+    let package = name.split_once('/').map_or(name, |(p, _)| p);
+    HOST_PACKAGES.contains(&package)
+}
 
 /// Limits applied to every invocation of a component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +87,30 @@ pub struct State {
     table: ResourceTable,
     hooks: DenyOutgoingHttp,
     limits: StoreLimits,
+    link: LinkContext,
+}
+
+/// What a store's calls through links carry.
+#[derive(Debug, Clone)]
+pub struct LinkContext {
+    /// The component the store runs.
+    pub component_id: Arc<str>,
+    /// The link name its calls travel under (`default` until the component picks another).
+    pub link_name: String,
+    /// When the invocation's execution budget runs out.
+    pub deadline: Instant,
+}
+
+impl State {
+    /// What calls through links carry.
+    pub fn link_context(&self) -> &LinkContext {
+        &self.link
+    }
+
+    /// Makes later calls through links travel under link name `name`.
+    pub fn set_link_name(&mut self, name: &str) {
+        self.link.link_name = name.to_string();
+    }
 }
 
 impl WasiView for State {
@@ -112,6 +151,7 @@ impl WasiHttpHooks for DenyOutgoingHttp {
 pub struct Prepared {
     pre: InstancePre<State>,
     proxy: Option<ProxyPre<State>>,
+    exports: Exports,
     /// Hex SHA-256 of the component bytes.
     pub digest: String,
 }
@@ -125,6 +165,11 @@ impl Prepared {
     /// The pre-instantiated component.
     pub fn instance_pre(&self) -> &InstancePre<State> {
         &self.pre
+    }
+
+    /// The functions it exports, by interface (without `@version`) and name.
+    pub fn exports(&self) -> &Exports {
+        &self.exports
     }
 }
 
@@ -141,6 +186,8 @@ impl Drop for Ticker {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<State>,
+    /// Where calls through links go.
+    outbound: Arc<dyn Outbound>,
     limits: Limits,
     pooling: bool,
     /// Compiled components by digest, so scaling or updating to the same bytes compiles once.
@@ -149,8 +196,9 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Builds the engine (pooling when possible, else on-demand, with a log line) and linker.
-    pub fn new(config: &RuntimeConfig) -> Result<Self> {
+    /// Builds the engine (pooling when possible, else on-demand, with a log line) and linker;
+    /// components' calls through links go to `outbound`.
+    pub fn new(config: &RuntimeConfig, outbound: Arc<dyn Outbound>) -> Result<Self> {
         let base = || {
             let mut c = Config::new();
             c.wasm_component_model(true).epoch_interruption(true);
@@ -200,7 +248,7 @@ impl Runtime {
                 }
             })
             .map_err(|e| HostError::Engine(format!("cannot start the epoch ticker thread: {e}")))?;
-        Ok(Self { engine, linker, limits: config.limits, pooling, cache: Mutex::new(HashMap::new()), _ticker: Ticker(stop) })
+        Ok(Self { engine, linker, outbound, limits: config.limits, pooling, cache: Mutex::new(HashMap::new()), _ticker: Ticker(stop) })
     }
 
     /// Whether the pooling allocator is in use.
@@ -214,7 +262,9 @@ impl Runtime {
     }
 
     /// Checks that `bytes` are a component, then compiles and pre-instantiates it (off the
-    /// async workers), reusing an earlier compilation of the same bytes.
+    /// async workers), reusing an earlier compilation of the same bytes. Imports the host
+    /// does not provide are linked to [`Outbound`] in a clone of the host's linker, once
+    /// here and never per invocation.
     pub async fn prepare(self: &Arc<Self>, reference: &str, bytes: Vec<u8>) -> Result<Arc<Prepared>> {
         let load_err = |reason: String| HostError::Load { reference: reference.to_string(), reason };
         check_component_header(&bytes).map_err(load_err)?;
@@ -226,11 +276,14 @@ impl Runtime {
         let digest2 = digest.clone();
         let prepared = tokio::task::spawn_blocking(move || -> std::result::Result<Prepared, String> {
             let component = Component::new(&this.engine, &bytes).map_err(|e| format!("invalid component: {e:#}"))?;
-            let pre = this.linker.instantiate_pre(&component).map_err(|e| {
+            let mut linker = this.linker.clone();
+            c2c::link_imports(&mut linker, &this.engine, &component, &this.outbound)?;
+            let exports = Exports::index(&this.engine, &component);
+            let pre = linker.instantiate_pre(&component).map_err(|e| {
                 format!("it needs an import this host does not provide: {e:#}; link a provider for it or rebuild the component without it")
             })?;
             let proxy = ProxyPre::new(pre.clone()).ok();
-            Ok(Prepared { pre, proxy, digest: digest2 })
+            Ok(Prepared { pre, proxy, exports, digest: digest2 })
         })
         .await
         .map_err(|e| load_err(format!("compilation panicked: {e}")))?
@@ -249,10 +302,11 @@ impl Runtime {
 
     /// A fresh store for one invocation of `component_id` under `limits`.
     pub fn new_store(&self, component_id: &str, limits: Limits) -> Store<State> {
+        let deadline = Instant::now() + limits.max_execution_time;
         let id: Arc<str> = Arc::from(component_id);
         let wasi = WasiCtx::builder()
             .stdout(LogStream { component_id: id.clone(), stream: "stdout" })
-            .stderr(LogStream { component_id: id, stream: "stderr" })
+            .stderr(LogStream { component_id: id.clone(), stream: "stderr" })
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -263,12 +317,12 @@ impl Runtime {
             table: ResourceTable::new(),
             hooks: DenyOutgoingHttp,
             limits: StoreLimitsBuilder::new().memory_size(limits.max_linear_memory_bytes).trap_on_grow_failure(true).build(),
+            link: LinkContext { component_id: id, link_name: DEFAULT_LINK_NAME.into(), deadline },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         // Yield to tokio at every epoch tick so a busy component never holds a worker for
         // long, and trap once the wall-clock deadline has passed.
-        let deadline = Instant::now() + limits.max_execution_time;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
@@ -371,6 +425,41 @@ impl Runtime {
             out.extend_from_slice(&chunk?);
         }
         Ok(http::Response::from_parts(parts, out.freeze()))
+    }
+}
+
+impl Runtime {
+    /// Instantiates `prepared` in a fresh store and calls its exported function `func` with
+    /// `params` (already checked against its signature). `permit` is held until the guest has
+    /// finished.
+    pub async fn invoke_func<P: Send + 'static>(
+        &self,
+        component_id: &str,
+        prepared: &Prepared,
+        limits: Limits,
+        func: &ExportedFunc,
+        params: Vec<Val>,
+        permit: P,
+    ) -> Result<Vec<Val>> {
+        let id: Arc<str> = Arc::from(component_id);
+        let errors = GuestErrors { id: id.clone(), deadline_ms: limits.max_execution_time.as_millis() as u64 };
+        let mut store = self.new_store(component_id, limits);
+        let (pre, index, n_results) = (prepared.pre.clone(), func.index, func.ty.results().len());
+        let mut task = AbortOnDrop(tokio::spawn(async move {
+            let _permit = permit;
+            let instance = pre.instantiate_async(&mut store).await?;
+            let f = instance.get_func(&mut store, index).ok_or_else(|| wasmtime::Error::msg("the export is not a function"))?;
+            let mut results = vec![Val::Bool(false); n_results];
+            f.call_async(&mut store, &params, &mut results).await?;
+            Ok::<_, wasmtime::Error>(results)
+        }));
+        let deadline = tokio::time::Instant::now() + limits.max_execution_time;
+        match tokio::time::timeout_at(deadline, &mut task.0).await {
+            Err(_) => Err(errors.deadline()),
+            Ok(Ok(Ok(results))) => Ok(results),
+            Ok(Ok(Err(e))) => Err(errors.guest(e)),
+            Ok(Err(join)) => Err(HostError::Invocation { id: id.to_string(), reason: format!("the invocation task failed: {join}") }),
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! Serving running components on the data plane: one queue-group subscription per component
 //! id (so replicas on other hosts share the load) and a local route for same-host callers.
 //! Calls are dispatched by interface: `wasi:http/incoming-handler` to the component's HTTP
-//! export, streaming both bodies.
+//! export, streaming both bodies; any other interface to the exported function of that name
+//! (arguments and results as [`trellis_lattice::wit_value`]s, see [`crate::c2c`]).
 
 use std::sync::{Arc, Weak};
 
@@ -10,7 +11,9 @@ use futures::{StreamExt, TryStreamExt};
 use http_body_util::StreamBody;
 use hyper::body::Frame;
 use trellis_lattice::rpc::{self, CallInfo, Handler, Invocation, Response, RpcError, RpcErrorKind};
+use trellis_lattice::wit_value;
 
+use crate::c2c;
 use crate::components::RunningComponent;
 use crate::error::HostError;
 use crate::host::HostCtx;
@@ -31,11 +34,7 @@ impl Handler for ComponentHandler {
             if inv.call.interface == rpc::http::INTERFACE && inv.call.function == rpc::http::FUNCTION {
                 return http(&ctx, &c, inv).await;
             }
-            Err(RpcError::new(
-                RpcErrorKind::Unsupported,
-                &inv.call,
-                format!("component `{id}` does not export `{}.{}`", inv.call.interface, inv.call.function),
-            ))
+            func(&ctx, &c, inv).await
         })
     }
 }
@@ -86,4 +85,55 @@ async fn http(ctx: &HostCtx, c: &Arc<RunningComponent>, inv: Invocation) -> Resu
     };
     let body_call = call.clone();
     Ok(Response { head: rpc::http::encode(&head), body: body.map_err(move |e| to_rpc(&body_call, e)).boxed() })
+}
+
+/// Calls the exported function `call.function` of interface `call.interface` (whatever its
+/// `@version`) in a fresh instance, with the arguments in the head; the results are the
+/// response head.
+async fn func(ctx: &HostCtx, c: &Arc<RunningComponent>, inv: Invocation) -> Result<Response, RpcError> {
+    let call = inv.call;
+    let Some(export) = c.prepared.exports().get(&call.interface, &call.function) else {
+        let what = if c.prepared.exports().has_interface(&call.interface) {
+            format!("component `{}` exports `{}` but no function `{}` in it", c.id, call.interface, call.function)
+        } else {
+            format!("component `{}` does not export `{}`", c.id, call.interface)
+        };
+        return Err(RpcError::new(RpcErrorKind::Unsupported, &call, what));
+    };
+    if let Some(why) = &export.refusal {
+        return Err(RpcError::new(RpcErrorKind::Unsupported, &call, why.clone()));
+    }
+    let malformed = |what: String| RpcError::new(RpcErrorKind::Malformed, &call, what);
+    let args = wit_value::decode(&inv.head).map_err(|e| malformed(format!("the arguments could not be decoded: {e}")))?;
+    let types: Vec<_> = export.ty.params().collect();
+    if args.len() != types.len() {
+        return Err(malformed(format!("{} arguments came for `{}`, which takes {}", args.len(), call.function, types.len())));
+    }
+    let params = args
+        .into_iter()
+        .zip(&types)
+        .map(|(v, (name, ty))| c2c::from_wit(v, ty).map_err(|e| format!("argument `{name}` does not match `{}`: {e}", call.function)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(malformed)?;
+    // The callee's own budget, cut short by the caller's deadline.
+    let left = inv.deadline.saturating_duration_since(tokio::time::Instant::now());
+    let mut limits = c.limits;
+    limits.max_execution_time = limits.max_execution_time.min(left);
+    let permit = c.gate.acquire(&c.id, left).await.map_err(|e| to_rpc(&call, e))?;
+    c.invocations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let results = ctx.runtime.invoke_func(&c.id, &c.prepared, limits, export, params, permit).await.map_err(|e| to_rpc(&call, e))?;
+    let results = results
+        .iter()
+        .map(c2c::to_wit)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| RpcError::new(RpcErrorKind::Handler, &call, format!("the result of `{}` {e}", call.function)))?;
+    let head = wit_value::encode(&results);
+    if head.len() > rpc::MAX_HEAD_BYTES {
+        return Err(RpcError::new(
+            RpcErrorKind::Handler,
+            &call,
+            format!("the results take {} bytes encoded; a linked call carries at most {}", head.len(), rpc::MAX_HEAD_BYTES),
+        ));
+    }
+    Ok(Response { head, body: rpc::full_body(bytes::Bytes::new()) })
 }
