@@ -1,0 +1,192 @@
+//! HTTP throughput and latency of `examples/http-hello`, side by side in one run:
+//!
+//! (a) baseline: an HTTP server in this process that invokes the component in-process
+//!     (`Host::invoke_http`), the way an in-host server would;
+//! (b) the lattice: the http-server provider built into host B, the component on host A,
+//!     every request provider → NATS → host → component and back;
+//! (c) local routing: the http-server provider built into the host that runs the component,
+//!     calls handed over in memory.
+//!
+//! Each at concurrency 1 and 64 (keep-alive connections, one request at a time each), plus a
+//! raw NATS request/reply round trip as the floor for (b)'s latency.
+//! `cargo bench -p trellis-tests --bench http`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use trellis_host::Host;
+use trellis_lattice::client::CtlClient;
+use trellis_lattice::ctl::*;
+use trellis_tests::components::{file_ref, http_hello};
+use trellis_tests::hosts::{Events, start_host};
+use trellis_tests::http::{free_addr, get_until};
+
+const RUN: Duration = Duration::from_secs(4);
+
+struct Figures {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// `concurrency` keep-alive connections, each sending GET / back to back for `RUN`.
+async fn load(addr: SocketAddr, concurrency: usize) -> anyhow::Result<Figures> {
+    let start = Instant::now();
+    let workers = (0..concurrency).map(|_| async move {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let mut lat = Vec::new();
+        while start.elapsed() < RUN {
+            sender.ready().await?;
+            let t = Instant::now();
+            let req = http::Request::get("/").header("host", "bench").body(Full::new(Bytes::new()))?;
+            let resp = sender.send_request(req).await?;
+            anyhow::ensure!(resp.status() == 200, "status {}", resp.status());
+            let body = resp.into_body().collect().await?.to_bytes();
+            anyhow::ensure!(body.as_ref() == b"Hello from Trellis!\n");
+            lat.push(t.elapsed());
+        }
+        anyhow::Ok(lat)
+    });
+    let mut all = Vec::new();
+    for r in futures::future::join_all(workers).await {
+        all.extend(r?);
+    }
+    let elapsed = start.elapsed();
+    all.sort();
+    Ok(Figures { rps: all.len() as f64 / elapsed.as_secs_f64(), p50: pct(&all, 0.50), p99: pct(&all, 0.99) })
+}
+
+/// (a): a plain hyper server calling the component in-process.
+async fn in_process_server(host: Host) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            let host = host.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let host = host.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                        let resp = match host.invoke_http("hello", http::Request::from_parts(parts, body)).await {
+                            Ok(r) => r.map(Full::new),
+                            Err(e) => http::Response::builder().status(500).body(Full::new(Bytes::from(e.to_string()))).unwrap_or_default(),
+                        };
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+async fn provider(ctl: &CtlClient, events: &mut Events, host: &Host, id: &str, target: &str) -> anyhow::Result<SocketAddr> {
+    let addr = free_addr()?;
+    let cfg = format!("{id}-addr");
+    ctl.put_config(&cfg, &[("address".to_string(), addr.to_string())].into()).await?;
+    ctl.start_provider(&StartProviderCommand { provider_id: id.into(), provider_ref: "builtin://http-server".into(), host_id: host.id().into(), ..Default::default() })
+        .await?;
+    events.wait_for("provider_started", Duration::from_secs(30), |e| e.data["provider_id"] == id).await?;
+    ctl.put_link(&Link {
+        source_id: id.into(),
+        target: target.into(),
+        name: "default".into(),
+        wit_namespace: "wasi".into(),
+        wit_package: "http".into(),
+        interfaces: vec!["incoming-handler".into()],
+        source_config: vec![cfg],
+        target_config: vec![],
+    })
+    .await?;
+    get_until(addr, "/", 200, Duration::from_secs(30)).await?;
+    Ok(addr)
+}
+
+async fn nats_round_trip(client: &async_nats::Client) -> anyhow::Result<(Duration, Duration)> {
+    let mut sub = client.subscribe("bench.echo").await?;
+    let responder = client.clone();
+    tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            if let Some(r) = m.reply {
+                let _ = responder.publish(r, m.payload).await;
+            }
+        }
+    });
+    client.flush().await?;
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        let t = Instant::now();
+        client.request("bench.echo", Bytes::from_static(b"ping")).await?;
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    Ok((pct(&lat, 0.5), pct(&lat, 0.99)))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let nats = trellis_tests::nats::NatsServer::start().await?;
+    let a = start_host(&nats.url(), &[]).await?;
+    let b = start_host(&nats.url(), &[]).await?;
+    let ctl = CtlClient::new(nats.client().await?, "default");
+    let mut events = Events::subscribe(ctl.nats(), "default").await?;
+    for (host, id) in [(&a, "hello"), (&b, "hello-b")] {
+        ctl.scale_component(&ScaleComponentCommand {
+            component_ref: file_ref(http_hello()),
+            component_id: id.into(),
+            max_instances: 128,
+            host_id: host.id().into(),
+            ..Default::default()
+        })
+        .await?;
+        events.wait_for("component_scaled", Duration::from_secs(30), |e| e.data["component_id"] == id).await?;
+    }
+    let baseline = in_process_server(a.clone()).await?;
+    // (b): provider on host B, component `hello` only on host A.
+    let lattice = provider(&ctl, &mut events, &b, "http-remote", "hello").await?;
+    // (c): provider on host B, component `hello-b` on host B too.
+    let local = provider(&ctl, &mut events, &b, "http-local", "hello-b").await?;
+
+    let (rt50, rt99) = nats_round_trip(ctl.nats()).await?;
+    println!("http-hello over HTTP, {RUN:?} per cell, keep-alive connections, 2 cores shared with the load generator");
+    println!("raw NATS request/reply round trip: p50 {:.0} µs, p99 {:.0} µs", rt50.as_secs_f64() * 1e6, rt99.as_secs_f64() * 1e6);
+    println!("{:<44} {:>5} {:>10} {:>9} {:>9} {:>8}", "path", "conc", "req/s", "p50 µs", "p99 µs", "vs (a)");
+    for conc in [1usize, 64] {
+        let mut base_rps = 0.0;
+        for (name, addr) in [("(a) in-process (baseline)", baseline), ("(b) provider → NATS → host", lattice), ("(c) local routing (built-in, same host)", local)] {
+            let f = load(addr, conc).await?;
+            if base_rps == 0.0 {
+                base_rps = f.rps;
+            }
+            println!(
+                "{:<44} {:>5} {:>10.0} {:>9.0} {:>9.0} {:>7.0}%",
+                name,
+                conc,
+                f.rps,
+                f.p50.as_secs_f64() * 1e6,
+                f.p99.as_secs_f64() * 1e6,
+                f.rps / base_rps * 100.0
+            );
+        }
+    }
+    a.stop(Duration::from_secs(1)).await;
+    b.stop(Duration::from_secs(1)).await;
+    Ok(())
+}
