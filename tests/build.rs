@@ -16,6 +16,8 @@ const TARGET: &str = "wasm32-wasip2";
 /// A workspace listed twice is built twice, which is a cheap no-op the second time.
 const COMPONENTS: &[(&str, &str, &str)] = &[
     ("examples", "http-hello", "TRELLIS_WASM_HTTP_HELLO"),
+    ("examples", "pinger", "TRELLIS_WASM_PINGER"),
+    ("examples", "ponger", "TRELLIS_WASM_PONGER"),
     ("tests/components", "misbehave", "TRELLIS_WASM_MISBEHAVE"),
 ];
 
@@ -72,6 +74,8 @@ fn run() -> Result<(), String> {
     }
 
     check_target_installed()?;
+    // The WIT that examples generate bindings from.
+    println!("cargo:rerun-if-changed={}", root.join("interfaces").display());
 
     for (ws, krate, var) in COMPONENTS {
         let ws_dir = root.join(ws);

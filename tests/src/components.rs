@@ -9,6 +9,17 @@ pub fn http_hello() -> &'static str {
     env!("TRELLIS_WASM_HTTP_HELLO")
 }
 
+/// `examples/pinger`: on every HTTP request, calls `trellis:examples/pingpong.ping` through
+/// a link with values from the query string and writes the reply as text.
+pub fn pinger() -> &'static str {
+    env!("TRELLIS_WASM_PINGER")
+}
+
+/// `examples/ponger`: exports `trellis:examples/pingpong`, answering deterministically.
+pub fn ponger() -> &'static str {
+    env!("TRELLIS_WASM_PONGER")
+}
+
 /// `tests/components/misbehave`: `/loop` spins, `/grow` eats memory, `/env`
 /// reports its environment, anything else answers `misbehave v1\n`.
 pub fn misbehave() -> &'static str {
