@@ -481,6 +481,6 @@ impl HostCtx {
         let labels = self.labels.read().await.clone();
         self.events.publish_and_flush(&HostStopped { labels }).await;
         tracing::info!(host_id = self.id, "host stopped");
-        let _ = self.stopped_tx.send(true);
+        self.stopped_tx.send_replace(true);
     }
 }

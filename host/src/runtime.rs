@@ -489,7 +489,10 @@ impl GuestErrors {
     fn guest(&self, e: wasmtime::Error) -> HostError {
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => self.deadline(),
-            _ => HostError::Invocation { id: self.id.to_string(), reason: format!("{e:?}") },
+            _ => {
+                tracing::debug!(component_id = %self.id, error = ?e, "guest failed");
+                HostError::Invocation { id: self.id.to_string(), reason: format!("{e:#}") }
+            }
         }
     }
 }

@@ -217,7 +217,7 @@ impl Router {
     /// A router for `lattice` over `nats`.
     pub fn new(nats: async_nats::Client, lattice: &str) -> Self {
         let max = nats.server_info().max_payload;
-        let chunk = max.saturating_sub(FRAMING_ALLOWANCE + MAX_HEAD_BYTES / 4).max(16 * 1024);
+        let chunk = max.saturating_sub(FRAMING_ALLOWANCE).max(16 * 1024);
         Self { nats, lattice: lattice.into(), local: Arc::default(), chunk }
     }
 
@@ -226,9 +226,14 @@ impl Router {
         &self.lattice
     }
 
-    /// The largest body part sent in one message.
+    /// The largest body part sent in one message with no head (a pulled chunk).
     pub fn chunk_size(&self) -> usize {
         self.chunk
+    }
+
+    /// How much body fits in a message beside a head of `head_len` bytes.
+    fn inline_limit(&self, head_len: usize) -> usize {
+        self.chunk.saturating_sub(head_len)
     }
 
     /// Routes calls to `target` made through this router to `handler` directly.
@@ -243,6 +248,9 @@ impl Router {
 
     /// Makes a call: locally when the target is registered here, else over NATS.
     pub async fn call(&self, inv: Invocation) -> Result<Response, RpcError> {
+        if inv.head.len() > MAX_HEAD_BYTES {
+            return Err(head_too_large(&inv.call, inv.head.len()));
+        }
         let local = self.local.read().unwrap_or_else(|p| p.into_inner()).get(&inv.call.target).cloned();
         let (call, deadline) = (inv.call.clone(), inv.deadline);
         let result = match local {
@@ -254,10 +262,7 @@ impl Router {
 
     async fn call_remote(&self, inv: Invocation) -> Result<Response, RpcError> {
         let call = inv.call;
-        if inv.head.len() > MAX_HEAD_BYTES {
-            return Err(RpcError::new(RpcErrorKind::Malformed, &call, format!("the call head is {} bytes; the limit is {MAX_HEAD_BYTES}", inv.head.len())));
-        }
-        let (first, rest) = take_prefix(inv.body, self.chunk).await?;
+        let (first, rest) = take_prefix(inv.body, self.inline_limit(inv.head.len())).await?;
         let more = match rest {
             Some(rest) => Some(self.hold(rest, call.clone(), inv.deadline).await?),
             None => None,
@@ -398,9 +403,7 @@ impl Router {
         let deadline = Instant::now() + Duration::from_millis(timeout);
         let result = match rmp_serde::from_slice::<WireMessage>(&msg.payload) {
             Err(e) => Err(RpcError::new(RpcErrorKind::Malformed, &call, format!("the call could not be decoded: {e}"))),
-            Ok(m) if m.head.len() > MAX_HEAD_BYTES => {
-                Err(RpcError::new(RpcErrorKind::Malformed, &call, format!("the call head is {} bytes; the limit is {MAX_HEAD_BYTES}", m.head.len())))
-            }
+            Ok(m) if m.head.len() > MAX_HEAD_BYTES => Err(head_too_large(&call, m.head.len())),
             Ok(m) => {
                 let inv = Invocation {
                     body: self.pull_body(m.body.into(), m.more, call.clone(), deadline),
@@ -416,7 +419,8 @@ impl Router {
             }
         };
         let reply = match result {
-            Ok(resp) => match take_prefix(resp.body, self.chunk).await {
+            Ok(resp) if resp.head.len() > MAX_HEAD_BYTES => WireReply::Err(head_too_large(&call, resp.head.len())),
+            Ok(resp) => match take_prefix(resp.body, self.inline_limit(resp.head.len())).await {
                 Ok((first, rest)) => {
                     let more = match rest {
                         Some(rest) => match self.hold(rest, call.clone(), deadline).await {
@@ -443,6 +447,14 @@ impl Router {
 fn deadline_error(call: &CallInfo, deadline: Instant) -> RpcError {
     let _ = deadline;
     RpcError::new(RpcErrorKind::Deadline, call, "the call did not complete before the caller's deadline")
+}
+
+fn head_too_large(call: &CallInfo, len: usize) -> RpcError {
+    RpcError::new(
+        RpcErrorKind::Malformed,
+        call,
+        format!("the head (HTTP headers or call arguments) is {len} bytes; the limit is {MAX_HEAD_BYTES}"),
+    )
 }
 
 /// Reads `body` until `limit` bytes or its end. Returns what was read and, if the body goes on,
