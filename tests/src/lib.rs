@@ -5,3 +5,4 @@ pub mod components;
 pub mod nats;
 pub mod hosts;
 pub mod http;
+pub mod scenario;

@@ -5,85 +5,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use trellis_host::Host;
-use trellis_lattice::client::CtlClient;
-use trellis_lattice::ctl::*;
 use trellis_tests::components::{file_ref, http_hello, misbehave};
-use trellis_tests::hosts::{Events, http_server_provider_binary, start_host};
+use trellis_tests::hosts::{http_server_provider_binary, start_host};
 use trellis_tests::http::{free_addr, get, get_until, request};
 use trellis_tests::nats::NatsServer;
-
-const WAIT: Duration = Duration::from_secs(20);
-
-struct Lattice {
-    _nats: NatsServer,
-    ctl: CtlClient,
-    events: Events,
-}
-
-async fn lattice(nats: NatsServer) -> Lattice {
-    let ctl = CtlClient::new(nats.client().await.unwrap(), "default");
-    let events = Events::subscribe(ctl.nats(), "default").await.unwrap();
-    Lattice { _nats: nats, ctl, events }
-}
-
-impl Lattice {
-    async fn start_component(&mut self, host: &Host, id: &str, path: &str, max: u32, limits: Option<StringMap>) {
-        self.ctl
-            .scale_component(&ScaleComponentCommand {
-                component_ref: file_ref(path),
-                component_id: id.into(),
-                max_instances: max,
-                host_id: host.id().into(),
-                component_limits: limits,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        self.events.wait_for("component_scaled", WAIT, |e| e.data["component_id"] == id && e.source == host.id()).await.unwrap();
-    }
-
-    async fn start_provider(&mut self, host: &Host, id: &str, reference: &str, config: &[(&str, &str)]) {
-        let mut names = Vec::new();
-        if !config.is_empty() {
-            let name = format!("{id}-config");
-            self.ctl.put_config(&name, &config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).await.unwrap();
-            names.push(name);
-        }
-        self.ctl
-            .start_provider(&StartProviderCommand { provider_id: id.into(), provider_ref: reference.into(), host_id: host.id().into(), config: names, annotations: None })
-            .await
-            .unwrap();
-        self.events.wait_for("provider_started", WAIT, |e| e.data["provider_id"] == id).await.unwrap();
-    }
-
-    /// Links `source` (the http-server provider) to `target` with source config `cfg`.
-    async fn link(&self, source: &str, target: &str, cfg_name: &str, cfg: &[(&str, &str)]) {
-        self.ctl.put_config(cfg_name, &cfg.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).await.unwrap();
-        self.ctl
-            .put_link(&Link {
-                source_id: source.into(),
-                target: target.into(),
-                // One source may link one interface to several targets only under distinct
-                // link names (the reference's conflict rule); name each link after its target.
-                name: target.into(),
-                wit_namespace: "wasi".into(),
-                wit_package: "http".into(),
-                interfaces: vec!["incoming-handler".into()],
-                source_config: vec![cfg_name.into()],
-                target_config: vec![],
-            })
-            .await
-            .unwrap();
-    }
-
-    async fn unlink(&self, source: &str, target: &str) {
-        self.ctl
-            .delete_link(&DeleteLinkRequest { source_id: source.into(), name: target.into(), wit_namespace: "wasi".into(), wit_package: "http".into() })
-            .await
-            .unwrap();
-    }
-}
+use trellis_tests::scenario::{WAIT, lattice};
 
 fn addr_str(a: SocketAddr) -> String {
     a.to_string()

@@ -166,6 +166,8 @@ async fn accept(listener: tokio::net::TcpListener, addr: SocketAddr, shared: Arc
                 continue;
             }
         };
+        // Responses are written head then body; don't let Nagle hold the second write back.
+        let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {

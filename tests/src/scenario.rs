@@ -1,0 +1,93 @@
+//! A lattice for scenario tests: a control client and an event collector over one real
+//! nats-server, with the steps tests repeat (start a component or provider and wait for its
+//! event; link the http-server provider to a component).
+
+use std::time::Duration;
+
+use trellis_host::Host;
+use trellis_lattice::client::CtlClient;
+use trellis_lattice::ctl::*;
+
+use crate::components::file_ref;
+use crate::hosts::Events;
+use crate::nats::NatsServer;
+
+/// How long a scenario step waits for its event.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// The lattice under test; owns its nats-server.
+pub struct Lattice {
+    _nats: NatsServer,
+    /// A control client.
+    pub ctl: CtlClient,
+    /// Every event since creation.
+    pub events: Events,
+}
+
+/// Wraps `nats` (lattice `default`).
+pub async fn lattice(nats: NatsServer) -> Lattice {
+    let ctl = CtlClient::new(nats.client().await.expect("scenario step"), "default");
+    let events = Events::subscribe(ctl.nats(), "default").await.expect("scenario step");
+    Lattice { _nats: nats, ctl, events }
+}
+
+impl Lattice {
+    /// Scales `path` as `id` on `host` and waits for `component_scaled`.
+    pub async fn start_component(&mut self, host: &Host, id: &str, path: &str, max: u32, limits: Option<StringMap>) {
+        self.ctl
+            .scale_component(&ScaleComponentCommand {
+                component_ref: file_ref(path),
+                component_id: id.into(),
+                max_instances: max,
+                host_id: host.id().into(),
+                component_limits: limits,
+                ..Default::default()
+            })
+            .await
+            .expect("scenario step");
+        self.events.wait_for("component_scaled", WAIT, |e| e.data["component_id"] == id && e.source == host.id()).await.expect("scenario step");
+    }
+
+    /// Starts provider `reference` as `id` on `host` with `config` (as named config) and waits for `provider_started`.
+    pub async fn start_provider(&mut self, host: &Host, id: &str, reference: &str, config: &[(&str, &str)]) {
+        let mut names = Vec::new();
+        if !config.is_empty() {
+            let name = format!("{id}-config");
+            self.ctl.put_config(&name, &config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).await.expect("scenario step");
+            names.push(name);
+        }
+        self.ctl
+            .start_provider(&StartProviderCommand { provider_id: id.into(), provider_ref: reference.into(), host_id: host.id().into(), config: names, annotations: None })
+            .await
+            .expect("scenario step");
+        self.events.wait_for("provider_started", WAIT, |e| e.data["provider_id"] == id).await.expect("scenario step");
+    }
+
+    /// Links `source` (the http-server provider) to `target` with source config `cfg`.
+    pub async fn link(&self, source: &str, target: &str, cfg_name: &str, cfg: &[(&str, &str)]) {
+        self.ctl.put_config(cfg_name, &cfg.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).await.expect("scenario step");
+        self.ctl
+            .put_link(&Link {
+                source_id: source.into(),
+                target: target.into(),
+                // One source may link one interface to several targets only under distinct
+                // link names (the reference's conflict rule); name each link after its target.
+                name: target.into(),
+                wit_namespace: "wasi".into(),
+                wit_package: "http".into(),
+                interfaces: vec!["incoming-handler".into()],
+                source_config: vec![cfg_name.into()],
+                target_config: vec![],
+            })
+            .await
+            .expect("scenario step");
+    }
+
+    /// Deletes the HTTP link from `source` to `target`.
+    pub async fn unlink(&self, source: &str, target: &str) {
+        self.ctl
+            .delete_link(&DeleteLinkRequest { source_id: source.into(), name: target.into(), wit_namespace: "wasi".into(), wit_package: "http".into() })
+            .await
+            .expect("scenario step");
+    }
+}
