@@ -82,10 +82,18 @@ impl CtlClient {
         let request = self.nats.request(subject.clone(), payload.into());
         let msg = match tokio::time::timeout(self.timeout, request).await {
             Err(_) => {
-                return Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!("no answer on `{subject}` within {} ms; is a host of lattice `{}` running?", self.timeout.as_millis(), self.lattice),
-                ));
+                let ms = self.timeout.as_millis();
+                let message = match op.target_host() {
+                    // Hosts answer unknown subjects from a catch-all, so a wrong host id shows
+                    // up as silence rather than as "no responders".
+                    Some(host) => format!(
+                        "{} got no answer from host `{host}` within {ms} ms; is the host id right? `wash get hosts` lists the hosts of lattice `{}`",
+                        op.name(),
+                        self.lattice
+                    ),
+                    None => format!("no answer on `{subject}` within {ms} ms; is a host of lattice `{}` running?", self.lattice),
+                };
+                return Err(Error::new(ErrorKind::Timeout, message));
             }
             Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
                 let hint = match op.target_host() {
