@@ -15,9 +15,9 @@ use crate::nats::NatsServer;
 /// How long a scenario step waits for its event.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// The lattice under test; owns its nats-server.
+/// The lattice under test; usually owns its nats-server.
 pub struct Lattice {
-    _nats: NatsServer,
+    _nats: Option<NatsServer>,
     /// A control client.
     pub ctl: CtlClient,
     /// Every event since creation.
@@ -28,7 +28,16 @@ pub struct Lattice {
 pub async fn lattice(nats: NatsServer) -> Lattice {
     let ctl = CtlClient::new(nats.client().await.expect("scenario step"), "default");
     let events = Events::subscribe(ctl.nats(), "default").await.expect("scenario step");
-    Lattice { _nats: nats, ctl, events }
+    Lattice { _nats: Some(nats), ctl, events }
+}
+
+impl Lattice {
+    /// A scenario over a server the caller keeps (to restart it, say).
+    pub async fn on(nats: &NatsServer) -> Lattice {
+        let ctl = CtlClient::new(nats.client().await.expect("connect"), "default");
+        let events = Events::subscribe(ctl.nats(), "default").await.expect("subscribe to events");
+        Lattice { _nats: None, ctl, events }
+    }
 }
 
 impl Lattice {
