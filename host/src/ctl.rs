@@ -30,6 +30,8 @@ enum Reply {
     Silent,
     /// The envelope to send.
     Json(Vec<u8>),
+    /// Acknowledge, make sure the ack has left, then stop the host with this grace period.
+    AckThenStop(Duration),
 }
 
 fn reply<T: Serialize>(r: CtlResponse<T>) -> Reply {
@@ -102,10 +104,21 @@ async fn handle(ctx: Arc<HostCtx>, subjects: CtlSubjects, msg: async_nats::Messa
         }
         Ok(op) => dispatch(&ctx, op, &msg.payload).await,
     };
-    if let Reply::Json(body) = answer {
-        if let Err(e) = ctx.nats.publish(reply_to, body.into()).await {
-            tracing::warn!(subject = %msg.subject, error = %e, "cannot send control reply");
-        }
+    let (body, stop) = match answer {
+        Reply::Silent => return,
+        Reply::Json(body) => (body, None),
+        Reply::AckThenStop(grace) => match ack() {
+            Reply::Json(body) => (body, Some(grace)),
+            _ => return,
+        },
+    };
+    if let Err(e) = ctx.nats.publish(reply_to, body.into()).await {
+        tracing::warn!(subject = %msg.subject, error = %e, "cannot send control reply");
+    }
+    if let Some(grace) = stop {
+        // The stop unsubscribes us; the ack must be on the wire first.
+        let _ = ctx.nats.flush().await;
+        ctx.shutdown(grace).await;
     }
 }
 
@@ -129,14 +142,7 @@ async fn handle_op(ctx: &Arc<HostCtx>, op: &CtlOp, payload: &[u8]) -> std::resul
         }
         CtlOp::HostStop(_) => {
             let cmd: StopHostCommand = if payload.is_empty() { StopHostCommand::default() } else { parse(op, payload)? };
-            let grace = Duration::from_millis(cmd.timeout.unwrap_or(5_000));
-            let ctx = ctx.clone();
-            // Answer first: the stop unsubscribes us.
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                ctx.shutdown(grace).await
-            });
-            ack()
+            Reply::AckThenStop(Duration::from_millis(cmd.timeout.unwrap_or(5_000)))
         }
         CtlOp::ComponentAuction => {
             let req: ComponentAuctionRequest = parse(op, payload)?;

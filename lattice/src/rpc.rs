@@ -257,7 +257,7 @@ impl Router {
             Some(handler) => tokio::time::timeout_at(deadline, handler.call(inv)).await,
             None => tokio::time::timeout_at(deadline, self.call_remote(inv)).await,
         };
-        result.unwrap_or_else(|_| Err(deadline_error(&call, deadline)))
+        result.unwrap_or_else(|_| Err(deadline_error(&call)))
     }
 
     async fn call_remote(&self, inv: Invocation) -> Result<Response, RpcError> {
@@ -284,7 +284,7 @@ impl Router {
                 &call,
                 format!("no running replica of `{}` answered; start it (`wash start component`) or check the link's target", call.target),
             ),
-            async_nats::RequestErrorKind::TimedOut => deadline_error(&call, inv.deadline),
+            async_nats::RequestErrorKind::TimedOut => deadline_error(&call),
             _ => RpcError::new(RpcErrorKind::Transport, &call, format!("the call could not be sent: {e}")),
         })?;
         match rmp_serde::from_slice::<WireReply>(&msg.payload) {
@@ -362,7 +362,8 @@ impl Router {
     }
 
     /// Answers calls to `target` from NATS with `handler`, sharing the load with every other
-    /// replica of `target`. Also routes local calls to it.
+    /// replica of `target`. Local callers reach it only once it is also registered with
+    /// [`Router::register_local`].
     pub async fn serve(&self, target: &str, handler: Arc<dyn Handler>) -> Result<Serving, crate::Error> {
         let (subject, queue) = target_subscription(&self.lattice, target);
         let mut sub = self
@@ -414,7 +415,7 @@ impl Router {
                 };
                 match tokio::time::timeout_at(deadline, handler.call(inv)).await {
                     Ok(r) => r,
-                    Err(_) => Err(deadline_error(&call, deadline)),
+                    Err(_) => Err(deadline_error(&call)),
                 }
             }
         };
@@ -444,8 +445,7 @@ impl Router {
     }
 }
 
-fn deadline_error(call: &CallInfo, deadline: Instant) -> RpcError {
-    let _ = deadline;
+fn deadline_error(call: &CallInfo) -> RpcError {
     RpcError::new(RpcErrorKind::Deadline, call, "the call did not complete before the caller's deadline")
 }
 
