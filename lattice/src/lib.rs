@@ -3,8 +3,9 @@
 //! Everything that crosses NATS in a Trellis lattice is defined here and nowhere else:
 //! the subjects ([`subject`]), the control-interface request and reply types, wire-compatible
 //! with wasmCloud 1.x ([`ctl`]), the CloudEvents the hosts publish ([`event`]), the keys of the
-//! state buckets in JetStream KV ([`state`]), the typed control client ([`client`]) and the
-//! one [`connect()`] that every binary uses for credentials and TLS.
+//! state buckets in JetStream KV ([`state`]), the typed control client ([`client`]), the
+//! claims format of signed components ([`claims`]) and the one [`connect()`] that every binary
+//! uses for credentials and TLS.
 //!
 //! This crate knows nothing about wasmtime, providers or the CLI.
 //!
@@ -20,6 +21,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod claims;
 pub mod client;
 mod connect;
 pub mod ctl;
