@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, RwLock, Semaphore};
+use trellis_lattice::claims::Claims;
 use trellis_lattice::ctl::{ComponentDescription, StringMap};
 
 use crate::error::{HostError, Result};
@@ -86,6 +87,8 @@ pub struct RunningComponent {
     pub config: Vec<String>,
     /// The compiled component.
     pub prepared: Arc<Prepared>,
+    /// Its verified claims, when signed.
+    pub claims: Option<Claims>,
     /// Limits in force.
     pub limits: Limits,
     /// Its concurrency gate.
@@ -105,9 +108,9 @@ impl RunningComponent {
         ComponentDescription {
             id: self.id.clone(),
             image_ref: self.image_ref.clone(),
-            name: None,
+            name: self.claims.as_ref().and_then(|c| c.wascap.name.clone()),
             annotations: self.annotations.clone(),
-            revision: 0,
+            revision: self.claims.as_ref().and_then(|c| c.wascap.rev).unwrap_or(0),
             max_instances: self.max_instances(),
             limits: Some(StringMap::from([
                 ("max_linear_memory_bytes".into(), self.limits.max_linear_memory_bytes.to_string()),

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tokio::sync::{Mutex, RwLock, watch};
 use tokio::task::JoinHandle;
 use trellis_lattice::ConnectOptions;
+use trellis_lattice::claims::Claims;
 use trellis_lattice::rpc::{Router, Serving};
 use trellis_lattice::ctl::{Host as HostInfo, HostInventory, Link, StringMap};
 use trellis_lattice::event::{ComponentScaleFailed, ComponentScaled, HostHeartbeat, HostStarted, HostStopped};
@@ -49,6 +50,10 @@ pub struct HostConfig {
     pub builtins: Vec<trellis_provider_sdk::Builtin>,
     /// How often providers are checked for health.
     pub provider_health_interval: Duration,
+    /// Account keys (`A…`) whose signed components this host runs; empty allows any issuer.
+    pub allowed_issuers: Vec<String>,
+    /// Refuse components that carry no claims.
+    pub require_signed: bool,
 }
 
 impl HostConfig {
@@ -64,6 +69,8 @@ impl HostConfig {
             max_queued_per_component: 1024,
             builtins: Vec::new(),
             provider_health_interval: Duration::from_secs(30),
+            allowed_issuers: Vec::new(),
+            require_signed: false,
         }
     }
 }
@@ -300,18 +307,19 @@ impl HostCtx {
     pub(crate) async fn scale_component(self: &Arc<Self>, cmd: trellis_lattice::ctl::ScaleComponentCommand) {
         let _guard = self.lifecycle.lock().await;
         let annotations = cmd.annotations.clone().unwrap_or_default();
-        let outcome: Result<()> = async {
+        let outcome: Result<Option<Claims>> = async {
             if cmd.max_instances == 0 {
-                if let Some(old) = self.components.remove(&cmd.component_id).await {
+                let old = self.components.remove(&cmd.component_id).await;
+                if let Some(old) = &old {
                     tracing::info!(component_id = old.id, "component stopped");
                 }
                 self.unserve(&cmd.component_id).await;
-                return Ok(());
+                return Ok(old.and_then(|c| c.claims.clone()));
             }
             let limits = self.limits_for(cmd.component_limits.as_ref())?;
             let existing = self.components.get(&cmd.component_id).await;
-            let prepared = match &existing {
-                Some(c) if c.image_ref == cmd.component_ref => c.prepared.clone(),
+            let (prepared, claims) = match &existing {
+                Some(c) if c.image_ref == cmd.component_ref => (c.prepared.clone(), c.claims.clone()),
                 Some(c) if !cmd.allow_update => {
                     return Err(HostError::Invalid(format!(
                         "component `{}` already runs from `{}`; to switch it to `{}` send allow_update or use `wash update component`",
@@ -320,9 +328,13 @@ impl HostCtx {
                 }
                 _ => {
                     let bytes = self.fetch(&cmd.component_ref).await?;
-                    self.runtime.prepare(&cmd.component_ref, bytes).await?
+                    let (bytes, claims) = crate::claims::check(&self.config, &cmd.component_ref, bytes).await?;
+                    (self.runtime.prepare(&cmd.component_ref, bytes).await?, claims)
                 }
             };
+            if let Some(c) = &claims {
+                self.registry.put_claims(&c.sub, &c.to_map()).await?;
+            }
             self.components
                 .insert(RunningComponent {
                     id: cmd.component_id.clone(),
@@ -330,6 +342,7 @@ impl HostCtx {
                     annotations: annotations.clone(),
                     config: cmd.config.clone(),
                     prepared,
+                    claims: claims.clone(),
                     limits,
                     gate: Gate::new(cmd.max_instances, self.config.max_queued_per_component),
                     invocations: Default::default(),
@@ -337,15 +350,15 @@ impl HostCtx {
                 .await;
             self.serve(&cmd.component_id).await?;
             tracing::info!(component_id = cmd.component_id, max_instances = cmd.max_instances, "component scaled");
-            Ok(())
+            Ok(claims)
         }
         .await;
         match outcome {
-            Ok(()) => {
+            Ok(claims) => {
                 self.events
                     .publish(&ComponentScaled {
-                        public_key: None,
-                        claims: None,
+                        public_key: claims.as_ref().map(|c| c.sub.clone()),
+                        claims: claims.as_ref().map(Claims::to_map),
                         annotations,
                         host_id: self.id.clone(),
                         image_ref: cmd.component_ref,
@@ -395,10 +408,14 @@ impl HostCtx {
     /// is ready; the old one finishes its in-flight invocations and is dropped.
     pub(crate) async fn update_component(&self, cmd: trellis_lattice::ctl::UpdateComponentCommand) {
         let _guard = self.lifecycle.lock().await;
-        let outcome: Result<Arc<RunningComponent>> = async {
+        let outcome: Result<(Arc<RunningComponent>, Option<Claims>)> = async {
             let old = self.components.get(&cmd.component_id).await.ok_or_else(|| HostError::NoSuchComponent(cmd.component_id.clone()))?;
             let bytes = self.fetch(&cmd.new_component_ref).await?;
+            let (bytes, claims) = crate::claims::check(&self.config, &cmd.new_component_ref, bytes).await?;
             let prepared = self.runtime.prepare(&cmd.new_component_ref, bytes).await?;
+            if let Some(c) = &claims {
+                self.registry.put_claims(&c.sub, &c.to_map()).await?;
+            }
             let annotations = cmd.annotations.clone().unwrap_or_else(|| old.annotations.clone());
             self.components
                 .insert(RunningComponent {
@@ -407,21 +424,22 @@ impl HostCtx {
                     annotations,
                     config: old.config.clone(),
                     prepared,
+                    claims: claims.clone(),
                     limits: old.limits,
                     gate: Gate::new(old.max_instances(), self.config.max_queued_per_component),
                     invocations: Default::default(),
                 })
                 .await;
-            Ok(old)
+            Ok((old, claims))
         }
         .await;
         match outcome {
-            Ok(old) => {
+            Ok((old, claims)) => {
                 tracing::info!(component_id = old.id, from = old.image_ref, to = cmd.new_component_ref, "component updated");
                 self.events
                     .publish(&ComponentScaled {
-                        public_key: None,
-                        claims: None,
+                        public_key: claims.as_ref().map(|c| c.sub.clone()),
+                        claims: claims.as_ref().map(Claims::to_map),
                         annotations: cmd.annotations.unwrap_or_else(|| old.annotations.clone()),
                         host_id: self.id.clone(),
                         image_ref: cmd.new_component_ref,

@@ -58,6 +58,13 @@ struct Args {
     /// Seconds between provider health checks.
     #[arg(long, env = "TRELLIS_PROVIDER_HEALTH_INTERVAL", default_value_t = 30)]
     provider_health_interval_seconds: u64,
+    /// Account keys (A…, comma-separated) whose signed components this host runs; a component
+    /// signed by any other issuer is refused. Empty: any issuer.
+    #[arg(long, env = "TRELLIS_ALLOWED_ISSUERS", value_delimiter = ',', value_parser = parse_account_key)]
+    allowed_issuers: Vec<String>,
+    /// Run only signed components (see `wash claims sign`).
+    #[arg(long, env = "TRELLIS_REQUIRE_SIGNED")]
+    require_signed: bool,
     /// Log filter (RUST_LOG syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log_level: String,
@@ -97,6 +104,8 @@ async fn main() -> anyhow::Result<()> {
         max_queued_per_component: 1024,
         builtins: vec![trellis_provider_http_server::builtin()],
         provider_health_interval: Duration::from_secs(args.provider_health_interval_seconds.max(1)),
+        allowed_issuers: args.allowed_issuers.into_iter().filter(|k| !k.is_empty()).collect(),
+        require_signed: args.require_signed,
     };
     let host = Host::start(config).await.context("the host could not start")?;
     // Machine-readable line for tools that start hosts as processes.
@@ -109,4 +118,16 @@ async fn main() -> anyhow::Result<()> {
     }
     host.stop(Duration::from_secs(5)).await;
     Ok(())
+}
+
+/// An issuer for --allowed-issuers: an account public key.
+fn parse_account_key(arg: &str) -> Result<String, String> {
+    let key = arg.trim();
+    if key.is_empty() {
+        return Ok(String::new()); // `TRELLIS_ALLOWED_ISSUERS=` or a trailing comma
+    }
+    match nkeys::KeyPair::from_public_key(key) {
+        Ok(k) if k.key_pair_type() == nkeys::KeyPairType::Account => Ok(key.to_string()),
+        _ => Err(format!("`{key}` is not an account public key (A…, 56 characters); `wash keys gen account` makes one")),
+    }
 }

@@ -199,6 +199,14 @@ impl Registry {
         self.config_kv.delete(name).await.map_err(|e| reg_err(format!("cannot delete config `{name}`"), e))
     }
 
+    /// Stores the claims map of component `public_key` (`M…`) for `claims.get`. A plain put: the
+    /// last component started under that key (on any host) is the one listed.
+    pub async fn put_claims(&self, public_key: &str, claims: &StringMap) -> Result<()> {
+        let key = state::claims_key(public_key);
+        let value = serde_json::to_vec(claims).map_err(|e| reg_err("cannot encode claims", e))?;
+        self.links_kv.put(&key, value.into()).await.map(|_| ()).map_err(|e| reg_err(format!("cannot write `{key}`"), e))
+    }
+
     /// Every stored claims map.
     pub async fn claims(&self) -> Result<Vec<StringMap>> {
         let mut out = Vec::new();
