@@ -83,6 +83,12 @@ pub enum Command {
     /// List hosts, inventories, links and claims.
     #[command(subcommand)]
     Get(GetCommand),
+    /// Generate, show and list nkeys (accounts, components, providers, hosts, users).
+    #[command(subcommand)]
+    Keys(crate::commands::keys::KeysCommand),
+    /// Sign components and inspect their claims.
+    #[command(subcommand)]
+    Claims(crate::commands::claims::ClaimsCommand),
     /// Print a shell completion script.
     Completions {
         /// The shell to complete for.

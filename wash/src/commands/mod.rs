@@ -8,9 +8,11 @@ use trellis_lattice::client::CtlClient;
 use crate::cli::{Command, ConfigCommand, GetCommand, Global, LabelCommand, LinkCommand, ScaleCommand, StartCommand, StopCommand, UpdateCommand};
 use crate::output::Report;
 
+pub mod claims;
 mod component;
 mod config;
 mod host;
+pub mod keys;
 mod link;
 mod provider;
 
@@ -37,6 +39,8 @@ pub async fn run(g: &Global, command: Command) -> anyhow::Result<Report> {
         Command::Get(GetCommand::Hosts) => host::get_hosts(g).await,
         Command::Get(GetCommand::Inventory { host_id }) => host::get_inventory(g, host_id.as_deref()).await,
         Command::Get(GetCommand::Claims) => host::get_claims(g).await,
+        Command::Keys(command) => keys::run(command),
+        Command::Claims(command) => claims::run(command),
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             let mut script = Vec::new();

@@ -3,7 +3,7 @@
 //! directory and the process handling they need.
 
 pub mod down;
-mod home;
+pub(crate) mod home;
 mod nats_server;
 mod process;
 pub mod up;
