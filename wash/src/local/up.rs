@@ -123,6 +123,8 @@ async fn run_host(
     config.nats.name = None;
     config.labels = identity::labels_from_env(std::env::vars());
     config.labels.extend(args.labels.iter().cloned());
+    // The same built-in providers as `trellis-host`, so `builtin://http-server` works here too.
+    config.builtins = vec![trellis_provider_http_server::builtin()];
     let host = match Host::start(config).await {
         Ok(host) => host,
         Err(e) => {
