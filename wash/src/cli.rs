@@ -83,6 +83,8 @@ pub enum Command {
     /// List hosts, inventories, links and claims.
     #[command(subcommand)]
     Get(GetCommand),
+    /// Send an HTTP request to a component over the data plane and print the response body.
+    Call(CallArgs),
     /// Generate, show and list nkeys (accounts, components, providers, hosts, users).
     #[command(subcommand)]
     Keys(crate::commands::keys::KeysCommand),
@@ -364,6 +366,59 @@ pub enum GetCommand {
     Claims,
 }
 
+/// `wash call`.
+#[derive(Debug, Args)]
+#[command(after_help = "Exits 0 whatever the HTTP status (-v shows it); non-zero only when the call itself fails.")]
+pub struct CallArgs {
+    /// The component id to call (its `wasi:http/incoming-handler`).
+    pub component_id: String,
+    /// The request path and query.
+    #[arg(default_value = "/")]
+    pub path: String,
+    /// The request method [default: GET, or POST with -d/--data-file].
+    #[arg(short = 'X', long = "request", alias = "method", value_name = "METHOD", value_parser = parse_method)]
+    pub method: Option<String>,
+    /// A request header `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "HEADER", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+    /// The request body.
+    #[arg(short = 'd', long = "data", value_name = "BODY", conflicts_with = "data_file")]
+    pub data: Option<String>,
+    /// Read the request body from a file (`-` for stdin), streamed.
+    #[arg(long, value_name = "FILE")]
+    pub data_file: Option<PathBuf>,
+    /// The link name the call travels under.
+    #[arg(long, default_value = "default")]
+    pub link_name: String,
+    /// Also print the status line and the response headers (on stderr).
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+}
+
+/// Parses `Name: value` (curl's `-H` form).
+pub fn parse_header(arg: &str) -> Result<(String, String), String> {
+    let Some((name, value)) = arg.split_once(':') else {
+        return Err(format!("`{arg}` is not of the form `Name: value`"));
+    };
+    let name = name.trim();
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err(format!("`{name}` is not a valid header name (in `{arg}`)"));
+    }
+    let value = value.trim();
+    if http::HeaderValue::from_str(value).is_err() {
+        return Err(format!("the value of header `{name}` has characters a header cannot carry"));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+/// Parses an HTTP method (any token: `GET`, `PURGE`, …).
+pub fn parse_method(arg: &str) -> Result<String, String> {
+    match http::Method::from_bytes(arg.as_bytes()) {
+        Ok(m) if !arg.is_empty() => Ok(m.to_string()),
+        _ => Err(format!("`{arg}` is not an HTTP method")),
+    }
+}
+
 /// Parses `key=value` (the value may be empty and may contain `=`).
 pub fn parse_key_value(arg: &str) -> Result<(String, String), String> {
     match arg.split_once('=') {
@@ -388,6 +443,28 @@ mod tests {
         assert_eq!(parse_key_value("a="), Ok(("a".into(), String::new())));
         assert!(parse_key_value("=b").is_err());
         assert!(parse_key_value("ab").is_err());
+    }
+
+    #[test]
+    fn headers() {
+        assert_eq!(parse_header("Content-Type: text/plain"), Ok(("Content-Type".into(), "text/plain".into())));
+        assert_eq!(parse_header("x-a:b:c"), Ok(("x-a".into(), "b:c".into())));
+        assert_eq!(parse_header("x-empty:"), Ok(("x-empty".into(), String::new())));
+        assert!(parse_header("no colon").is_err());
+        assert!(parse_header("bad name: v").is_err());
+        assert!(parse_header(": v").is_err());
+    }
+
+    #[test]
+    fn call_flags() {
+        let cli = Cli::try_parse_from(["wash", "call", "echo", "/echo", "-X", "PUT", "-H", "a: b", "-d", "hi", "-v"]).expect("parses");
+        let Command::Call(args) = cli.command else { panic!("not a call") };
+        assert_eq!((args.component_id.as_str(), args.path.as_str()), ("echo", "/echo"));
+        assert_eq!(args.method.as_deref(), Some("PUT"));
+        assert_eq!(args.headers, vec![("a".to_string(), "b".to_string())]);
+        assert_eq!(args.data.as_deref(), Some("hi"));
+        assert!(args.verbose);
+        assert!(Cli::try_parse_from(["wash", "call", "x", "-d", "a", "--data-file", "f"]).is_err());
     }
 
     #[test]

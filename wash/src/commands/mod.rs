@@ -1,5 +1,6 @@
 //! The commands that talk to a running lattice, one module per noun, and the dispatch from the
-//! parsed command line. Local process management (`up`, `down`) lives in `crate::local`.
+//! parsed command line. Local process management (`up`, `down`) lives in `crate::local`;
+//! `call` is the one command on the data plane rather than the control interface.
 
 use anyhow::Context as _;
 use trellis_lattice::ErrorKind;
@@ -8,6 +9,7 @@ use trellis_lattice::client::CtlClient;
 use crate::cli::{Command, ConfigCommand, GetCommand, Global, LabelCommand, LinkCommand, ScaleCommand, StartCommand, StopCommand, UpdateCommand};
 use crate::output::Report;
 
+mod call;
 pub mod claims;
 mod component;
 mod config;
@@ -39,6 +41,7 @@ pub async fn run(g: &Global, command: Command) -> anyhow::Result<Report> {
         Command::Get(GetCommand::Hosts) => host::get_hosts(g).await,
         Command::Get(GetCommand::Inventory { host_id }) => host::get_inventory(g, host_id.as_deref()).await,
         Command::Get(GetCommand::Claims) => host::get_claims(g).await,
+        Command::Call(args) => call::run(g, &args).await,
         Command::Keys(command) => keys::run(command),
         Command::Claims(command) => claims::run(command),
         Command::Completions { shell } => {
