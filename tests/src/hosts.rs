@@ -63,6 +63,7 @@ pub fn workspace_binary(package: &str, bin: &str) -> anyhow::Result<std::path::P
             let release = profile_dir.file_name().is_some_and(|n| n == "release");
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut cmd = std::process::Command::new(cargo);
+            remove_cargo_test_env(&mut cmd);
             // The same selection as `make test`'s build: building one package alone would
             // unify features differently and recompile shared dependencies.
             cmd.args(["build", "--quiet", "--workspace", "--all-targets", "--target-dir"]).arg(target_dir);
@@ -81,6 +82,21 @@ pub fn workspace_binary(package: &str, bin: &str) -> anyhow::Result<std::path::P
         })
         .clone()
         .map_err(anyhow::Error::msg)
+}
+
+/// Removes from `cmd`'s environment what cargo sets for a running test (`CARGO_MANIFEST_DIR`,
+/// `CARGO_PKG_*`, …), for a command that runs cargo. Some build scripts track
+/// `CARGO_MANIFEST_DIR` (ring's does): a nested build that saw the test's value would recompile
+/// them and everything above them, and the next ordinary build would recompile them back.
+pub fn remove_cargo_test_env(cmd: &mut std::process::Command) {
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let set_by_cargo = ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_BIN_"].iter().any(|p| key.starts_with(p))
+            || matches!(key, "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "OUT_DIR");
+        if set_by_cargo {
+            cmd.env_remove(key);
+        }
+    }
 }
 
 /// Pids of this test process's children whose executable name starts with `name` (Linux).
