@@ -1,5 +1,24 @@
 # The two commands of the README's quick start, and a few helpers.
-.PHONY: test bench build
+.PHONY: up down test bench build
+
+# `make up` ports (override: `make up HTTP_PORT=8080`, or in the environment); WASH_HOME passes through.
+NATS_PORT ?= 4222
+HTTP_PORT ?= 8000
+WASH := $(or $(CARGO_TARGET_DIR),target)/debug/wash
+
+# A local lattice serving the hello example at http://127.0.0.1:$(HTTP_PORT)/. The debug build is
+# the one `make test` makes too. The examples build with exactly the flags (and the environment)
+# tests/build.rs uses, so after either one the other is a no-op.
+up:
+	@bash .ci/bootstrap
+	cargo build -p wash
+	env -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS -u CARGO_BUILD_RUSTFLAGS -u RUSTC_WORKSPACE_WRAPPER \
+	  cargo build --release --target wasm32-wasip2 --manifest-path examples/Cargo.toml --target-dir target/wasm
+	@NATS_PORT=$(NATS_PORT) HTTP_PORT=$(HTTP_PORT) WASH=$(WASH) bash .ci/up
+
+# Stops what `make up` started: its host and its nats-server (`wash down`).
+down:
+	@if [ -x $(WASH) ]; then $(WASH) down; else echo "Nothing to stop: $(WASH) is not built"; fi
 
 # The whole test suite (what CI runs): doc tests, then every unit and integration test.
 test:
