@@ -27,9 +27,10 @@ test:
 	cargo test --workspace --doc
 	cargo nextest run --workspace --no-fail-fast
 
+# Benchmarks that print figures: invocation overhead vs bare wasmtime; HTTP paths side by side.
 bench:
 	@bash .ci/bootstrap
-	cargo bench -p trellis-tests --bench invoke
+	cargo bench -p trellis-tests --bench invoke --bench http
 
 build:
 	cargo build --workspace

@@ -491,10 +491,21 @@ impl GuestErrors {
             Some(Trap::Interrupt) => self.deadline(),
             _ => {
                 tracing::debug!(component_id = %self.id, error = ?e, "guest failed");
-                HostError::Invocation { id: self.id.to_string(), reason: format!("{e:#}") }
+                HostError::Invocation { id: self.id.to_string(), reason: guest_error_message(&e) }
             }
         }
     }
+}
+
+/// A guest failure in words: the error chain without the wasm backtrace (which goes to the
+/// debug log), e.g. `error while executing at wasm backtrace: … ` becomes the trap's message.
+pub fn guest_error_message(e: &wasmtime::Error) -> String {
+    let parts: Vec<String> = e
+        .chain()
+        .map(|c| c.to_string())
+        .filter(|m| !m.starts_with("error while executing at wasm backtrace"))
+        .collect();
+    if parts.is_empty() { e.to_string() } else { parts.join(": ") }
 }
 
 /// Tells garbage and core modules apart from components, with a message that says what to do.

@@ -379,6 +379,8 @@ async fn runaway_components_are_cut_off_and_the_host_serves_on() {
     let err = host.invoke_http("hog", get("/grow")).await.unwrap_err().to_string();
     assert!(err.contains("memory"), "{err}");
     assert!(!err.contains("deadline"), "{err}");
+    assert!(!err.contains("wasm backtrace"), "the backtrace belongs in the debug log: {err}");
+    eprintln!("memory trap as a caller sees it: {err}");
     assert_eq!(host.invoke_http("hog", get("/")).await.unwrap().body().as_ref(), b"misbehave v1\n");
 
     // Least authority: no environment, no arguments.
