@@ -93,15 +93,14 @@ impl Registry {
         }
         let slot = state::link_slot_prefix(&link.source_id, &link.wit_namespace, &link.wit_package, &link.name);
         for other in self.links_with_prefix(&slot).await? {
-            if other.target != link.target {
-                if let Some(i) = other.interfaces.iter().find(|i| link.interfaces.contains(i)) {
-                    return Err(HostError::Invalid(format!(
-                        "link conflict: `{}` already links {}:{}/{i} under link name `{}` to `{}`; delete that link first \
-                         (`wash link del {} {} {}`) or use another link name",
-                        link.source_id, link.wit_namespace, link.wit_package, link.name, other.target,
-                        link.source_id, link.wit_namespace, link.wit_package
-                    )));
-                }
+            let overlap = other.interfaces.iter().find(|i| link.interfaces.contains(i));
+            if let (true, Some(i)) = (other.target != link.target, overlap) {
+                return Err(HostError::Invalid(format!(
+                    "link conflict: `{}` already links {}:{}/{i} under link name `{}` to `{}`; delete that link first \
+                     (`wash link del {} {} {} --link-name {}`) or use another link name",
+                    link.source_id, link.wit_namespace, link.wit_package, link.name, other.target,
+                    link.source_id, link.wit_namespace, link.wit_package, link.name
+                )));
             }
         }
         let key = state::link_key(link);
@@ -211,10 +210,10 @@ impl Registry {
     pub async fn claims(&self) -> Result<Vec<StringMap>> {
         let mut out = Vec::new();
         for key in self.keys(&self.links_kv, state::CLAIMS_PREFIX).await? {
-            if let Some(v) = self.links_kv.get(&key).await.map_err(|e| reg_err(format!("cannot read `{key}`"), e))? {
-                if let Ok(claims) = serde_json::from_slice::<StringMap>(&v) {
-                    out.push(claims);
-                }
+            let Some(v) = self.links_kv.get(&key).await.map_err(|e| reg_err(format!("cannot read `{key}`"), e))? else { continue };
+            match serde_json::from_slice::<StringMap>(&v) {
+                Ok(claims) => out.push(claims),
+                Err(e) => tracing::warn!(key, error = %e, "skipping unreadable claims in the registry"),
             }
         }
         Ok(out)
