@@ -80,8 +80,8 @@ pub(crate) async fn serve(ctx: Arc<HostCtx>) -> Result<tokio::task::JoinHandle<(
         let catch_all = sub.catch_all;
         streams.push(s.map(move |m| (m, catch_all)).boxed());
     }
-    // Make sure the server has the subscriptions before the host says it is up.
-    ctx.nats.flush().await.map_err(|e| HostError::Registry(format!("cannot reach NATS: {e}")))?;
+    // The server must have the subscriptions before the host says it is up.
+    trellis_lattice::round_trip(&ctx.nats).await?;
     let mut all = futures::stream::select_all(streams);
     Ok(tokio::spawn(async move {
         while let Some((msg, catch_all)) = all.next().await {

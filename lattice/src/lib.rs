@@ -33,7 +33,7 @@ pub mod state;
 pub mod subject;
 pub mod wit_value;
 
-pub use connect::{ConnectOptions, MIN_NATS_SERVER_VERSION, check_server_version, connect};
+pub use connect::{ConnectOptions, MIN_NATS_SERVER_VERSION, check_server_version, connect, round_trip};
 pub use error::{Error, ErrorKind};
 
 /// The lattice name used when none is given, as in wasmCloud.

@@ -371,10 +371,8 @@ impl Router {
             .queue_subscribe(subject.clone(), queue)
             .await
             .map_err(|e| crate::Error::new(crate::ErrorKind::Transport, format!("cannot subscribe to `{subject}`")).with_source(e))?;
-        self.nats
-            .flush()
-            .await
-            .map_err(|e| crate::Error::new(crate::ErrorKind::Transport, "cannot reach NATS").with_source(e))?;
+        // Callers elsewhere must find the subscription once we say the target is up.
+        crate::round_trip(&self.nats).await?;
         let router = self.clone();
         let target = target.to_string();
         let task = tokio::spawn(async move {

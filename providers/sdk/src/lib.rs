@@ -241,7 +241,7 @@ async fn serve_process(host_data: HostData, run: RunFn) -> Result<(), ProviderEr
     };
     let mut health_sub = sub(provider::health_subject(lattice, id, instance)).await?;
     let mut shutdown_sub = sub(provider::shutdown_subject(lattice, id, instance)).await?;
-    nats.flush().await.map_err(|e| ProviderError::Failed(format!("cannot reach NATS: {e}")))?;
+    trellis_lattice::round_trip(&nats).await?;
     let control = {
         let (nats, health, shutdown_tx) = (nats.clone(), health.clone(), shutdown_tx.clone());
         tokio::spawn(async move {
