@@ -94,13 +94,12 @@ impl Outbound for LatticeLinks {
     fn call(&self, c: LinkedCall) -> BoxFuture<'static, Result<Vec<WitValue>, String>> {
         let lattice = self.router.lattice().to_string();
         let i = &c.interface;
-        let link = self.registry.known_links().into_iter().find(|l| {
-            l.source_id == *c.source
-                && l.name == c.link_name
-                && l.wit_namespace == i.namespace
-                && l.wit_package == i.package
-                && l.interfaces.contains(&i.interface)
-        });
+        let link = self
+            .registry
+            .view()
+            .links_in_slot(&c.source, &i.namespace, &i.package, &c.link_name)
+            .into_iter()
+            .find(|l| l.interfaces.contains(&i.interface));
         let Some(link) = link else {
             let name_flag = if c.link_name == DEFAULT_LINK_NAME { String::new() } else { format!(" --link-name {}", c.link_name) };
             return Box::pin(std::future::ready(Err(format!(

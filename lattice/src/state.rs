@@ -173,6 +173,14 @@ mod view {
             self.view.read().unwrap_or_else(|p| p.into_inner()).links.values().cloned().collect()
         }
 
+        /// The links from `source_id` for one package under one link name (any target): a
+        /// range over the key layout, so a lookup on a call path reads only its candidates.
+        pub fn links_in_slot(&self, source_id: &str, wit_namespace: &str, wit_package: &str, name: &str) -> Vec<Link> {
+            let prefix = super::link_slot_prefix(source_id, wit_namespace, wit_package, name);
+            let view = self.view.read().unwrap_or_else(|p| p.into_inner());
+            view.links.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).map(|(_, l)| l.clone()).collect()
+        }
+
         /// Named config `name`.
         pub fn config(&self, name: &str) -> Option<StringMap> {
             self.view.read().unwrap_or_else(|p| p.into_inner()).config.get(name).cloned()
