@@ -210,6 +210,9 @@ async fn handle_op(ctx: &Arc<HostCtx>, op: &CtlOp, payload: &[u8]) -> std::resul
         CtlOp::LabelPut(_) => {
             let label: HostLabel = parse(op, payload)?;
             check_label_key(&label.key)?;
+            if label.value.len() > MAX_LABEL_BYTES {
+                return Err(format!("the value of label `{}` is {} bytes long; the limit is {MAX_LABEL_BYTES}", label.key, label.value.len()));
+            }
             let labels = {
                 let mut labels = ctx.labels.write().await;
                 labels.insert(label.key, label.value);
@@ -293,9 +296,15 @@ async fn handle_op(ctx: &Arc<HostCtx>, op: &CtlOp, payload: &[u8]) -> std::resul
     })
 }
 
+/// Longest label key or value accepted.
+const MAX_LABEL_BYTES: usize = 4096;
+
 fn check_label_key(key: &str) -> std::result::Result<(), String> {
     if key.is_empty() {
         return Err("a label key must not be empty".into());
+    }
+    if key.len() > MAX_LABEL_BYTES {
+        return Err(format!("a label key is {} bytes long; the limit is {MAX_LABEL_BYTES}", key.len()));
     }
     if key.starts_with(RESERVED_LABEL_PREFIX) {
         return Err(format!("label `{key}` is reserved: `{RESERVED_LABEL_PREFIX}*` labels are set by the host itself"));

@@ -455,6 +455,15 @@ fn head_too_large(call: &CallInfo, len: usize) -> RpcError {
     )
 }
 
+/// The error a data-plane reply carries, if it carries one (for tools and tests that talk to
+/// the data plane without a [`Router`]).
+pub fn reply_error(payload: &[u8]) -> Option<RpcError> {
+    match rmp_serde::from_slice::<WireReply>(payload) {
+        Ok(WireReply::Err(e)) => Some(e),
+        _ => None,
+    }
+}
+
 /// Reads `body` until `limit` bytes or its end. Returns what was read and, if the body goes on,
 /// the rest (beginning with any excess already read).
 pub async fn take_prefix(mut body: Body, limit: usize) -> Result<(Bytes, Option<Body>), RpcError> {
