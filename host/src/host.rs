@@ -119,9 +119,6 @@ impl Host {
         let router = Router::new(nats.clone(), &config.lattice);
         let links = Arc::new(crate::c2c::LatticeLinks { router: router.clone(), registry: registry.clone() });
         let runtime = Arc::new(Runtime::new(&config.runtime, links)?);
-        if !runtime.is_pooling() {
-            tracing::info!("using on-demand instance allocation");
-        }
         let mut labels = identity::builtin_labels();
         labels.extend(config.labels.iter().filter(|(k, _)| !k.starts_with(identity::RESERVED_LABEL_PREFIX)).map(|(k, v)| (k.clone(), v.clone())));
         let (stopped_tx, _) = watch::channel(false);

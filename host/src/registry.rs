@@ -22,7 +22,6 @@ const CAS_RETRIES: usize = 8;
 /// Handle on the lattice registry.
 #[derive(Clone)]
 pub struct Registry {
-    lattice: String,
     links_kv: kv::Store,
     config_kv: kv::Store,
     view: StateView,
@@ -40,7 +39,7 @@ impl Registry {
         let links_kv = open_bucket(&js, &state::lattice_bucket(lattice)).await?;
         let config_kv = open_bucket(&js, &state::config_bucket(lattice)).await?;
         let view = StateView::open(js.client(), lattice).await?;
-        Ok(Self { lattice: lattice.to_string(), links_kv, config_kv, view })
+        Ok(Self { links_kv, config_kv, view })
     }
 
     /// Every link this host knows of, from its local view.
@@ -219,8 +218,4 @@ impl Registry {
         Ok(out)
     }
 
-    /// The lattice this registry belongs to.
-    pub fn lattice(&self) -> &str {
-        &self.lattice
-    }
 }

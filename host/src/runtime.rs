@@ -157,16 +157,6 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Whether the component exports `wasi:http/incoming-handler`.
-    pub fn exports_http(&self) -> bool {
-        self.proxy.is_some()
-    }
-
-    /// The pre-instantiated component.
-    pub fn instance_pre(&self) -> &InstancePre<State> {
-        &self.pre
-    }
-
     /// The functions it exports, by interface (without `@version`) and name.
     pub fn exports(&self) -> &Exports {
         &self.exports

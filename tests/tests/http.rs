@@ -43,7 +43,7 @@ async fn a_request_to_a_provider_process_reaches_a_component_on_another_host() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn path_routing_shares_one_port_and_builtins_route_locally() {
+async fn path_routing_shares_one_port_between_components_on_two_hosts() {
     let nats = NatsServer::start().await.unwrap();
     let host = start_host(&nats.url(), &[]).await.unwrap();
     let other = start_host(&nats.url(), &[]).await.unwrap();

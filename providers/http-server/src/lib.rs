@@ -86,7 +86,7 @@ fn is_http_link(link: &Link) -> bool {
     link.wit_namespace == "wasi" && link.wit_package == "http" && link.interfaces.iter().any(|i| i == "incoming-handler")
 }
 
-fn routes(ctx: &ProviderContext, settings: &Settings) -> Vec<Route> {
+fn routes(ctx: &ProviderContext, settings: &Settings) -> Vec<Arc<Route>> {
     let mut out = Vec::new();
     for link in ctx.links_as_source().into_iter().filter(is_http_link) {
         let cfg = ctx.state().merged_config(&link.source_config);
@@ -100,7 +100,7 @@ fn routes(ctx: &ProviderContext, settings: &Settings) -> Vec<Route> {
         };
         let path = cfg.get("path").cloned().unwrap_or_else(|| "/".into());
         let timeout = cfg.get("timeout_ms").and_then(|t| t.parse().ok()).map(Duration::from_millis).unwrap_or(settings.timeout);
-        out.push(Route { link, address, path, timeout });
+        out.push(Arc::new(Route { link, address, path, timeout }));
     }
     out
 }
@@ -108,7 +108,7 @@ fn routes(ctx: &ProviderContext, settings: &Settings) -> Vec<Route> {
 struct Shared {
     ctx: ProviderContext,
     settings: Settings,
-    routes: RwLock<Vec<Route>>,
+    routes: RwLock<Vec<Arc<Route>>>,
 }
 
 async fn serve(ctx: ProviderContext) -> Result<(), ProviderError> {
@@ -191,7 +191,8 @@ fn text(status: u16, message: String) -> http::Response<ResponseBody> {
     resp
 }
 
-fn find_route(shared: &Shared, addr: SocketAddr, path: &str) -> Option<Route> {
+/// The route for a request; an `Arc`, so a request costs no copy of the link.
+fn find_route(shared: &Shared, addr: SocketAddr, path: &str) -> Option<Arc<Route>> {
     let routes = shared.routes.read().unwrap_or_else(|p| p.into_inner());
     match shared.settings.mode {
         Mode::Address => routes.iter().find(|r| r.address == addr).cloned(),

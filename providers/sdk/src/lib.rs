@@ -157,11 +157,6 @@ impl RunningBuiltin {
         let _ = self.shutdown.send(true);
     }
 
-    /// Whether it has returned.
-    pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
-    }
-
     /// Waits for it to return.
     pub async fn wait(&mut self) -> Result<(), ProviderError> {
         match (&mut self.task).await {
