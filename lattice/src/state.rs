@@ -116,35 +116,32 @@ mod view {
             let config = open_bucket(&js, &super::config_bucket(lattice)).await?;
             let (changed, _) = watch::channel(0);
             let this = Self { view: Arc::default(), changed: Arc::new(changed) };
-            this.follow(links, apply_link).await?;
-            this.follow(config, apply_config).await?;
+            this.follow(links, apply_link, |v| v.links.clear()).await?;
+            this.follow(config, apply_config, |v| v.config.clear()).await?;
             Ok(this)
         }
 
         /// Fills the view from `store` now, then applies every later change in the background.
-        async fn follow(&self, store: kv::Store, apply: fn(&mut View, &kv::Entry)) -> Result<(), Error> {
+        ///
+        /// The watch starts at the stream sequence read *before* the listing, so a change made
+        /// while we list (or while the watch is being set up) is delivered rather than lost;
+        /// entries applied twice are harmless, since the last one delivered is the newest.
+        async fn follow(&self, store: kv::Store, apply: fn(&mut View, &kv::Entry), clear: fn(&mut View)) -> Result<(), Error> {
             let bucket = store.name.clone();
-            // Loading first tells us when we are current, also for an empty bucket that a
-            // watch would never deliver anything from.
-            let mut keys = store.keys().await.map_err(|e| kv_err(format!("cannot list `{bucket}`"), e))?;
-            let mut initial = Vec::new();
-            while let Some(key) = keys.try_next().await.map_err(|e| kv_err(format!("cannot list `{bucket}`"), e))? {
-                if let Some(entry) = store.entry(key).await.map_err(|e| kv_err(format!("cannot read `{bucket}`"), e))? {
-                    initial.push(entry);
-                }
-            }
-            for entry in &initial {
-                self.apply(apply, entry);
-            }
+            let mut next = self.load(&store, apply, None).await?;
             let this = self.clone();
             tokio::spawn(async move {
-                // A NATS restart ends a watch; start it again.
+                // A NATS restart ends a watch: resume after the last change applied, or, when
+                // the server lost the stream (its sequence went back), load it all again.
                 loop {
-                    match store.watch_all().await {
+                    match store.watch_all_from_revision(next).await {
                         Ok(mut watch) => {
                             while let Some(entry) = watch.next().await {
                                 match entry {
-                                    Ok(entry) => this.apply(apply, &entry),
+                                    Ok(entry) => {
+                                        next = entry.revision + 1;
+                                        this.apply(apply, &entry);
+                                    }
                                     Err(e) => {
                                         tracing::warn!(bucket, error = %e, "state watch failed; restarting it");
                                         break;
@@ -158,9 +155,42 @@ mod view {
                         return; // nobody holds the view any more
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
+                    match store.status().await {
+                        Ok(status) if status.info.state.last_sequence + 1 < next => match this.load(&store, apply, Some(clear)).await {
+                            Ok(n) => next = n,
+                            Err(e) => tracing::warn!(bucket, error = %e, "cannot reload state bucket; retrying"),
+                        },
+                        _ => {}
+                    }
                 }
             });
             Ok(())
+        }
+
+        /// Reads every live entry of `store` into the view (after `clear`, when given) and
+        /// returns the revision a watch must start at to miss nothing.
+        async fn load(&self, store: &kv::Store, apply: fn(&mut View, &kv::Entry), clear: Option<fn(&mut View)>) -> Result<u64, Error> {
+            let bucket = &store.name;
+            let status = store.status().await.map_err(|e| kv_err(format!("cannot read the status of `{bucket}`"), e))?;
+            let next = status.info.state.last_sequence + 1;
+            let mut keys = store.keys().await.map_err(|e| kv_err(format!("cannot list `{bucket}`"), e))?;
+            let mut initial = Vec::new();
+            while let Some(key) = keys.try_next().await.map_err(|e| kv_err(format!("cannot list `{bucket}`"), e))? {
+                if let Some(entry) = store.entry(key).await.map_err(|e| kv_err(format!("cannot read `{bucket}`"), e))? {
+                    initial.push(entry);
+                }
+            }
+            {
+                let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
+                if let Some(clear) = clear {
+                    clear(&mut view);
+                }
+                for entry in &initial {
+                    apply(&mut view, entry);
+                }
+            }
+            self.changed.send_modify(|n| *n += 1);
+            Ok(next)
         }
 
         fn apply(&self, apply: fn(&mut View, &kv::Entry), entry: &kv::Entry) {

@@ -409,3 +409,46 @@ async fn sigterm_and_host_stop_publish_host_stopped() {
     events.wait_for("host_stopped", WAIT, |e| e.source == host.id()).await.unwrap();
     assert!(ctl.ping_hosts().await.unwrap().is_empty());
 }
+
+/// A view opened while links are being written misses none of them: the watch starts where
+/// the initial listing's snapshot ended, not at "new from now on".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_view_opened_during_writes_misses_nothing() {
+    use trellis_lattice::state::{self, StateView, open_bucket};
+    let nats = NatsServer::start().await.unwrap();
+    let client = nats.client().await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let bucket = open_bucket(&js, &state::lattice_bucket("race")).await.unwrap();
+    const N: usize = 300;
+    let writer = tokio::spawn(async move {
+        for i in 0..N {
+            let link = Link {
+                source_id: format!("src{i}"),
+                target: "t".into(),
+                name: "default".into(),
+                wit_namespace: "wasi".into(),
+                wit_package: "keyvalue".into(),
+                interfaces: vec!["store".into()],
+                source_config: vec![],
+                target_config: vec![],
+            };
+            bucket.put(state::link_key(&link), serde_json::to_vec(&link).unwrap().into()).await.unwrap();
+        }
+    });
+    // Views opened at different points of the writes.
+    let mut views = Vec::new();
+    for _ in 0..8 {
+        views.push(StateView::open(client.clone(), "race").await.unwrap());
+    }
+    writer.await.unwrap();
+    for (n, view) in views.iter().enumerate() {
+        let mut changes = view.changes();
+        let seen = tokio::time::timeout(WAIT, async {
+            while view.links().len() < N {
+                changes.changed().await.unwrap();
+            }
+        })
+        .await;
+        assert!(seen.is_ok(), "view {n} saw {} of {N} links written while it opened", view.links().len());
+    }
+}

@@ -142,8 +142,12 @@ async fn serve(ctx: ProviderContext) -> Result<(), ProviderError> {
             tracing::warn!(errors = ?failures, "some listeners could not start");
             ctx.set_health(false, Some(failures.join("; ")));
         }
+        // An address that could not be bound (still held by a previous run, say) is tried
+        // again every second until it can be, or until the links change.
+        let retry = !failures.is_empty();
         tokio::select! {
             _ = ctx.shutdown_requested() => break,
+            _ = tokio::time::sleep(Duration::from_secs(1)), if retry => {}
             changed = changes.changed() => {
                 if changed.is_err() { break }
                 *shared.routes.write().unwrap_or_else(|p| p.into_inner()) = routes(&ctx, &settings);
