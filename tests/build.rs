@@ -16,6 +16,8 @@ const TARGET: &str = "wasm32-wasip2";
 /// A workspace listed twice is built twice, which is a cheap no-op the second time.
 const COMPONENTS: &[(&str, &str, &str)] = &[
     ("examples", "http-hello", "TRELLIS_WASM_HTTP_HELLO"),
+    ("examples", "http-kv-counter", "TRELLIS_WASM_HTTP_KV_COUNTER"),
+    ("examples", "messaging-echo", "TRELLIS_WASM_MESSAGING_ECHO"),
     ("examples", "pinger", "TRELLIS_WASM_PINGER"),
     ("examples", "ponger", "TRELLIS_WASM_PONGER"),
     ("tests/components", "misbehave", "TRELLIS_WASM_MISBEHAVE"),

@@ -334,6 +334,9 @@ pub fn to_wit(v: &Val) -> Result<WitValue, String> {
         Val::Float64(n) => WitValue::Float64(*n),
         Val::Char(c) => WitValue::Char(*c),
         Val::String(s) => WitValue::String(s.clone()),
+        Val::List(items) if !items.is_empty() && items.iter().all(|v| matches!(v, Val::U8(_))) => {
+            WitValue::Bytes(items.iter().map(|v| if let Val::U8(b) = v { *b } else { 0 }).collect())
+        }
         Val::List(items) | Val::FixedLengthList(items) => WitValue::List(list(items)?),
         Val::Map(pairs) => WitValue::Map(pairs.iter().map(|(k, v)| Ok((to_wit(k)?, to_wit(v)?))).collect::<Result<_, String>>()?),
         Val::Record(fields) => WitValue::Record(fields.iter().map(|(n, v)| Ok((n.clone(), to_wit(v)?))).collect::<Result<_, String>>()?),
@@ -386,6 +389,7 @@ fn from_wit_at(v: WitValue, ty: &Type, path: &mut String) -> Result<Val, String>
             let t = l.ty();
             Val::List(items.into_iter().enumerate().map(|(i, v)| nested(v, &t, path, format_args!("[{i}]"))).collect::<Result<_, _>>()?)
         }
+        (Type::List(l), WitValue::Bytes(bytes)) if l.ty() == Type::U8 => Val::List(bytes.into_iter().map(Val::U8).collect()),
         (Type::FixedLengthList(l), WitValue::List(items)) => {
             if items.len() != l.len() as usize {
                 return fail(path, format!("expected a list of {} elements, got {}", l.len(), items.len()));

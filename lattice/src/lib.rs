@@ -27,6 +27,7 @@ mod connect;
 pub mod ctl;
 mod error;
 pub mod event;
+pub mod keyvalue;
 pub mod provider;
 pub mod rpc;
 pub mod state;

@@ -44,6 +44,9 @@ pub enum WitValue {
     String(String),
     /// `list<T>` (and fixed-length lists)
     List(Vec<WitValue>),
+    /// `list<u8>`, compactly: one MessagePack binary instead of a value per byte. Senders
+    /// use it for non-empty byte lists; receivers accept it wherever `list<u8>` is expected.
+    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
     /// `record { … }`: field names and values, in declaration order.
     Record(Vec<(String, WitValue)>),
     /// `tuple<…>`
@@ -80,6 +83,7 @@ impl WitValue {
             Self::Char(_) => "char",
             Self::String(_) => "string",
             Self::List(_) => "list",
+            Self::Bytes(_) => "list<u8>",
             Self::Record(_) => "record",
             Self::Tuple(_) => "tuple",
             Self::Variant(..) => "variant",
@@ -128,6 +132,7 @@ mod tests {
             WitValue::Result(Err(some(WitValue::String("no".into())))),
             WitValue::Flags(vec!["urgent".into(), "twice".into()]),
             WitValue::Flags(vec![]),
+            WitValue::Bytes(vec![0, 1, 255]),
             WitValue::Map(vec![(WitValue::String("k".into()), WitValue::List(vec![]))]),
         ];
         assert_eq!(decode(&encode(&values)).unwrap(), values);

@@ -9,6 +9,18 @@ pub fn http_hello() -> &'static str {
     env!("TRELLIS_WASM_HTTP_HELLO")
 }
 
+/// `examples/http-kv-counter`: `/NAME` increments counter `NAME` in the linked key-value
+/// store and answers the new count; `?cas=NEW&expect=OLD` compare-and-swaps; `?get` reads.
+pub fn http_kv_counter() -> &'static str {
+    env!("TRELLIS_WASM_HTTP_KV_COUNTER")
+}
+
+/// `examples/messaging-echo`: answers each message on its reply subject with the body
+/// uppercased.
+pub fn messaging_echo() -> &'static str {
+    env!("TRELLIS_WASM_MESSAGING_ECHO")
+}
+
 /// `examples/pinger`: on every HTTP request, calls `trellis:examples/pingpong.ping` through
 /// a link with values from the query string and writes the reply as text.
 pub fn pinger() -> &'static str {

@@ -1,0 +1,1 @@
+//! `messaging-echo` (scaffold; being written).
