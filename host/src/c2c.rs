@@ -39,6 +39,9 @@ pub struct LinkedCall {
     pub link_name: String,
     /// The interface, e.g. `trellis:examples/pingpong` (no version).
     pub interface: InterfaceName,
+    /// The interface whose link carries the call, when not `interface` itself (a call of
+    /// `trellis:keyvalue/cas` travels over the `wasi:keyvalue/store` link of its bucket).
+    pub via: Option<InterfaceName>,
     /// The function.
     pub function: String,
     /// When the caller's execution budget runs out.
@@ -51,6 +54,9 @@ pub struct LinkedCall {
 pub trait Outbound: Send + Sync + 'static {
     /// Makes `call`; the error is the message the caller traps with.
     fn call(&self, call: LinkedCall) -> BoxFuture<'static, Result<Vec<WitValue>, String>>;
+
+    /// The named configs `names`, merged in order (later names win), as they are now.
+    fn config(&self, names: &[String]) -> trellis_lattice::ctl::StringMap;
 }
 
 /// `namespace:package/interface`, split.
@@ -91,9 +97,13 @@ pub(crate) struct LatticeLinks {
 }
 
 impl Outbound for LatticeLinks {
+    fn config(&self, names: &[String]) -> trellis_lattice::ctl::StringMap {
+        self.registry.view().merged_config(names)
+    }
+
     fn call(&self, c: LinkedCall) -> BoxFuture<'static, Result<Vec<WitValue>, String>> {
         let lattice = self.router.lattice().to_string();
-        let i = &c.interface;
+        let i = c.via.as_ref().unwrap_or(&c.interface);
         let link = self
             .registry
             .view()
@@ -103,9 +113,9 @@ impl Outbound for LatticeLinks {
         let Some(link) = link else {
             let name_flag = if c.link_name == DEFAULT_LINK_NAME { String::new() } else { format!(" --link-name {}", c.link_name) };
             return Box::pin(std::future::ready(Err(format!(
-                "no link from component `{}` for `{}` (link name `{}`) in lattice `{lattice}`, so its call to `{}` has nowhere to go; \
+                "no link from component `{}` for `{i}` (link name `{}`) in lattice `{lattice}`, so its call to `{}.{}` has nowhere to go; \
                  add one with `wash link put {} <target> {} {} --interface {}{name_flag}`",
-                c.source, c.interface, c.link_name, c.function, c.source, i.namespace, i.package, i.interface
+                c.source, c.link_name, c.interface, c.function, c.source, i.namespace, i.package, i.interface
             ))));
         };
         let router = self.router.clone();
@@ -206,6 +216,7 @@ impl Import {
             source: link.component_id.clone(),
             link_name: link.link_name.clone(),
             interface: self.interface.clone(),
+            via: None,
             function: self.function.clone(),
             deadline: link.deadline,
             args,

@@ -84,7 +84,7 @@ pub struct RunningComponent {
     /// Annotations from the scale request.
     pub annotations: StringMap,
     /// Named config given to it.
-    pub config: Vec<String>,
+    pub config: std::sync::Arc<[String]>,
     /// The compiled component.
     pub prepared: Arc<Prepared>,
     /// Its verified claims, when signed.
@@ -160,7 +160,7 @@ impl Components {
 pub async fn invoke_http(runtime: &Runtime, c: &RunningComponent, req: http::Request<Bytes>) -> Result<http::Response<Bytes>> {
     let permit = c.gate.acquire(&c.id, c.limits.max_execution_time).await?;
     c.invocations.fetch_add(1, Ordering::Relaxed);
-    runtime.invoke_http(&c.id, &c.prepared, c.limits, req, permit).await
+    runtime.invoke_http(&c.id, &c.config, &c.prepared, c.limits, req, permit).await
 }
 
 #[cfg(test)]

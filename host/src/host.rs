@@ -337,7 +337,7 @@ impl HostCtx {
                     id: cmd.component_id.clone(),
                     image_ref: cmd.component_ref.clone(),
                     annotations: annotations.clone(),
-                    config: cmd.config.clone(),
+                    config: cmd.config.clone().into(),
                     prepared,
                     claims: claims.clone(),
                     limits,

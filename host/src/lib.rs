@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 
 pub mod c2c;
+pub mod capabilities;
 mod claims;
 pub mod components;
 mod ctl;

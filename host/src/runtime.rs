@@ -45,7 +45,7 @@ const HOST_PACKAGES: &[&str] = &["wasi:cli", "wasi:clocks", "wasi:filesystem", "
 /// Whether the host itself provides the import `name` (`ns:pkg/iface@version`).
 pub fn provided_by_host(name: &str) -> bool {
     let package = name.split_once('/').map_or(name, |(p, _)| p);
-    HOST_PACKAGES.contains(&package)
+    HOST_PACKAGES.contains(&package) || crate::capabilities::PACKAGES.contains(&package)
 }
 
 /// Limits applied to every invocation of a component.
@@ -88,6 +88,10 @@ pub struct State {
     hooks: DenyOutgoingHttp,
     limits: StoreLimits,
     link: LinkContext,
+    /// Where calls through links go, and where config is read.
+    outbound: Arc<dyn Outbound>,
+    /// The named config the component was given.
+    config: Arc<[String]>,
 }
 
 /// What a store's calls through links carry.
@@ -110,6 +114,26 @@ impl State {
     /// Makes later calls through links travel under link name `name`.
     pub fn set_link_name(&mut self, name: &str) {
         self.link.link_name = name.to_string();
+    }
+
+    /// The store's resources.
+    pub fn table(&self) -> &ResourceTable {
+        &self.table
+    }
+
+    /// See [`State::table`].
+    pub fn table_mut(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
+    /// Where calls through links go.
+    pub fn outbound(&self) -> &Arc<dyn Outbound> {
+        &self.outbound
+    }
+
+    /// The names of the component's config.
+    pub fn config_names(&self) -> &[String] {
+        &self.config
     }
 }
 
@@ -226,6 +250,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| HostError::Engine(e.to_string()))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(|e| HostError::Engine(e.to_string()))?;
+        crate::capabilities::add_to_linker(&mut linker).map_err(|e| HostError::Engine(e.to_string()))?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let (ticking, stop2) = (engine.clone(), stop.clone());
@@ -290,8 +315,9 @@ impl Runtime {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A fresh store for one invocation of `component_id` under `limits`.
-    pub fn new_store(&self, component_id: &str, limits: Limits) -> Store<State> {
+    /// A fresh store for one invocation of `component_id` (given the named configs `config`)
+    /// under `limits`.
+    pub fn new_store(&self, component_id: &str, config: &Arc<[String]>, limits: Limits) -> Store<State> {
         let deadline = Instant::now() + limits.max_execution_time;
         let id: Arc<str> = Arc::from(component_id);
         let wasi = WasiCtx::builder()
@@ -308,6 +334,8 @@ impl Runtime {
             hooks: DenyOutgoingHttp,
             limits: StoreLimitsBuilder::new().memory_size(limits.max_linear_memory_bytes).trap_on_grow_failure(true).build(),
             link: LinkContext { component_id: id, link_name: DEFAULT_LINK_NAME.into(), deadline },
+            outbound: self.outbound.clone(),
+            config: config.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -328,6 +356,7 @@ impl Runtime {
     pub async fn invoke_http_streaming<B, P>(
         &self,
         component_id: &str,
+        config: &Arc<[String]>,
         prepared: &Prepared,
         limits: Limits,
         req: http::Request<B>,
@@ -343,7 +372,7 @@ impl Runtime {
             .ok_or_else(|| HostError::NotExported { id: component_id.into(), interface: HTTP_HANDLER.into() })?;
         let id: Arc<str> = Arc::from(component_id);
         let fail = |reason: String| HostError::Invocation { id: component_id.into(), reason };
-        let mut store = self.new_store(component_id, limits);
+        let mut store = self.new_store(component_id, config, limits);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, req).map_err(|e| fail(format!("{e:#}")))?;
         let out = store.data_mut().http().new_response_outparam(tx).map_err(|e| fail(format!("{e:#}")))?;
@@ -402,13 +431,14 @@ impl Runtime {
     pub async fn invoke_http<P: Send + 'static>(
         &self,
         component_id: &str,
+        config: &Arc<[String]>,
         prepared: &Prepared,
         limits: Limits,
         req: http::Request<Bytes>,
         permit: P,
     ) -> Result<http::Response<Bytes>> {
         let req = req.map(|b| Full::new(b).map_err(|never| -> wasmtime_wasi_http::Error { match never {} }));
-        let resp = self.invoke_http_streaming(component_id, prepared, limits, req, permit).await?;
+        let resp = self.invoke_http_streaming(component_id, config, prepared, limits, req, permit).await?;
         let (parts, mut body) = resp.into_parts();
         let mut out = bytes::BytesMut::new();
         while let Some(chunk) = body.next().await {
@@ -425,6 +455,7 @@ impl Runtime {
     pub async fn invoke_func<P: Send + 'static>(
         &self,
         component_id: &str,
+        config: &Arc<[String]>,
         prepared: &Prepared,
         limits: Limits,
         func: &ExportedFunc,
@@ -433,7 +464,7 @@ impl Runtime {
     ) -> Result<Vec<Val>> {
         let id: Arc<str> = Arc::from(component_id);
         let errors = GuestErrors { id: id.clone(), deadline_ms: limits.max_execution_time.as_millis() as u64 };
-        let mut store = self.new_store(component_id, limits);
+        let mut store = self.new_store(component_id, config, limits);
         let (pre, index, n_results) = (prepared.pre.clone(), func.index, func.ty.results().len());
         let mut task = AbortOnDrop(tokio::spawn(async move {
             let _permit = permit;

@@ -1,0 +1,262 @@
+//! The interfaces the host implements itself for components, beyond WASI and wasi-http
+//! (generated from `interfaces/trellis-host/world.wit`):
+//!
+//! - `wasi:keyvalue/store`, `atomics`, `batch` (`@0.2.0-draft`) and `trellis:keyvalue/cas`:
+//!   one implementation over the data plane. The `bucket` resource stays in the store (it is
+//!   the identifier the component opened); every operation becomes a call to the provider the
+//!   component's `wasi:keyvalue` link names, in the wire form of [`trellis_lattice::keyvalue`].
+//!   Whatever the backend, a failure reaches the component as an `error` value, never a trap.
+//! - `wasi:logging/logging`: to the host log, tagged with the component id.
+//! - `wasi:config/store` and its earlier name `wasi:config/runtime` (`@0.2.0-draft`): the
+//!   component's named config, merged, read from the live registry view at every call.
+//!
+//! Messaging and custom interfaces are not here: they reach their targets through the generic
+//! link mechanism of [`crate::c2c`].
+
+use trellis_lattice::keyvalue::{self, CasOutcome, KvError, Reply, Request};
+use wasmtime::component::{HasSelf, Linker, Resource};
+
+use crate::c2c::{InterfaceName, LinkedCall};
+use crate::runtime::State;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: [
+            "../interfaces/wasi-keyvalue",
+            "../interfaces/trellis-keyvalue",
+            "../interfaces/wasi-logging",
+            "../interfaces/wasi-config",
+            "../interfaces/trellis-host",
+        ],
+        world: "trellis:host/host",
+        imports: { default: async | trappable },
+        with: {
+            "wasi:keyvalue/store.bucket": super::Bucket,
+        },
+    });
+}
+
+use bindings::trellis::keyvalue::cas;
+use bindings::wasi::config::{runtime as config_runtime, store as config_store};
+use bindings::wasi::keyvalue::{atomics, batch, store};
+use bindings::wasi::logging::logging;
+
+/// The packages whose interfaces this module implements.
+pub const PACKAGES: &[&str] = &["wasi:keyvalue", "trellis:keyvalue", "wasi:logging", "wasi:config"];
+
+/// A bucket a component opened: the identifier it gave.
+#[derive(Debug)]
+pub struct Bucket {
+    identifier: String,
+}
+
+/// Adds every interface of this module to `linker`.
+pub fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> {
+    store::add_to_linker::<State, HasSelf<State>>(linker, |s| s)?;
+    atomics::add_to_linker::<State, HasSelf<State>>(linker, |s| s)?;
+    batch::add_to_linker::<State, HasSelf<State>>(linker, |s| s)?;
+    cas::add_to_linker::<State, HasSelf<State>>(linker, |s| s)?;
+    logging::add_to_linker::<State, HasSelf<State>>(linker, |s| s)?;
+    config_store::add_to_linker::<State, HasSelf<State>>(linker, |s| s)?;
+    config_runtime::add_to_linker::<State, HasSelf<State>>(linker, |s| s)?;
+    Ok(())
+}
+
+impl From<KvError> for store::Error {
+    fn from(e: KvError) -> Self {
+        match e {
+            KvError::NoSuchStore => Self::NoSuchStore,
+            KvError::AccessDenied => Self::AccessDenied,
+            KvError::Other(m) => Self::Other(m),
+        }
+    }
+}
+
+type KvOutcome<T> = wasmtime::Result<Result<T, store::Error>>;
+
+impl State {
+    fn bucket_id(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<String> {
+        Ok(self.table().get(bucket)?.identifier.clone())
+    }
+
+    /// Sends `req` to the provider of the component's `wasi:keyvalue` link. Failures of the
+    /// link, the lattice or the backend all come back as `Err(KvError)`.
+    async fn kv(&mut self, req: Request) -> Result<Reply, KvError> {
+        let link = self.link_context();
+        let interface = InterfaceName::parse(req.interface()).ok_or_else(|| KvError::Other("bad interface name".into()))?;
+        // cas is an extension over the bucket's `store` link; the rest travel on their own.
+        let via = (req.interface() == keyvalue::CAS).then(|| InterfaceName::parse(keyvalue::STORE)).flatten();
+        let call = LinkedCall {
+            source: link.component_id.clone(),
+            link_name: link.link_name.clone(),
+            interface,
+            via,
+            function: req.function().to_string(),
+            deadline: link.deadline,
+            args: req.to_args(),
+        };
+        let results = self.outbound().call(call).await.map_err(KvError::Other)?;
+        req.decode_results(results).map_err(KvError::Other)?
+    }
+}
+
+fn unexpected(reply: &Reply) -> store::Error {
+    store::Error::Other(format!("the key-value provider answered with the wrong kind of reply ({reply:?})"))
+}
+
+impl store::Host for State {
+    async fn open(&mut self, identifier: String) -> KvOutcome<Resource<Bucket>> {
+        match self.kv(Request::Open { bucket: identifier.clone() }).await {
+            Ok(Reply::Unit) => Ok(Ok(self.table_mut().push(Bucket { identifier })?)),
+            Ok(other) => Ok(Err(unexpected(&other))),
+            Err(e) => Ok(Err(e.into())),
+        }
+    }
+}
+
+impl store::HostBucket for State {
+    async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> KvOutcome<Option<Vec<u8>>> {
+        let bucket = self.bucket_id(&bucket)?;
+        Ok(match self.kv(Request::Get { bucket, key }).await {
+            Ok(Reply::Value(v)) => Ok(v),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => Err(e.into()),
+        })
+    }
+
+    async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> KvOutcome<()> {
+        let bucket = self.bucket_id(&bucket)?;
+        Ok(unit(self.kv(Request::Set { bucket, key, value }).await))
+    }
+
+    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> KvOutcome<()> {
+        let bucket = self.bucket_id(&bucket)?;
+        Ok(unit(self.kv(Request::Delete { bucket, key }).await))
+    }
+
+    async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> KvOutcome<bool> {
+        let bucket = self.bucket_id(&bucket)?;
+        Ok(match self.kv(Request::Exists { bucket, key }).await {
+            Ok(Reply::Exists(b)) => Ok(b),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => Err(e.into()),
+        })
+    }
+
+    async fn list_keys(&mut self, bucket: Resource<Bucket>, cursor: Option<u64>) -> KvOutcome<store::KeyResponse> {
+        let bucket = self.bucket_id(&bucket)?;
+        Ok(match self.kv(Request::ListKeys { bucket, cursor }).await {
+            Ok(Reply::Keys { keys, cursor }) => Ok(store::KeyResponse { keys, cursor }),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => Err(e.into()),
+        })
+    }
+
+    async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
+        self.table_mut().delete(bucket)?;
+        Ok(())
+    }
+}
+
+fn unit(r: Result<Reply, KvError>) -> Result<(), store::Error> {
+    match r {
+        Ok(Reply::Unit) => Ok(()),
+        Ok(other) => Err(unexpected(&other)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl atomics::Host for State {
+    async fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: u64) -> KvOutcome<u64> {
+        let bucket = self.bucket_id(&bucket)?;
+        Ok(match self.kv(Request::Increment { bucket, key, delta }).await {
+            Ok(Reply::Number(n)) => Ok(n),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => Err(e.into()),
+        })
+    }
+}
+
+impl batch::Host for State {
+    async fn get_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> KvOutcome<Vec<Option<(String, Vec<u8>)>>> {
+        let bucket = self.bucket_id(&bucket)?;
+        Ok(match self.kv(Request::GetMany { bucket, keys }).await {
+            Ok(Reply::Values(v)) => Ok(v),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => Err(e.into()),
+        })
+    }
+
+    async fn set_many(&mut self, bucket: Resource<Bucket>, key_values: Vec<(String, Vec<u8>)>) -> KvOutcome<()> {
+        let bucket = self.bucket_id(&bucket)?;
+        Ok(unit(self.kv(Request::SetMany { bucket, items: key_values }).await))
+    }
+
+    async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> KvOutcome<()> {
+        let bucket = self.bucket_id(&bucket)?;
+        Ok(unit(self.kv(Request::DeleteMany { bucket, keys }).await))
+    }
+}
+
+impl cas::Host for State {
+    async fn compare_and_swap(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
+    ) -> KvOutcome<cas::Outcome> {
+        let bucket = self.bucket_id(&bucket)?;
+        Ok(match self.kv(Request::CompareAndSwap { bucket, key, expected, new }).await {
+            Ok(Reply::Cas(CasOutcome::Swapped)) => Ok(cas::Outcome::Swapped),
+            Ok(Reply::Cas(CasOutcome::Conflict(current))) => Ok(cas::Outcome::Conflict(current)),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => Err(e.into()),
+        })
+    }
+}
+
+impl logging::Host for State {
+    async fn log(&mut self, level: logging::Level, context: String, message: String) -> wasmtime::Result<()> {
+        let id: &str = &self.link_context().component_id;
+        match level {
+            logging::Level::Trace => tracing::trace!(component_id = id, context, "{message}"),
+            logging::Level::Debug => tracing::debug!(component_id = id, context, "{message}"),
+            logging::Level::Info => tracing::info!(component_id = id, context, "{message}"),
+            logging::Level::Warn => tracing::warn!(component_id = id, context, "{message}"),
+            logging::Level::Error => tracing::error!(component_id = id, context, "{message}"),
+            logging::Level::Critical => tracing::error!(component_id = id, context, critical = true, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    fn component_config(&self) -> trellis_lattice::ctl::StringMap {
+        self.outbound().config(self.config_names())
+    }
+}
+
+impl config_store::Host for State {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, config_store::Error>> {
+        Ok(Ok(self.component_config().get(&key).cloned()))
+    }
+
+    async fn get_all(&mut self) -> wasmtime::Result<Result<Vec<(String, String)>, config_store::Error>> {
+        let mut all: Vec<_> = self.component_config().into_iter().collect();
+        all.sort();
+        Ok(Ok(all))
+    }
+}
+
+impl config_runtime::Host for State {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, config_runtime::ConfigError>> {
+        Ok(Ok(self.component_config().get(&key).cloned()))
+    }
+
+    async fn get_all(&mut self) -> wasmtime::Result<Result<Vec<(String, String)>, config_runtime::ConfigError>> {
+        let mut all: Vec<_> = self.component_config().into_iter().collect();
+        all.sort();
+        Ok(Ok(all))
+    }
+}
