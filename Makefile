@@ -30,7 +30,7 @@ test:
 # Benchmarks that print figures: invocation overhead vs bare wasmtime; HTTP paths side by side.
 bench:
 	@bash .ci/bootstrap
-	cargo bench -p trellis-tests --bench invoke --bench http
+	cargo bench -p trellis-tests --bench invoke --bench http --bench keyvalue
 
 build:
 	cargo build --workspace

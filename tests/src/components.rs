@@ -38,6 +38,12 @@ pub fn misbehave() -> &'static str {
     env!("TRELLIS_WASM_MISBEHAVE")
 }
 
+/// `tests/components/kvbench`: `/get?n=N` and `/increment?n=N` time N key-value calls from
+/// inside the component and answer one duration in nanoseconds per line.
+pub fn kvbench() -> &'static str {
+    env!("TRELLIS_WASM_KVBENCH")
+}
+
 /// A `file://` component reference for `path`, as accepted where an OCI
 /// reference would go.
 pub fn file_ref(path: impl AsRef<std::path::Path>) -> String {
