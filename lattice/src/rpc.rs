@@ -40,6 +40,12 @@ pub const TRACEPARENT_HEADER: &str = "traceparent";
 pub const MAX_HEAD_BYTES: usize = 256 * 1024;
 /// Room left in each message for headers and framing.
 const FRAMING_ALLOWANCE: usize = 8 * 1024;
+/// Deepest nesting of MessagePack arrays and maps accepted in anything decoded off the data
+/// plane. Decoding recurses once per level, so without a bound a small message could exhaust
+/// the stack of the task decoding it (a tokio worker has 2 MiB) and abort the process. WIT
+/// values use at most three levels per level of WIT type, so this leaves room for types
+/// nested about 40 deep.
+pub const MAX_NESTING: usize = 128;
 
 /// The subject of a call.
 pub fn subject(lattice: &str, target: &str, interface: &str, function: &str) -> String {
@@ -190,6 +196,102 @@ enum WireChunk {
     Err(RpcError),
 }
 
+/// Decodes MessagePack from the data plane, refusing nesting deeper than [`MAX_NESTING`]
+/// before the (recursive) decoder sees it.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    check_nesting(bytes)?;
+    rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
+}
+
+/// Walks the first MessagePack value in `bytes` without recursion and fails if its arrays and
+/// maps nest deeper than [`MAX_NESTING`]. Anything else wrong (a truncated value, a reserved
+/// marker) is left for the decoder to report. Linear in the length of `bytes`.
+fn check_nesting(bytes: &[u8]) -> Result<(), String> {
+    /// What follows a marker.
+    #[derive(Clone, Copy)]
+    enum Next {
+        /// This many payload bytes.
+        Skip(u64),
+        /// A big-endian length of this many bytes, then that many payload bytes plus this many.
+        Sized(usize, u64),
+        /// A container of this many values.
+        Values(u64),
+        /// A big-endian count of this many bytes, then count × this many values.
+        Counted(usize, u64),
+    }
+    let be = |pos: usize, n: usize| -> Option<u64> {
+        let b = bytes.get(pos..pos.checked_add(n)?)?;
+        Some(b.iter().fold(0u64, |acc, x| (acc << 8) | u64::from(*x)))
+    };
+    // Values still to read at each open level; the outermost level holds the one value.
+    let mut left: Vec<u64> = vec![1];
+    let mut pos = 0usize;
+    while let Some(top) = left.last_mut() {
+        if *top == 0 {
+            left.pop();
+            continue;
+        }
+        *top -= 1;
+        let Some(&marker) = bytes.get(pos) else { return Ok(()) };
+        pos += 1;
+        let next = match marker {
+            0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => Next::Skip(0),
+            0x80..=0x8f => Next::Values(u64::from(marker & 0x0f) * 2),
+            0x90..=0x9f => Next::Values(u64::from(marker & 0x0f)),
+            0xa0..=0xbf => Next::Skip(u64::from(marker & 0x1f)),
+            0xcc | 0xd0 => Next::Skip(1),
+            0xcd | 0xd1 => Next::Skip(2),
+            0xca | 0xce | 0xd2 => Next::Skip(4),
+            0xcb | 0xcf | 0xd3 => Next::Skip(8),
+            0xd4 => Next::Skip(2),
+            0xd5 => Next::Skip(3),
+            0xd6 => Next::Skip(5),
+            0xd7 => Next::Skip(9),
+            0xd8 => Next::Skip(17),
+            0xc4 | 0xd9 => Next::Sized(1, 0),
+            0xc5 | 0xda => Next::Sized(2, 0),
+            0xc6 | 0xdb => Next::Sized(4, 0),
+            0xc7 => Next::Sized(1, 1),
+            0xc8 => Next::Sized(2, 1),
+            0xc9 => Next::Sized(4, 1),
+            0xdc => Next::Counted(2, 1),
+            0xdd => Next::Counted(4, 1),
+            0xde => Next::Counted(2, 2),
+            0xdf => Next::Counted(4, 2),
+            0xc1 => return Ok(()),
+        };
+        let skip = match next {
+            Next::Skip(n) => n,
+            Next::Sized(width, extra) => {
+                let Some(len) = be(pos, width) else { return Ok(()) };
+                pos += width;
+                len + extra
+            }
+            Next::Values(n) | Next::Counted(_, n) => {
+                let count = match next {
+                    Next::Counted(width, _) => {
+                        let Some(count) = be(pos, width) else { return Ok(()) };
+                        pos += width;
+                        count * n
+                    }
+                    _ => n,
+                };
+                // `left` holds the outermost level too: its length is the new level's depth.
+                if left.len() > MAX_NESTING {
+                    return Err(format!("the message nests arrays and maps more than {MAX_NESTING} levels deep"));
+                }
+                left.push(count);
+                continue;
+            }
+        };
+        match usize::try_from(skip).ok().and_then(|s| pos.checked_add(s)) {
+            Some(end) if end <= bytes.len() => pos = end,
+            _ => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
 fn encode<T: Serialize>(v: &T) -> Bytes {
     // Our wire types always serialise.
     rmp_serde::to_vec(v).map(Bytes::from).unwrap_or_default()
@@ -287,7 +389,7 @@ impl Router {
             async_nats::RequestErrorKind::TimedOut => deadline_error(&call),
             _ => RpcError::new(RpcErrorKind::Transport, &call, format!("the call could not be sent: {e}")),
         })?;
-        match rmp_serde::from_slice::<WireReply>(&msg.payload) {
+        match decode::<WireReply>(&msg.payload) {
             Ok(WireReply::Ok(m)) => Ok(Response { head: m.head.into(), body: self.pull_body(m.body.into(), m.more, call, inv.deadline) }),
             Ok(WireReply::Err(e)) => Err(e),
             Err(e) => Err(RpcError::new(RpcErrorKind::Malformed, &call, format!("the reply could not be decoded: {e}"))),
@@ -350,7 +452,7 @@ impl Router {
             let msg = nats.send_request(inbox.clone(), req).await.map_err(|e| {
                 RpcError::new(RpcErrorKind::Transport, &call, format!("the body stream broke off: {e}"))
             })?;
-            match rmp_serde::from_slice::<WireChunk>(&msg.payload) {
+            match decode::<WireChunk>(&msg.payload) {
                 Ok(WireChunk::Data(d)) => Ok(Some((Bytes::from(d), Some((nats, inbox, call))))),
                 Ok(WireChunk::End) => Ok(None),
                 Ok(WireChunk::Err(e)) => Err(e),
@@ -400,7 +502,7 @@ impl Router {
         };
         let timeout = header(TIMEOUT_HEADER).and_then(|v| v.parse::<u64>().ok()).unwrap_or(30_000);
         let deadline = Instant::now() + Duration::from_millis(timeout);
-        let result = match rmp_serde::from_slice::<WireMessage>(&msg.payload) {
+        let result = match decode::<WireMessage>(&msg.payload) {
             Err(e) => Err(RpcError::new(RpcErrorKind::Malformed, &call, format!("the call could not be decoded: {e}"))),
             Ok(m) if m.head.len() > MAX_HEAD_BYTES => Err(head_too_large(&call, m.head.len())),
             Ok(m) => {
@@ -458,9 +560,33 @@ fn head_too_large(call: &CallInfo, len: usize) -> RpcError {
 /// The error a data-plane reply carries, if it carries one (for tools and tests that talk to
 /// the data plane without a [`Router`]).
 pub fn reply_error(payload: &[u8]) -> Option<RpcError> {
-    match rmp_serde::from_slice::<WireReply>(payload) {
+    match decode::<WireReply>(payload) {
         Ok(WireReply::Err(e)) => Some(e),
         _ => None,
+    }
+}
+
+/// A kind of data-plane message, for [`fuzz_decode_encode`].
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireKind {
+    /// A call, as the callee decodes it.
+    Call,
+    /// A reply, as the caller decodes it.
+    Reply,
+    /// A pulled body chunk, as the reader decodes it.
+    Chunk,
+}
+
+/// Decodes `payload` as the receiving side decodes a message of `kind`, then encodes what it
+/// got again as the sending side would; `None` when it does not decode. For the fuzz targets
+/// in `lattice/fuzz`; not an API.
+#[doc(hidden)]
+pub fn fuzz_decode_encode(kind: WireKind, payload: &[u8]) -> Option<Bytes> {
+    match kind {
+        WireKind::Call => decode::<WireMessage>(payload).ok().map(|m| encode(&m)),
+        WireKind::Reply => decode::<WireReply>(payload).ok().map(|r| encode(&r)),
+        WireKind::Chunk => decode::<WireChunk>(payload).ok().map(|c| encode(&c)),
     }
 }
 
@@ -516,7 +642,7 @@ pub mod http {
 
     /// Decodes a head.
     pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
-        rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
+        super::decode(bytes)
     }
 }
 
@@ -552,6 +678,98 @@ mod tests {
         }
         let wire: RpcError = rmp_serde::from_slice(&rmp_serde::to_vec(&e).unwrap()).unwrap();
         assert_eq!(wire, e);
+    }
+
+    /// Runs `f` on a thread with a tokio worker's stack (2 MiB), where the host decodes.
+    fn on_worker_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new().stack_size(2 << 20).spawn(f).unwrap().join().unwrap()
+    }
+
+    fn nested(prefix: &[u8], level: &[u8], levels: usize, suffix: &[u8]) -> Vec<u8> {
+        let mut b = prefix.to_vec();
+        for _ in 0..levels {
+            b.extend_from_slice(level);
+        }
+        b.extend_from_slice(suffix);
+        b
+    }
+
+    /// Found while writing the data_plane fuzz target (lattice/fuzz), by decoding deep inputs on
+    /// a tokio worker's 2 MiB stack: decoding recursed once per level of nesting, so one small
+    /// message (an unknown field holding 1,000 nested arrays, or a chain of `option`s, which
+    /// rmp-serde's own depth limit does not count) overflowed the stack of the task decoding
+    /// it and aborted the whole host.
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = [
+            ("call", nested(b"\x81\xa1x", b"\x91", 1_000, b"\xc0")),
+            ("reply", nested(b"\x81\xa2Ok\x81\xa1x", b"\x91", 100_000, b"\xc0")),
+            ("options", nested(b"\x91", b"\x81\xa6Option", 100_000, b"\xc0")),
+            ("lists", nested(b"\x91", b"\x81\xa4List\x91", 1_000, b"\xc0")),
+            ("counted", nested(b"", b"\xdd\x00\x00\x00\x01", 1_000, b"\xc0")),
+        ];
+        for (what, bytes) in deep {
+            let errors = on_worker_stack(move || {
+                [
+                    decode::<WireMessage>(&bytes).err(),
+                    decode::<WireReply>(&bytes).err(),
+                    decode::<WireChunk>(&bytes).err(),
+                    crate::wit_value::decode(&bytes).err(),
+                    http::decode::<http::RequestHead>(&bytes).err(),
+                ]
+            });
+            for e in errors {
+                let e = e.unwrap_or_else(|| panic!("{what}: decoded"));
+                assert!(e.contains("more than 128 levels deep"), "{what}: {e}");
+            }
+        }
+        assert!(reply_error(&nested(b"\x81\xa3Err", b"\x91", 1_000, b"\xc0")).is_none());
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_decodes() {
+        use crate::wit_value::WitValue;
+        // Records use three levels each: 42 of them, a u8 inside and the argument list make 128.
+        let mut v = WitValue::U8(7);
+        for _ in 0..42 {
+            v = WitValue::Record(vec![("f".into(), v)]);
+        }
+        let bytes = crate::wit_value::encode(std::slice::from_ref(&v));
+        let back = on_worker_stack(move || crate::wit_value::decode(&bytes));
+        assert_eq!(back, Ok(vec![v.clone()]));
+        let one_more = crate::wit_value::encode(&[WitValue::Option(Some(Box::new(v)))]);
+        assert!(crate::wit_value::decode(&one_more).unwrap_err().contains("levels deep"));
+        // Payloads are skipped, not walked into: each below holds 200 bytes that would open an
+        // array each if they were read as markers.
+        let inner = [0x91u8; 200];
+        let with = |head: &[u8]| [head, &inner[..]].concat();
+        for payload in [
+            with(b"\xd9\xc8"),
+            with(b"\xda\x00\xc8"),
+            with(b"\xdb\x00\x00\x00\xc8"),
+            with(b"\xc4\xc8"),
+            with(b"\xc5\x00\xc8"),
+            with(b"\xc6\x00\x00\x00\xc8"),
+            with(b"\xc7\xc8\x05"),
+            with(b"\xc8\x00\xc8\x05"),
+            with(b"\xc9\x00\x00\x00\xc8\x05"),
+        ] {
+            let mut flat = vec![0x9f];
+            flat.extend_from_slice(&payload);
+            // Fixed-size values: fixext 1/2/4/8/16, floats and integers of every width.
+            flat.extend_from_slice(b"\xd4\x01\x91\xd5\x01\x91\x91\xd6\x01\x91\x91\x91\x91");
+            flat.extend_from_slice(&[&b"\xd7\x01"[..], &[0x91; 8]].concat());
+            flat.extend_from_slice(&[&b"\xd8\x01"[..], &[0x91; 16]].concat());
+            flat.extend_from_slice(&[&b"\xcb"[..], &[0x91; 8], b"\xca", &[0x91; 4]].concat());
+            flat.extend_from_slice(b"\xcc\x91\xcd\x91\x91\xd0\x91\xd1\x91\x91\xa2\x91\x91\x80\x90");
+            assert_eq!(check_nesting(&flat), Ok(()), "{:x?}", &flat[..8]);
+            // The same with one more value than the array holds: it is read as a marker.
+            flat.push(0x91);
+            flat.extend_from_slice(&inner);
+            flat[0] = 0xdc;
+            flat.splice(1..1, [0, 16]);
+            assert!(check_nesting(&flat).is_err(), "{:x?}", &flat[..8]);
+        }
     }
 
     #[test]

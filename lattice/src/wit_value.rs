@@ -102,9 +102,10 @@ pub fn encode(values: &[WitValue]) -> Bytes {
     rmp_serde::to_vec(values).map(Bytes::from).unwrap_or_default()
 }
 
-/// Decodes the arguments or results of a call.
+/// Decodes the arguments or results of a call; values nested deeper than
+/// [`MAX_NESTING`](crate::rpc::MAX_NESTING) arrays and maps are refused.
 pub fn decode(bytes: &[u8]) -> Result<Vec<WitValue>, String> {
-    rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
+    crate::rpc::decode(bytes)
 }
 
 #[cfg(test)]
