@@ -1,5 +1,5 @@
 # The two commands of the README's quick start, and a few helpers.
-.PHONY: up down test bench build
+.PHONY: up down test bench build fuzz
 
 # `make up` ports (override: `make up HTTP_PORT=8080`, or in the environment); WASH_HOME passes through.
 NATS_PORT ?= 4222
@@ -34,3 +34,14 @@ bench:
 
 build:
 	cargo build --workspace
+
+# Fuzzes the wire decoders (lattice/fuzz: control JSON and events, claims, the data-plane
+# envelope and WIT values), each target for FUZZ_SECONDS, one after another. Needs a nightly
+# toolchain and cargo-fuzz (installed if missing). The stack is capped at a tokio worker's
+# 2 MiB, where the host decodes, so unbounded recursion shows up as a crash.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= ctl_json claims data_plane
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
+	cd lattice/fuzz && ulimit -s 2048 && for t in $(FUZZ_TARGETS); do \
+	  nice -n 19 cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
