@@ -57,6 +57,9 @@ pub trait Outbound: Send + Sync + 'static {
 
     /// The named configs `names`, merged in order (later names win), as they are now.
     fn config(&self, names: &[String]) -> trellis_lattice::ctl::StringMap;
+
+    /// Whether a link named `name` from `source` for `interface` exists now.
+    fn has_link(&self, source: &str, interface: &InterfaceName, name: &str) -> bool;
 }
 
 /// `namespace:package/interface`, split.
@@ -99,6 +102,10 @@ pub(crate) struct LatticeLinks {
 impl Outbound for LatticeLinks {
     fn config(&self, names: &[String]) -> trellis_lattice::ctl::StringMap {
         self.registry.view().merged_config(names)
+    }
+
+    fn has_link(&self, source: &str, i: &InterfaceName, name: &str) -> bool {
+        self.registry.view().links_in_slot(source, &i.namespace, &i.package, name).iter().any(|l| l.interfaces.contains(&i.interface))
     }
 
     fn call(&self, c: LinkedCall) -> BoxFuture<'static, Result<Vec<WitValue>, String>> {
@@ -214,7 +221,7 @@ impl Import {
         let link = state.link_context();
         Ok(LinkedCall {
             source: link.component_id.clone(),
-            link_name: link.link_name.clone(),
+            link_name: link.link_name(&self.interface).to_string(),
             interface: self.interface.clone(),
             via: None,
             function: self.function.clone(),
@@ -668,6 +675,14 @@ mod tests {
         fn call(&self, _: LinkedCall) -> BoxFuture<'static, Result<Vec<WitValue>, String>> {
             Box::pin(std::future::ready(Err("nowhere".into())))
         }
+
+        fn config(&self, _: &[String]) -> trellis_lattice::ctl::StringMap {
+            Default::default()
+        }
+
+        fn has_link(&self, _: &str, _: &InterfaceName, _: &str) -> bool {
+            false
+        }
     }
 
     #[test]
@@ -690,7 +705,9 @@ mod tests {
         assert!(InterfaceName::parse("ns:/x").is_none());
         assert!(provided_by_host("wasi:io/poll@0.2.0"));
         assert!(provided_by_host("wasi:http/types@0.2.6"));
-        assert!(!provided_by_host("wasi:keyvalue/store@0.2.0-draft"));
+        assert!(provided_by_host("wasi:keyvalue/store@0.2.0-draft"));
+        assert!(provided_by_host("wasmcloud:bus/lattice@2.0.0"));
+        assert!(!provided_by_host("wasmcloud:messaging/consumer@0.2.0"));
         assert!(!provided_by_host("trellis:examples/pingpong@0.1.0"));
     }
 }

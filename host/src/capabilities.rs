@@ -9,6 +9,9 @@
 //! - `wasi:logging/logging`: to the host log, tagged with the component id.
 //! - `wasi:config/store` and its earlier name `wasi:config/runtime` (`@0.2.0-draft`): the
 //!   component's named config, merged, read from the live registry view at every call.
+//! - `wasmcloud:bus/lattice@2.0.0`: `set-link-name` picks the link name later calls to some
+//!   interfaces travel under, in this store (every interface starts at `default`); it fails
+//!   when no such link exists at call time.
 //!
 //! Messaging and custom interfaces are not here: they reach their targets through the generic
 //! link mechanism of [`crate::c2c`].
@@ -26,12 +29,14 @@ mod bindings {
             "../interfaces/trellis-keyvalue",
             "../interfaces/wasi-logging",
             "../interfaces/wasi-config",
+            "../interfaces/wasmcloud-bus",
             "../interfaces/trellis-host",
         ],
         world: "trellis:host/host",
         imports: { default: async | trappable },
         with: {
             "wasi:keyvalue/store.bucket": super::Bucket,
+            "wasmcloud:bus/lattice.call-target-interface": crate::c2c::InterfaceName,
         },
     });
 }
@@ -40,9 +45,10 @@ use bindings::trellis::keyvalue::cas;
 use bindings::wasi::config::{runtime as config_runtime, store as config_store};
 use bindings::wasi::keyvalue::{atomics, batch, store};
 use bindings::wasi::logging::logging;
+use bindings::wasmcloud::bus::lattice;
 
 /// The packages whose interfaces this module implements.
-pub const PACKAGES: &[&str] = &["wasi:keyvalue", "trellis:keyvalue", "wasi:logging", "wasi:config"];
+pub const PACKAGES: &[&str] = &["wasi:keyvalue", "trellis:keyvalue", "wasi:logging", "wasi:config", "wasmcloud:bus"];
 
 /// A bucket a component opened: the identifier it gave.
 #[derive(Debug)]
@@ -59,6 +65,7 @@ pub fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> {
     logging::add_to_linker::<State, HasSelf<State>>(linker, |s| s)?;
     config_store::add_to_linker::<State, HasSelf<State>>(linker, |s| s)?;
     config_runtime::add_to_linker::<State, HasSelf<State>>(linker, |s| s)?;
+    lattice::add_to_linker::<State, HasSelf<State>>(linker, |s| s)?;
     Ok(())
 }
 
@@ -88,7 +95,7 @@ impl State {
         let via = (req.interface() == keyvalue::CAS).then(|| InterfaceName::parse(keyvalue::STORE)).flatten();
         let call = LinkedCall {
             source: link.component_id.clone(),
-            link_name: link.link_name.clone(),
+            link_name: link.link_name(via.as_ref().unwrap_or(&interface)).to_string(),
             interface,
             via,
             function: req.function().to_string(),
@@ -258,5 +265,35 @@ impl config_runtime::Host for State {
         let mut all: Vec<_> = self.component_config().into_iter().collect();
         all.sort();
         Ok(Ok(all))
+    }
+}
+
+impl lattice::Host for State {
+    async fn set_link_name(&mut self, name: String, interfaces: Vec<Resource<InterfaceName>>) -> wasmtime::Result<Result<(), String>> {
+        let mut picked = Vec::with_capacity(interfaces.len());
+        for i in interfaces {
+            picked.push(self.table_mut().delete(i)?);
+        }
+        let source = self.link_context().component_id.clone();
+        if let Some(missing) = picked.iter().find(|i| !self.outbound().has_link(&source, i, &name)) {
+            return Ok(Err(format!(
+                "component `{source}` has no link named `{name}` for `{missing}`; add one with \
+                 `wash link put {source} <target> {} {} --interface {} --link-name {name}`",
+                missing.namespace, missing.package, missing.interface
+            )));
+        }
+        self.set_link_name(&name, picked);
+        Ok(Ok(()))
+    }
+}
+
+impl lattice::HostCallTargetInterface for State {
+    async fn new(&mut self, namespace: String, package: String, interface: String) -> wasmtime::Result<Resource<InterfaceName>> {
+        Ok(self.table_mut().push(InterfaceName { namespace, package, interface })?)
+    }
+
+    async fn drop(&mut self, rep: Resource<InterfaceName>) -> wasmtime::Result<()> {
+        self.table_mut().delete(rep)?;
+        Ok(())
     }
 }

@@ -29,7 +29,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::c2c::{self, DEFAULT_LINK_NAME, ExportedFunc, Exports, Outbound};
+use crate::c2c::{self, DEFAULT_LINK_NAME, ExportedFunc, Exports, InterfaceName, Outbound};
 use crate::error::{HostError, Result};
 
 /// How often the epoch advances; the granularity of deadlines and of yielding to tokio.
@@ -99,10 +99,18 @@ pub struct State {
 pub struct LinkContext {
     /// The component the store runs.
     pub component_id: Arc<str>,
-    /// The link name its calls travel under (`default` until the component picks another).
-    pub link_name: String,
+    /// Link names the component picked for some interfaces (`wasmcloud:bus/lattice`
+    /// `set-link-name`); every other interface travels under `default`.
+    pub link_names: Vec<(InterfaceName, String)>,
     /// When the invocation's execution budget runs out.
     pub deadline: Instant,
+}
+
+impl LinkContext {
+    /// The link name calls to `interface` travel under.
+    pub fn link_name(&self, interface: &InterfaceName) -> &str {
+        self.link_names.iter().rev().find(|(i, _)| i == interface).map_or(DEFAULT_LINK_NAME, |(_, n)| n)
+    }
 }
 
 impl State {
@@ -111,9 +119,14 @@ impl State {
         &self.link
     }
 
-    /// Makes later calls through links travel under link name `name`.
-    pub fn set_link_name(&mut self, name: &str) {
-        self.link.link_name = name.to_string();
+    /// Makes later calls to `interfaces` travel under link name `name`.
+    pub fn set_link_name(&mut self, name: &str, interfaces: impl IntoIterator<Item = InterfaceName>) {
+        for i in interfaces {
+            self.link.link_names.retain(|(known, _)| *known != i);
+            if name != DEFAULT_LINK_NAME {
+                self.link.link_names.push((i, name.to_string()));
+            }
+        }
     }
 
     /// The store's resources.
@@ -333,7 +346,7 @@ impl Runtime {
             table: ResourceTable::new(),
             hooks: DenyOutgoingHttp,
             limits: StoreLimitsBuilder::new().memory_size(limits.max_linear_memory_bytes).trap_on_grow_failure(true).build(),
-            link: LinkContext { component_id: id, link_name: DEFAULT_LINK_NAME.into(), deadline },
+            link: LinkContext { component_id: id, link_names: Vec::new(), deadline },
             outbound: self.outbound.clone(),
             config: config.clone(),
         };

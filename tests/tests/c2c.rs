@@ -119,7 +119,7 @@ async fn pinger_calls_ponger_on_another_host_through_a_link() {
     // No link yet: the call traps, naming the missing link and the command that adds it.
     let no_link = [
         "no link from component `pinger` for `trellis:examples/pingpong` (link name `default`) in lattice `default`",
-        "its call to `ping`",
+        "its call to `trellis:examples/pingpong.ping` has nowhere to go",
         "wash link put pinger <target> trellis examples --interface pingpong",
     ];
     assert_contains_all(&error(&a, FULL_QUERY).await, &no_link);

@@ -11,6 +11,8 @@
 //!   `expect`: only if it is absent); `200 swapped`, or `409 conflict CURRENT` (`-` for
 //!   absent).
 //! - `?get` answers the value of `NAME` without changing it (`404` when absent).
+//! - `?link=LINK` first picks the link named `LINK` for the key-value interfaces
+//!   (`wasmcloud:bus/lattice` `set-link-name`), e.g. to reach a second store.
 //!
 //! A key-value error is an ordinary value here, not a trap: the answer is `503` with the
 //! error's text, which names the backend and the cause.
@@ -30,9 +32,10 @@ mod bindings {
             import wasi:keyvalue/store@0.2.0-draft;
             import wasi:keyvalue/atomics@0.2.0-draft;
             import trellis:keyvalue/cas@0.1.0;
+            import wasmcloud:bus/lattice@2.0.0;
         }
     ",
-    path: ["../../interfaces/wasi-keyvalue", "../../interfaces/trellis-keyvalue"],
+    path: ["../../interfaces/wasi-keyvalue", "../../interfaces/trellis-keyvalue", "../../interfaces/wasmcloud-bus"],
     world: "trellis:http-kv-counter/counter",
     generate_all,
     });
@@ -41,6 +44,7 @@ mod bindings {
 use bindings::trellis::keyvalue::cas::{Outcome, compare_and_swap};
 use bindings::wasi::keyvalue::atomics::increment;
 use bindings::wasi::keyvalue::store::{Error, open};
+use bindings::wasmcloud::bus::lattice::{CallTargetInterface, set_link_name};
 
 struct Counter;
 
@@ -63,6 +67,12 @@ fn answer(name: &str, query: &str) -> (u16, String) {
             (k == key).then(|| v.to_string())
         }).next()
     };
+    if let Some(link) = param("link") {
+        let interfaces = ["store", "atomics"].map(|i| CallTargetInterface::new("wasi", "keyvalue", i));
+        if let Err(e) = set_link_name(&link, interfaces.into()) {
+            return (400, format!("{e}\n"));
+        }
+    }
     let bucket = match open(param("bucket").as_deref().unwrap_or("default")) {
         Ok(b) => b,
         Err(e) => return (503, describe(&e)),
