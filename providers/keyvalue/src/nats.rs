@@ -23,6 +23,7 @@ const BATCH_CONCURRENCY: usize = 32;
 /// One JetStream KV bucket.
 #[derive(Clone)]
 pub struct NatsStore {
+    js: jetstream::Context,
     kv: kv::Store,
     who: String,
 }
@@ -55,12 +56,6 @@ fn is_stream_not_found(err: &(dyn std::error::Error + 'static)) -> bool {
         {
             return true;
         }
-        if let Some(e) = e.downcast_ref::<kv::StatusError>()
-            && let kv::StatusErrorKind::JetStream(js) = e.kind()
-            && js.error_code() == ErrorCode::STREAM_NOT_FOUND
-        {
-            return true;
-        }
         next = e.source();
     }
     false
@@ -78,7 +73,7 @@ impl NatsStore {
             )));
         }
         let err = match js.get_key_value(bucket).await {
-            Ok(kv) => return Ok(Self { kv, who }),
+            Ok(kv) => return Ok(Self { js: js.clone(), kv, who }),
             Err(e) => e,
         };
         if !is_stream_not_found(&err) {
@@ -91,10 +86,10 @@ impl NatsStore {
         match js.create_key_value(config).await {
             Ok(kv) => {
                 tracing::info!(bucket, "created a JetStream KV bucket (enable_bucket_auto_create)");
-                Ok(Self { kv, who })
+                Ok(Self { js: js.clone(), kv, who })
             }
             Err(create) => match js.get_key_value(bucket).await {
-                Ok(kv) => Ok(Self { kv, who }),
+                Ok(kv) => Ok(Self { js: js.clone(), kv, who }),
                 Err(_) => Err(KvError::Other(format!("{who}: the bucket does not exist and could not be created: {create}"))),
             },
         }
@@ -175,10 +170,11 @@ impl KeyValueStore for NatsStore {
 
     fn check(&self) -> KvFuture<'_, ()> {
         Box::pin(async move {
-            match self.kv.status().await {
+            // Asks the server: the store's own status is what it was when opened.
+            match self.js.get_stream(format!("KV_{}", self.kv.name)).await {
                 Ok(_) => Ok(()),
                 Err(e) if is_stream_not_found(&e) => Err(KvError::NoSuchStore),
-                Err(e) => Err(self.fail("cannot read the bucket's status", e)),
+                Err(e) => Err(self.fail("cannot read the bucket's stream", e)),
             }
         })
     }

@@ -89,7 +89,7 @@ impl RedisConnection {
     }
 
     /// The current connection, made now if there is none.
-    async fn connection(&self, who: &str) -> Result<(u64, MultiplexedConnection), KvError> {
+    async fn connection(&self, who: &str, what: &str) -> Result<(u64, MultiplexedConnection), KvError> {
         let mut slot = self.conn.lock().await;
         if let Some((generation, conn)) = slot.as_ref() {
             return Ok((*generation, conn.clone()));
@@ -97,7 +97,7 @@ impl RedisConnection {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        let conn = self.client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| KvError::Other(format!("{who}: {}", cause(&e))))?;
+        let conn = self.client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| KvError::Other(format!("{who}: {what}: {}", cause(&e))))?;
         let generation = self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         tracing::info!(redis = self.shown, "connected to Redis");
         *slot = Some((generation, conn.clone()));
@@ -108,7 +108,7 @@ impl RedisConnection {
     /// command connects again.
     async fn query<T: redis::FromRedisValue>(&self, prefix: Option<&str>, what: &str, cmd: &redis::Cmd) -> Result<T, KvError> {
         let who = self.who(prefix);
-        let (generation, mut conn) = self.connection(&who).await?;
+        let (generation, mut conn) = self.connection(&who, what).await?;
         match cmd.query_async::<T>(&mut conn).await {
             Ok(v) => Ok(v),
             Err(e) => {
@@ -133,7 +133,7 @@ fn is_broken(e: &redis::RedisError) -> bool {
 /// The cause in words, leading with the plain reason for the usual network failures.
 fn cause(e: &redis::RedisError) -> String {
     if e.is_connection_refusal() {
-        format!("connection refused ({e})")
+        "connection refused".to_string()
     } else if e.is_timeout() {
         format!("timed out ({e})")
     } else if e.is_connection_dropped() {
@@ -187,7 +187,7 @@ impl KeyValueStore for RedisStore {
 
     fn check(&self) -> KvFuture<'_, ()> {
         Box::pin(async move {
-            let _: String = self.query("PING failed", &redis::cmd("PING")).await?;
+            let _: String = self.query("cannot reach the server", &redis::cmd("PING")).await?;
             Ok(())
         })
     }
