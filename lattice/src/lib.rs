@@ -28,6 +28,7 @@ pub mod ctl;
 mod error;
 pub mod event;
 pub mod keyvalue;
+pub mod manifest;
 pub mod messaging;
 pub mod provider;
 pub mod rpc;
