@@ -21,6 +21,7 @@ const COMPONENTS: &[(&str, &str, &str)] = &[
     ("examples", "pinger", "TRELLIS_WASM_PINGER"),
     ("examples", "ponger", "TRELLIS_WASM_PONGER"),
     ("tests/components", "misbehave", "TRELLIS_WASM_MISBEHAVE"),
+    ("tests/components", "messenger", "TRELLIS_WASM_MESSENGER"),
     ("tests/components", "kvbench", "TRELLIS_WASM_KVBENCH"),
 ];
 

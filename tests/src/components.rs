@@ -16,7 +16,7 @@ pub fn http_kv_counter() -> &'static str {
 }
 
 /// `examples/messaging-echo`: answers each message on its reply subject with the body
-/// uppercased.
+/// uppercased (ASCII); drops messages without a reply subject.
 pub fn messaging_echo() -> &'static str {
     env!("TRELLIS_WASM_MESSAGING_ECHO")
 }
@@ -42,6 +42,13 @@ pub fn misbehave() -> &'static str {
 /// inside the component and answer one duration in nanoseconds per line.
 pub fn kvbench() -> &'static str {
     env!("TRELLIS_WASM_KVBENCH")
+}
+
+/// `tests/components/messenger`: `/request/SUBJECT?timeout_ms=N` and `/publish/SUBJECT?reply-to=R`
+/// call `wasmcloud:messaging/consumer` with the request body; `200` with the reply's body (or
+/// `published`), `502 err …` for an error value.
+pub fn messenger() -> &'static str {
+    env!("TRELLIS_WASM_MESSENGER")
 }
 
 /// A `file://` component reference for `path`, as accepted where an OCI
