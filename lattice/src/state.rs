@@ -108,6 +108,14 @@ mod view {
         }
     }
 
+    /// The sequence of the bucket's last write, asked of the server now (`Store::status` only
+    /// returns what was known when the bucket was opened).
+    async fn last_sequence(store: &kv::Store) -> Result<u64, Error> {
+        let mut stream = store.stream.clone();
+        let info = stream.info().await.map_err(|e| kv_err(format!("cannot read the state of `{}`", store.name), e))?;
+        Ok(info.state.last_sequence)
+    }
+
     impl StateView {
         /// Loads the current links and config of `lattice` and keeps them current.
         pub async fn open(nats: async_nats::Client, lattice: &str) -> Result<Self, Error> {
@@ -155,8 +163,8 @@ mod view {
                         return; // nobody holds the view any more
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    match store.status().await {
-                        Ok(status) if status.info.state.last_sequence + 1 < next => match this.load(&store, apply, Some(clear)).await {
+                    match last_sequence(&store).await {
+                        Ok(last) if last + 1 < next => match this.load(&store, apply, Some(clear)).await {
                             Ok(n) => next = n,
                             Err(e) => tracing::warn!(bucket, error = %e, "cannot reload state bucket; retrying"),
                         },
@@ -171,8 +179,7 @@ mod view {
         /// returns the revision a watch must start at to miss nothing.
         async fn load(&self, store: &kv::Store, apply: fn(&mut View, &kv::Entry), clear: Option<fn(&mut View)>) -> Result<u64, Error> {
             let bucket = &store.name;
-            let status = store.status().await.map_err(|e| kv_err(format!("cannot read the status of `{bucket}`"), e))?;
-            let next = status.info.state.last_sequence + 1;
+            let next = last_sequence(store).await? + 1;
             let mut keys = store.keys().await.map_err(|e| kv_err(format!("cannot list `{bucket}`"), e))?;
             let mut initial = Vec::new();
             while let Some(key) = keys.try_next().await.map_err(|e| kv_err(format!("cannot list `{bucket}`"), e))? {
