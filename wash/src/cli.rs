@@ -91,6 +91,9 @@ pub enum Command {
     /// Sign components and inspect their claims.
     #[command(subcommand)]
     Claims(crate::commands::claims::ClaimsCommand),
+    /// Declarative applications (wadm manifests): validate one.
+    #[command(subcommand)]
+    App(crate::commands::app::AppCommand),
     /// Print a shell completion script.
     Completions {
         /// The shell to complete for.

@@ -61,9 +61,50 @@ impl Report {
     }
 }
 
+/// A failure with more to say than one line (`app validate`'s list of mistakes): in text, the
+/// detail lines go to stderr before the `error:` line; in JSON, `json`'s fields go into the
+/// `{"success": false, "error": …}` object.
+#[derive(Debug)]
+pub struct Failure {
+    /// What the `error:` line says.
+    pub summary: String,
+    /// Lines printed before it, in text.
+    pub details: Vec<String>,
+    /// Fields of the JSON object.
+    pub json: Value,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.summary)
+    }
+}
+
+impl std::error::Error for Failure {}
+
 /// Prints a failure: always a single `error: …` line on stderr, plus `{"success":false,…}` on
-/// stdout in JSON mode.
+/// stdout in JSON mode (a [`Failure`] adds its detail lines, or its JSON fields).
 pub fn print_error(format: Format, err: &anyhow::Error) {
+    if let Some(failure) = err.downcast_ref::<Failure>() {
+        let message = one_line(&failure.summary);
+        match format {
+            Format::Json => {
+                let mut json = failure.json.clone();
+                if let Value::Object(map) = &mut json {
+                    map.insert("success".into(), Value::Bool(false));
+                    map.insert("error".into(), Value::String(message.clone()));
+                }
+                print_stdout(&format!("{json}\n"));
+            }
+            Format::Text => {
+                for line in &failure.details {
+                    eprintln!("{}", one_line(line));
+                }
+            }
+        }
+        eprintln!("error: {message}");
+        return;
+    }
     let message = one_line(&format!("{err:#}"));
     if format == Format::Json {
         print_stdout(&format!("{}\n", json!({"success": false, "error": message})));

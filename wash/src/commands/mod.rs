@@ -9,6 +9,7 @@ use trellis_lattice::client::CtlClient;
 use crate::cli::{Command, ConfigCommand, GetCommand, Global, LabelCommand, LinkCommand, ScaleCommand, StartCommand, StopCommand, UpdateCommand};
 use crate::output::Report;
 
+pub mod app;
 mod call;
 pub mod claims;
 mod component;
@@ -44,6 +45,7 @@ pub async fn run(g: &Global, command: Command) -> anyhow::Result<Report> {
         Command::Call(args) => call::run(g, &args).await,
         Command::Keys(command) => keys::run(command),
         Command::Claims(command) => claims::run(command),
+        Command::App(command) => app::run(command),
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             let mut script = Vec::new();

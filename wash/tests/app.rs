@@ -1,0 +1,110 @@
+//! `wash app validate`: the example manifests are valid; a broken one gets every mistake, one
+//! per line with file, line and field, and a non-zero exit; `-o json` gives them as a list.
+//! No lattice is involved.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::Wash;
+
+fn example(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples").join(name).join("wadm.yaml").to_string_lossy().into_owned()
+}
+
+#[test]
+fn valid_manifests() {
+    let wash = Wash::new(common::free_port());
+    let file = example("http-kv-counter");
+    assert_eq!(wash.run(&["app", "validate", &file]).ok(), format!("{file}: valid (3 components, 2 links)\n"));
+    let v = wash.run(&["app", "validate", &file, "-o", "json"]).json();
+    assert_eq!((v["valid"].as_bool(), v["name"].as_str(), v["version"].as_str()), (Some(true), Some("http-kv-counter"), Some("v0.1.0")));
+    assert_eq!((v["components"].as_u64(), v["links"].as_u64(), v["file"].as_str()), (Some(3), Some(2), Some(file.as_str())));
+
+    let file = example("messaging-echo");
+    assert_eq!(wash.run(&["app", "validate", &file]).ok(), format!("{file}: valid (2 components, 2 links)\n"));
+
+    // JSON works as well as YAML.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("app.json");
+    std::fs::write(
+        &json,
+        r#"{"apiVersion": "core.oam.dev/v1beta1", "kind": "Application", "metadata": {"name": "one"},
+            "spec": {"components": [{"name": "c", "type": "component", "properties": {"image": "file:///c.wasm"}}]}}"#,
+    )
+    .expect("write");
+    let json = json.to_string_lossy().into_owned();
+    assert_eq!(wash.run(&["app", "validate", &json]).ok(), format!("{json}: valid (1 component, 0 links)\n"));
+}
+
+#[test]
+fn invalid_manifests_list_every_mistake() {
+    let wash = Wash::new(common::free_port());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("wadm.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: broken
+spec:
+  components:
+    - name: web
+      type: component
+      properties:
+        image: http://example.com/web.wasm
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 0
+        - type: link
+          properties:
+            namespace: wasi
+            package: keyvalue
+            interfaces: [store]
+            target:
+              name: kv
+",
+    )
+    .expect("write");
+    let file = file.to_string_lossy().into_owned();
+
+    let out = wash.run(&["app", "validate", &file]);
+    assert!(!out.success, "should fail: {}", out.stdout);
+    assert_eq!(out.stdout, "");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("{file}:10: spec.components[0].properties.image: unsupported scheme `http://`; expected file://PATH, builtin://NAME or an OCI reference such as ghcr.io/org/name:1.0"),
+            format!("{file}:14: spec.components[0].traits[0].properties.instances: must be a positive integer (1 to 4294967295); got the number `0`"),
+            format!("{file}:17: spec.components[0].traits[1].properties.target.name: names no component of this manifest: `kv`; expected one of: web"),
+            format!("error: {file}: 3 mistakes; the manifest is not valid"),
+        ]
+    );
+
+    let out = wash.run(&["app", "validate", &file, "-o", "json"]);
+    assert!(!out.success);
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("one JSON object");
+    assert_eq!((v["success"].as_bool(), v["valid"].as_bool()), (Some(false), Some(false)));
+    assert_eq!(v["error"], format!("{file}: 3 mistakes; the manifest is not valid"));
+    let errors = v["errors"].as_array().expect("errors");
+    let paths: Vec<&str> = errors.iter().filter_map(|e| e["path"].as_str()).collect();
+    assert_eq!(
+        paths,
+        ["spec.components[0].properties.image", "spec.components[0].traits[0].properties.instances", "spec.components[0].traits[1].properties.target.name"]
+    );
+    assert_eq!(errors[1]["line"], 14);
+    assert!(errors[1]["message"].as_str().is_some_and(|m| m.starts_with("must be a positive integer")));
+    assert_eq!(out.stderr.trim(), format!("error: {file}: 3 mistakes; the manifest is not valid"));
+
+    // A syntax error is one mistake with its line; a missing file is an ordinary error.
+    std::fs::write(&file, "apiVersion: core.oam.dev/v1beta1\nkind: [Application\n").expect("write");
+    let out = wash.run(&["app", "validate", &file]);
+    assert!(!out.success);
+    assert!(out.stderr.starts_with(&format!("{file}:3: not valid YAML: ")), "{}", out.stderr);
+    let missing = dir.path().join("nope.yaml").to_string_lossy().into_owned();
+    let err = wash.run(&["app", "validate", &missing]).error();
+    assert!(err.starts_with(&format!("cannot read {missing}")), "{err}");
+}
