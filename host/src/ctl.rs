@@ -332,6 +332,9 @@ async fn start_provider(ctx: &Arc<HostCtx>, cmd: StartProviderCommand) {
             .into_iter()
             .filter(|l| l.source_id == cmd.provider_id || l.target == cmd.provider_id)
             .collect();
+        // A provider process gets the host's NATS user (read out of a creds file, if that is how
+        // the host has it) and CA, and nothing else of the host's.
+        let (jwt, seed) = ctx.config.nats.user_credentials().map_err(|e| HostError::Provider(e.to_string()))?;
         let host_data = HostData {
             host_id: ctx.id.clone(),
             lattice_rpc_url: ctx.config.nats.url.clone(),
@@ -340,8 +343,9 @@ async fn start_provider(ctx: &Arc<HostCtx>, cmd: StartProviderCommand) {
             instance_id: String::new(),
             config,
             link_definitions,
-            lattice_rpc_user_jwt: ctx.config.nats.jwt.clone(),
-            lattice_rpc_user_seed: ctx.config.nats.nkey_seed.clone(),
+            lattice_rpc_user_jwt: jwt,
+            lattice_rpc_user_seed: seed,
+            lattice_rpc_tls_ca_file: ctx.config.nats.tls_ca_file.clone(),
             log_level: None,
         };
         ctx.providers

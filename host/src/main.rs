@@ -22,18 +22,18 @@ struct Args {
     /// NATS port.
     #[arg(long, env = "WASMCLOUD_NATS_PORT", default_value_t = 4222)]
     nats_port: u16,
-    /// NATS nkey seed (SU…).
+    /// NATS nkey seed (SU…): the NATS user this host (and the providers it starts) connects as.
     #[arg(long, env = "WASMCLOUD_NATS_SEED", hide_env_values = true)]
     nats_seed: Option<String>,
-    /// NATS user JWT (with --nats-seed).
-    #[arg(long, env = "WASMCLOUD_NATS_JWT", hide_env_values = true)]
+    /// NATS user JWT, for decentralized auth (with --nats-seed).
+    #[arg(long, env = "WASMCLOUD_NATS_JWT", hide_env_values = true, requires = "nats_seed")]
     nats_jwt: Option<String>,
-    /// NATS credentials file.
-    #[arg(long, env = "TRELLIS_NATS_CREDSFILE")]
+    /// NATS credentials file (`.creds`: user JWT and nkey seed).
+    #[arg(long, visible_alias = "nats-creds", env = "TRELLIS_NATS_CREDSFILE")]
     nats_credsfile: Option<std::path::PathBuf>,
-    /// CA certificate (PEM) for TLS to NATS.
-    #[arg(long, env = "WASMCLOUD_TLS_CA_PATH")]
-    tls_ca_path: Option<std::path::PathBuf>,
+    /// CA certificate (PEM) to trust for TLS to NATS; a tls:// URL requires TLS.
+    #[arg(long, alias = "tls-ca-path", env = "TRELLIS_NATS_TLS_CA_FILE")]
+    nats_tls_ca_file: Option<std::path::PathBuf>,
     /// Lattice name.
     #[arg(short = 'x', long, env = "WASMCLOUD_LATTICE", default_value = "default")]
     lattice: String,
@@ -87,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
             nkey_seed: args.nats_seed,
             jwt: args.nats_jwt,
             creds_file: args.nats_credsfile,
-            tls_ca_file: args.tls_ca_path,
+            tls_ca_file: args.nats_tls_ca_file,
             ..Default::default()
         },
         labels,

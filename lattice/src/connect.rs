@@ -32,6 +32,38 @@ impl ConnectOptions {
     pub fn new(url: impl Into<String>) -> Self {
         Self { url: url.into(), ..Default::default() }
     }
+
+    /// The user JWT and nkey seed these options authenticate with, read from the creds file
+    /// when there is one (for handing on to a provider, which gets no file). `(None, None)`
+    /// when they carry no credentials.
+    pub fn user_credentials(&self) -> Result<(Option<String>, Option<String>), Error> {
+        match &self.creds_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Error::new(ErrorKind::Connect, format!("cannot read NATS creds file {}", path.display())).with_source(e)
+                })?;
+                let (jwt, seed) = parse_creds(&text).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Connect,
+                        format!("NATS creds file {} holds no user JWT and nkey seed between `-----BEGIN …-----` lines", path.display()),
+                    )
+                })?;
+                Ok((Some(jwt), Some(seed)))
+            }
+            None => Ok((self.jwt.clone(), self.nkey_seed.clone())),
+        }
+    }
+}
+
+/// The user JWT and the nkey seed of a NATS `.creds` file: the first line of text after the
+/// `-----BEGIN NATS USER JWT-----` and `-----BEGIN USER NKEY SEED-----` lines.
+fn parse_creds(text: &str) -> Option<(String, String)> {
+    let after = |marker: &str| {
+        let mut lines = text.lines().map(str::trim).skip_while(|l| !(l.starts_with("---") && l.contains(marker)));
+        lines.next()?;
+        lines.find(|l| !l.is_empty()).filter(|l| !l.starts_with("---")).map(str::to_string)
+    };
+    Some((after("BEGIN NATS USER JWT")?, after("BEGIN USER NKEY SEED")?))
 }
 
 /// Connects, authenticates and checks the server version.
@@ -74,14 +106,39 @@ pub async fn connect(opts: &ConnectOptions) -> Result<async_nats::Client, Error>
         o = o.require_tls(true);
     }
     let client = o.connect(opts.url.as_str()).await.map_err(|e| {
-        Error::new(
-            ErrorKind::Connect,
-            format!("cannot connect to NATS at {}; start a server (`wash up` does) or check the URL and credentials", opts.url),
-        )
-        .with_source(e)
+        let url = &opts.url;
+        let message = match e.kind() {
+            _ if is_tls_failure(&e) => format!(
+                "the TLS handshake with NATS at {url} failed; if the server's certificate is signed by \
+                 a private CA, give that CA's certificate file"
+            ),
+            async_nats::ConnectErrorKind::AuthorizationViolation => format!(
+                "NATS at {url} refused the connection: authorization violation; check the credentials \
+                 (nkey seed, user JWT or creds file) against the server's authorization config"
+            ),
+            _ => format!("cannot connect to NATS at {url}; start a server (`wash up` does) or check the URL and credentials"),
+        };
+        Error::new(ErrorKind::Connect, message).with_source(e)
     })?;
     check_server_version(&client.server_info().version)?;
     Ok(client)
+}
+
+/// Whether connecting failed in TLS: the TLS setup, or the handshake (which async-nats reports
+/// as I/O, with the rustls error, an unknown issuer say, inside).
+fn is_tls_failure(e: &async_nats::ConnectError) -> bool {
+    if e.kind() == async_nats::ConnectErrorKind::Tls {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let inner = s.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).map(|i| i as &(dyn std::error::Error + 'static));
+        if s.is::<async_nats::rustls::Error>() || inner.is_some_and(|i| i.is::<async_nats::rustls::Error>()) {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Fails with an install hint when `version` is older than [`MIN_NATS_SERVER_VERSION`].
@@ -104,6 +161,37 @@ pub fn check_server_version(version: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn creds_files_give_jwt_and_seed() {
+        let text = "-----BEGIN NATS USER JWT-----\neyJ0.eyJ1.c2ln\n------END NATS USER JWT------\n\n\
+                    ************************* IMPORTANT *************************\n\
+                    NKEY Seed printed below can be used to sign and prove identity.\n\n\
+                    -----BEGIN USER NKEY SEED-----\r\nSUAIO3FHUX5PNV2LQIIP7TZ3N4L7TX3W53MQGEIVYFIGA635OZCKEYHFLM\r\n------END USER NKEY SEED------\n";
+        assert_eq!(
+            parse_creds(text),
+            Some(("eyJ0.eyJ1.c2ln".to_string(), "SUAIO3FHUX5PNV2LQIIP7TZ3N4L7TX3W53MQGEIVYFIGA635OZCKEYHFLM".to_string()))
+        );
+        assert_eq!(parse_creds("-----BEGIN NATS USER JWT-----\n------END NATS USER JWT------\n"), None);
+        assert_eq!(parse_creds("nothing here"), None);
+        let dir = tempfile_dir();
+        let path = dir.join("user.creds");
+        std::fs::write(&path, text).unwrap();
+        let opts = ConnectOptions { creds_file: Some(path), ..ConnectOptions::new("nats://x") };
+        let (jwt, seed) = opts.user_credentials().unwrap();
+        assert_eq!((jwt.as_deref(), seed.as_deref()), (Some("eyJ0.eyJ1.c2ln"), Some("SUAIO3FHUX5PNV2LQIIP7TZ3N4L7TX3W53MQGEIVYFIGA635OZCKEYHFLM")));
+        let plain = ConnectOptions { nkey_seed: Some("SU…".into()), ..ConnectOptions::new("nats://x") };
+        assert_eq!(plain.user_credentials().unwrap(), (None, Some("SU…".to_string())));
+        let missing = ConnectOptions { creds_file: Some(dir.join("nope.creds")), ..ConnectOptions::new("nats://x") };
+        assert!(missing.user_credentials().unwrap_err().to_string().contains("cannot read NATS creds file"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("trellis-creds-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
 
     #[test]
     fn version_gate() {

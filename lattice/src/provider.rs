@@ -34,6 +34,10 @@ pub struct HostData {
     /// NATS nkey seed, when the lattice needs one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lattice_rpc_user_seed: Option<String>,
+    /// The CA certificate file (PEM) to trust for TLS to NATS, when the host was given one
+    /// (a Trellis extension; wasmCloud's host data has no such field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lattice_rpc_tls_ca_file: Option<std::path::PathBuf>,
     /// Log level for the provider (`info`, `debug`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,

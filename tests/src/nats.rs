@@ -55,7 +55,9 @@ impl NatsServer {
     /// Starts a server from a config file: `listen` on 127.0.0.1 (OS-picked
     /// port) and JetStream in the temp dir, followed by `extra_conf` verbatim
     /// (for accounts, TLS, leaf nodes, ...). `extra_conf` must not repeat
-    /// `listen`/`port` or the `jetstream` block.
+    /// `listen`/`port` or the `jetstream` block. A server that demands
+    /// credentials or TLS counts as started once it refuses an anonymous,
+    /// plain client; [`NatsServer::client`] cannot connect to it.
     pub async fn start_with_config(extra_conf: &str) -> anyhow::Result<NatsServer> {
         let dir = tempdir()?;
         let store = serde_json::to_string(&dir.path().join("js"))
@@ -214,6 +216,8 @@ impl NatsServer {
                 .await
             {
                 Ok(Ok(())) => return Ok(port),
+                // A server that demands credentials or TLS answered the handshake: it is up.
+                Ok(Err(err)) if handshake_refused(&err) => return Ok(port),
                 Ok(Err(err)) if Instant::now() > deadline => {
                     return Err(err.context(format!("connecting to {url}")));
                 }
@@ -262,6 +266,21 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Whether a readiness probe failed because the server refused its (absent) credentials or
+/// its TLS handshake, rather than because nothing answered.
+fn handshake_refused(err: &anyhow::Error) -> bool {
+    use async_nats::ConnectErrorKind::{AuthorizationViolation, Tls};
+    let refused = err
+        .downcast_ref::<async_nats::ConnectError>()
+        .is_some_and(|e| matches!(e.kind(), AuthorizationViolation | Tls));
+    // A certificate the client cannot verify comes as an I/O error holding the rustls error.
+    let untrusted = err.chain().any(|e| {
+        let inner = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
+        e.is::<async_nats::rustls::Error>() || inner.is_some_and(|i| i.is::<async_nats::rustls::Error>())
+    });
+    refused || untrusted
 }
 
 fn tempdir() -> anyhow::Result<tempfile::TempDir> {

@@ -221,6 +221,7 @@ async fn serve_process(host_data: HostData, run: RunFn) -> Result<(), ProviderEr
         url: host_data.lattice_rpc_url.clone(),
         nkey_seed: host_data.lattice_rpc_user_seed.clone(),
         jwt: host_data.lattice_rpc_user_jwt.clone(),
+        tls_ca_file: host_data.lattice_rpc_tls_ca_file.clone(),
         name: Some(format!("provider {}", host_data.provider_key)),
         ..Default::default()
     };
