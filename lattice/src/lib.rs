@@ -4,8 +4,8 @@
 //! the subjects ([`subject`]), the control-interface request and reply types, wire-compatible
 //! with wasmCloud 1.x ([`ctl`]), the CloudEvents the hosts publish ([`event`]), the keys of the
 //! state buckets in JetStream KV ([`state`]), the typed control client ([`client`]), the
-//! claims format of signed components ([`claims`]) and the one [`connect()`] that every binary
-//! uses for credentials and TLS.
+//! claims format of signed components ([`claims`]), app manifests ([`manifest`]) and the one
+//! [`connect()`] that every binary uses for credentials and TLS.
 //!
 //! This crate knows nothing about wasmtime, providers or the CLI.
 //!

@@ -502,6 +502,11 @@ fn quote(value: &str) -> String {
     format!("`{s}`")
 }
 
+/// `s` with control characters escaped, so a message stays on one line.
+fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() }).collect()
+}
+
 /// Parses `text` (YAML, or JSON when it starts with `{`) to the generic tree.
 fn load(text: &str) -> Result<Node, ManifestError> {
     let whole = |message: String, line: Option<usize>| ManifestError { path: String::new(), message, line };
@@ -611,7 +616,7 @@ fn load_yaml(text: &str) -> Result<Node, ManifestError> {
     let mut documents = 0;
     while let Some(next) = parser.next_event() {
         let (event, span) = next.map_err(|e| {
-            fail(format!("not valid YAML: {} (line {}, column {})", e.info(), e.marker().line(), e.marker().col() + 1), e.marker().line())
+            fail(format!("not valid YAML: {} (line {}, column {})", printable(e.info()), e.marker().line(), e.marker().col() + 1), e.marker().line())
         })?;
         let line = span.start.line();
         match event {
@@ -728,16 +733,16 @@ fn scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>, line: usize) -> Res
             "str" => Ok(Node::new(Value::Str(text.to_string()), line)),
             "int" => match resolve_plain(text) {
                 v @ Value::Int(_) => Ok(plain(v)),
-                _ => Err(format!("`{text}` is tagged !!int but is not an integer")),
+                _ => Err(format!("{} is tagged !!int but is not an integer", quote(text))),
             },
             "float" => match resolve_plain(text) {
                 Value::Int(i) => Ok(plain(Value::Float(i as f64))),
                 v @ Value::Float(_) => Ok(plain(v)),
-                _ => Err(format!("`{text}` is tagged !!float but is not a number")),
+                _ => Err(format!("{} is tagged !!float but is not a number", quote(text))),
             },
             "bool" => match resolve_plain(text) {
                 v @ Value::Bool(_) => Ok(plain(v)),
-                _ => Err(format!("`{text}` is tagged !!bool but is not true or false")),
+                _ => Err(format!("{} is tagged !!bool but is not true or false", quote(text))),
             },
             "null" => Ok(plain(Value::Null)),
             _ => Err(format!("the YAML tag `{tag}` is not supported")),
@@ -941,6 +946,10 @@ impl Walker {
     /// An identifier (letters, digits, `_`, `-`), checked with [`crate::validate_id`].
     fn id(&mut self, node: &Node, path: &str, what: &str) -> Option<String> {
         let s = self.string(node, path, &format!("a {what}: letters, digits, `_` and `-`"))?;
+        if s.chars().any(char::is_control) {
+            self.err(path, node.line, format!("{what} {} contains control characters; use only letters, digits, `_` and `-`", quote(&s)));
+            return None;
+        }
         match crate::validate_id(what, &s) {
             Ok(()) => Some(s),
             Err(e) => {
@@ -1077,7 +1086,7 @@ impl Walker {
         let f = self.fields(node, path, COMPONENT_FIELDS, &[])?;
         let name = self.required_string(&f, "name", path, "the component's name in this manifest");
         let name = name.and_then(|n| {
-            if n.is_empty() || n.chars().any(char::is_control) || n.len() > 256 {
+            if !valid_component_name(&n) {
                 self.err(&child(path, "name"), f.get("name").map_or(f.line, |n| n.line), "must be 1 to 256 characters, none of them control characters");
                 None
             } else {
@@ -1317,7 +1326,7 @@ impl Walker {
         let target = match f.get("target") {
             Some(n) => {
                 if let Value::Str(s) = &n.value {
-                    self.err(&target_path, n.line, format!("must be a map of name, config; write `target: {{name: {s}}}`"));
+                    self.err(&target_path, n.line, format!("must be a map of name, config, such as `target: {{name: NAME}}`; got the string {}", quote(s)));
                     None
                 } else {
                     self.fields(n, &target_path, LINK_TARGET_FIELDS, &["secrets"]).and_then(|tf| {
@@ -1495,11 +1504,19 @@ impl Walker {
     }
 }
 
+/// 1 to 256 bytes, no control characters.
+fn valid_component_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 256 && !name.chars().any(char::is_control)
+}
+
 /// A component entry's `name` and `type`, where they are well-formed, without reporting anything.
 fn peek_name_and_type(node: &Node) -> Option<(String, Option<ComponentType>)> {
     let Value::Map(entries) = &node.value else { return None };
     let get = |key: &str| entries.iter().find(|(k, _)| k.name == key).map(|(_, n)| n);
     let Some(Node { value: Value::Str(name), .. }) = get("name") else { return None };
+    if !valid_component_name(name) {
+        return None;
+    }
     let kind = match get("type") {
         Some(Node { value: Value::Str(t), .. }) if t == "component" => Some(ComponentType::Component),
         Some(Node { value: Value::Str(t), .. }) if t == "capability" => Some(ComponentType::Capability),

@@ -471,7 +471,7 @@ fn link_mistakes() {
             format!("{p}.interfaces[1]: interface `store` is listed twice"),
             format!("{p}.interfaces[2]: must be a string (an interface name such as `store`); got the number `3` (quote it: \"3\")"),
             format!("{p}.name: link name `a b` contains ' '; use only letters, digits, `_` and `-`"),
-            format!("{p}.target: must be a map of name, config; write `target: {{name: echo}}`"),
+            format!("{p}.target: must be a map of name, config, such as `target: {{name: NAME}}`; got the string `echo`"),
         ]
     );
 }
