@@ -26,6 +26,7 @@ pub mod capabilities;
 mod claims;
 pub mod components;
 mod ctl;
+mod deny;
 mod error;
 pub mod events;
 mod host;

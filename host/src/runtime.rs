@@ -92,6 +92,8 @@ pub struct State {
     outbound: Arc<dyn Outbound>,
     /// The named config the component was given.
     config: Arc<[String]>,
+    /// The denials this store has logged ([`crate::deny`]).
+    pub(crate) denials: crate::deny::Denials,
 }
 
 /// What a store's calls through links carry.
@@ -264,6 +266,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| HostError::Engine(e.to_string()))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(|e| HostError::Engine(e.to_string()))?;
         crate::capabilities::add_to_linker(&mut linker).map_err(|e| HostError::Engine(e.to_string()))?;
+        crate::deny::add_to_linker(&mut linker).map_err(|e| HostError::Engine(e.to_string()))?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let (ticking, stop2) = (engine.clone(), stop.clone());
@@ -349,6 +352,7 @@ impl Runtime {
             link: LinkContext { component_id: id, link_names: Vec::new(), deadline },
             outbound: self.outbound.clone(),
             config: config.clone(),
+            denials: Default::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);

@@ -1,6 +1,7 @@
 //! NATS credentials and TLS: `trellis-host` processes join a lattice whose nats-server demands
 //! an nkey user or TLS, the provider processes they start connect with what the host hands them
 //! in host data, and a wrong seed or a missing CA stops a host with an error that says so.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

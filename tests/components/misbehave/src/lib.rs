@@ -6,6 +6,12 @@
 //! - `/grow` allocates 1 MiB chunks forever (a memory cap must stop it);
 //! - `/env` reports how many environment variables and args it can see
 //!   (the host should hand components none of its own);
+//! - `/file` tries to read `/etc/hostname` and to create a file in `/tmp`,
+//!   and answers with what it got (the host gives components no
+//!   directories);
+//! - `/socket?port=N` tries a TCP connection to 127.0.0.1:N (default 4222)
+//!   through `wasi:sockets` and answers with what it got (the host gives
+//!   components no network);
 //! - `/echo` streams the request body back as the response body, chunk by
 //!   chunk, never holding all of it;
 //! - anything else answers `misbehave v1\n`, which tests use to tell this
@@ -36,9 +42,51 @@ impl Guest for Misbehave {
                 std::env::vars_os().count(),
                 std::env::args_os().count()
             ),
+            Some("/file") => files(),
+            Some(p) if p == "/socket" || p.starts_with("/socket?") => {
+                let port = p
+                    .split_once("port=")
+                    .and_then(|(_, v)| v.split('&').next()?.parse().ok())
+                    .unwrap_or(4222);
+                socket(port)
+            }
             _ => "misbehave v1\n".to_string(),
         };
         respond(response_out, body.as_bytes());
+    }
+}
+
+/// Reads a file and creates one; each line says what happened.
+fn files() -> String {
+    let read = match std::fs::read_to_string("/etc/hostname") {
+        Ok(text) => format!("read /etc/hostname: allowed ({} bytes)", text.len()),
+        Err(e) => format!("read /etc/hostname: error: {e}"),
+    };
+    let create = match std::fs::write("/tmp/trellis-misbehave.txt", b"written by a component") {
+        Ok(()) => "create /tmp/trellis-misbehave.txt: allowed".to_string(),
+        Err(e) => format!("create /tmp/trellis-misbehave.txt: error: {e}"),
+    };
+    format!("{read}\n{create}\n")
+}
+
+/// Connects to 127.0.0.1:`port` over TCP with `wasi:sockets` directly, so the
+/// attempt reaches the host whatever the standard library supports.
+fn socket(port: u16) -> String {
+    use wasi::sockets::network::{IpAddressFamily, IpSocketAddress, Ipv4SocketAddress};
+    let what = format!("connect 127.0.0.1:{port}");
+    let socket = match wasi::sockets::tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4) {
+        Ok(socket) => socket,
+        Err(e) => return format!("{what}: error: cannot create a TCP socket: {e}\n"),
+    };
+    let network = wasi::sockets::instance_network::instance_network();
+    let address = IpSocketAddress::Ipv4(Ipv4SocketAddress { port, address: (127, 0, 0, 1) });
+    if let Err(e) = socket.start_connect(&network, address) {
+        return format!("{what}: error: {e}\n");
+    }
+    socket.subscribe().block();
+    match socket.finish_connect() {
+        Ok(_) => format!("{what}: allowed\n"),
+        Err(e) => format!("{what}: error: {e}\n"),
     }
 }
 
