@@ -36,12 +36,14 @@ build:
 	cargo build --workspace
 
 # Fuzzes the wire decoders (lattice/fuzz: control JSON and events, claims, the data-plane
-# envelope and WIT values), each target for FUZZ_SECONDS, one after another. Needs a nightly
+# envelope and WIT values, app manifests), each target for FUZZ_SECONDS, one after another
+# (with TARGET.dict as its dictionary when there is one). Needs a nightly
 # toolchain and cargo-fuzz (installed if missing). The stack is capped at a tokio worker's
 # 2 MiB, where the host decodes, so unbounded recursion shows up as a crash.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= ctl_json claims data_plane
+FUZZ_TARGETS ?= ctl_json claims data_plane manifest
 fuzz:
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
 	cd lattice/fuzz && ulimit -s 2048 && for t in $(FUZZ_TARGETS); do \
-	  nice -n 19 cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
+	  dict=; [ -f $$t.dict ] && dict=-dict=$$t.dict; \
+	  nice -n 19 cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) $$dict || exit 1; done

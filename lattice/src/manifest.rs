@@ -474,7 +474,7 @@ impl Node {
             Value::Null => "nothing".into(),
             Value::Bool(b) => format!("the boolean `{}`", raw(b.to_string())),
             Value::Int(i) => format!("the number `{}`", raw(i.to_string())),
-            Value::Float(x) => format!("the number `{}`", raw(x.to_string())),
+            Value::Float(x) => format!("the number `{}`", raw(format!("{x:?}"))),
             Value::Str(s) => format!("the string {}", quote(s)),
             Value::Seq(_) => "a list".into(),
             Value::Map(_) => "a map".into(),
@@ -486,7 +486,7 @@ impl Node {
         match &self.value {
             Value::Bool(b) => Some(self.raw.as_deref().map(str::to_string).unwrap_or_else(|| b.to_string())),
             Value::Int(i) => Some(self.raw.as_deref().map(str::to_string).unwrap_or_else(|| i.to_string())),
-            Value::Float(x) => Some(self.raw.as_deref().map(str::to_string).unwrap_or_else(|| x.to_string())),
+            Value::Float(x) => Some(self.raw.as_deref().map(str::to_string).unwrap_or_else(|| format!("{x:?}"))),
             _ => None,
         }
     }

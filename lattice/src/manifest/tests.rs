@@ -331,6 +331,8 @@ fn json_is_accepted() {
         ]
     );
     assert!(errors.errors().iter().all(|e| e.line.is_none()));
+    let e = one_error(&json.replace("\"instances\": 2", "\"instances\": 2.0"));
+    assert!(e.message.ends_with("got the number `2.0`"), "{e}");
 
     // Broken JSON: the JSON error, with its line.
     let e = one_error("{\"apiVersion\": \"core.oam.dev/v1beta1\",\n\"kind\": \"Application\"");
