@@ -16,6 +16,17 @@ pub fn config_bucket(lattice: &str) -> String {
     format!("CONFIGDATA_{lattice}")
 }
 
+/// Prefixes of the buckets that hold lattice state. No component may reach them through a
+/// key-value provider: writing `LATTICEDATA_*` would let it link itself to anything. New
+/// Trellis buckets must take the `TRELLIS_` prefix so that this rule covers them.
+pub const RESERVED_BUCKET_PREFIXES: &[&str] = &["LATTICEDATA_", "CONFIGDATA_", "TRELLIS_"];
+
+/// Whether `bucket` holds lattice state (see [`RESERVED_BUCKET_PREFIXES`]); case-insensitive.
+pub fn is_reserved_bucket(bucket: &str) -> bool {
+    let upper = bucket.to_ascii_uppercase();
+    RESERVED_BUCKET_PREFIXES.iter().any(|p| upper.starts_with(p))
+}
+
 /// Key prefix of links in the lattice bucket.
 pub const LINK_PREFIX: &str = "LINKDEF.";
 /// Key prefix of claims in the lattice bucket.
@@ -43,6 +54,14 @@ pub fn claims_key(public_key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lattice_buckets_are_reserved() {
+        assert!(is_reserved_bucket(&lattice_bucket("default")));
+        assert!(is_reserved_bucket(&config_bucket("x")));
+        assert!(is_reserved_bucket("latticedata_default"));
+        assert!(!is_reserved_bucket("counters"));
+    }
 
     #[test]
     fn link_key_is_inside_its_slot() {

@@ -392,6 +392,15 @@ async fn provider_serves_calls_over_the_data_plane() {
     assert_eq!(call(&remote, "app", &Request::Open { bucket: "sessions".into() }).await.unwrap(), Ok(Reply::Unit));
     assert_eq!(call(&remote, "app", &other_inc).await.unwrap(), Ok(Reply::Number(1)));
     assert!(js.get_key_value("sessions").await.is_ok());
+    // The buckets that hold lattice state are out of reach: writing links there would let a
+    // component link itself to anything.
+    for reserved in [state::lattice_bucket(LATTICE), state::config_bucket(LATTICE), "latticedata_other".to_string()] {
+        let open = Request::Open { bucket: reserved.clone() };
+        assert_eq!(call(&remote, "app", &open).await.unwrap(), Err(KvError::AccessDenied), "{reserved}");
+        let set = Request::Set { bucket: reserved.clone(), key: "LINKDEF.app.wasi.http.default.x".into(), value: b"{}".to_vec() };
+        assert_eq!(call(&remote, "app", &set).await.unwrap(), Err(KvError::AccessDenied), "{reserved}");
+    }
+    assert_eq!(futures::StreamExt::count(links.keys().await.unwrap()).await, 1, "the lattice bucket holds only the test's link");
 
     // A change of the link's config applies to the next calls, without a restart.
     put_config(&js, "kv-cfg", &[("bucket", "counters2"), ("enable_bucket_auto_create", "true")]).await;

@@ -247,6 +247,12 @@ impl Backends {
     /// missing bucket is [`KvError::NoSuchStore`] unless auto-create is on.
     pub async fn store(&self, settings: &Settings, identifier: &str) -> Result<Arc<dyn KeyValueStore>, KvError> {
         let key = Self::key(settings, identifier);
+        if let StoreKey::Nats { bucket, .. } = &key
+            && trellis_lattice::state::is_reserved_bucket(bucket)
+        {
+            tracing::warn!(bucket, "refused a key-value call on a bucket that holds lattice state");
+            return Err(KvError::AccessDenied);
+        }
         if let Some(store) = self.cached(&key) {
             return Ok(store);
         }
