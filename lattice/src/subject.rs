@@ -7,6 +7,16 @@
 /// The default control prefix (configurable, as in wasmCloud).
 pub const DEFAULT_CTL_PREFIX: &str = "wasmbus.ctl";
 
+/// Whether `subject` (a subject, or a subscription pattern) reaches the lattice's own traffic:
+/// control, events and the data plane (`wasmbus.…`), or the server's APIs (`$JS.…`, `$KV.…`,
+/// `$SYS.…`); a pattern whose first token is a wildcard counts. Tools that publish or subscribe
+/// on behalf of components over a lattice connection must refuse these: a component that could
+/// publish to `wasmbus.ctl.…` could scale, link and stop anything.
+pub fn is_lattice_internal(subject: &str) -> bool {
+    let first = subject.trim().split('.').next().unwrap_or_default();
+    first.eq_ignore_ascii_case("wasmbus") || first.starts_with('$') || first == "*" || first == ">"
+}
+
 /// The subject on which every event of `lattice` named `event_name` is published.
 pub fn event(lattice: &str, event_name: &str) -> String {
     format!("wasmbus.evt.{lattice}.{event_name}")
@@ -262,6 +272,12 @@ mod tests {
     fn subjects_match_the_reference() {
         let s = CtlSubjects::new("lat");
         assert_eq!(s.subject(&CtlOp::HostPing), "wasmbus.ctl.v1.lat.host.ping");
+        for internal in ["wasmbus.ctl.v1.lat.link.put", "wasmbus.rpc.lat.x.y.z", "$JS.API.STREAM.LIST", "$KV.LATTICEDATA_lat.k", ">", "*.ctl.>"] {
+            assert!(is_lattice_internal(internal), "{internal}");
+        }
+        for app in ["orders.new", "_INBOX.abc", "echo.>", "a.*.c"] {
+            assert!(!is_lattice_internal(app), "{app}");
+        }
         assert_eq!(s.subject(&CtlOp::ComponentScale("N1".into())), "wasmbus.ctl.v1.lat.component.scale.N1");
         assert_eq!(s.subject(&CtlOp::ConfigPut("c".into())), "wasmbus.ctl.v1.lat.config.put.c");
         assert_eq!(s.subject(&CtlOp::LinkPut), "wasmbus.ctl.v1.lat.link.put");

@@ -273,6 +273,18 @@ async fn consumer_failures_are_error_values_that_name_subject_and_cause() {
     assert_eq!(status, 502);
     assert_contains_all(&body, &["err publish to `orders.*` failed", "wildcard"]);
 
+    // The lattice's own subjects are out of reach on the lattice connection: a component
+    // that could publish there could link, scale and stop anything.
+    let mut ctl = nats.subscribe("wasmbus.>").await.unwrap();
+    trellis_lattice::round_trip(nats).await.unwrap();
+    for path in ["/publish/wasmbus.ctl.v1.default.host.ping", "/request/$JS.API.STREAM.LIST", "/publish/out.z?reply-to=wasmbus.ctl.v1.default.link.del"] {
+        let (status, body) = messenger_call(&a, path, b"{}").await;
+        assert_eq!(status, 502, "{path}: {body}");
+        assert_contains_all(&body, &["refused", "the lattice's own traffic", "CLUSTER_URIS"]);
+    }
+    assert!(tokio::time::timeout(Duration::from_millis(300), ctl.next()).await.is_err(), "nothing reached wasmbus.>");
+    drop(ctl);
+
     // A publish with a reply subject arrives as sent.
     let mut out = nats.subscribe("out.>").await.unwrap();
     trellis_lattice::round_trip(nats).await.unwrap();

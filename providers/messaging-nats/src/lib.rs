@@ -51,6 +51,7 @@ use futures::future::BoxFuture;
 use tokio::sync::{OnceCell, Semaphore};
 use trellis_lattice::messaging::{self, BrokerMessage, ConsumerCall, ConsumerReply, ConsumerResult};
 use trellis_lattice::rpc::{self, CallInfo, Handler, Invocation, Response, Router, RpcError, RpcErrorKind};
+use trellis_lattice::subject::is_lattice_internal;
 use trellis_lattice::wit_value;
 use trellis_provider_sdk::{Builtin, Link, ProviderContext, ProviderError, StringMap};
 
@@ -173,6 +174,12 @@ fn wanted(ctx: &ProviderContext) -> (HashSet<Subscription>, Vec<String>) {
             Some(Ok(e)) if e.is_empty() => Err(format!("its {SUBSCRIPTIONS} lists no subject")),
             Some(r) => r,
         };
+        let entries = entries.and_then(|e| match e.iter().find(|(s, _)| cluster.is_empty() && is_lattice_internal(s)) {
+            Some((s, _)) => Err(format!(
+                "`{s}` would receive the lattice's own traffic (`wasmbus.…`, `$…`, or everything); set {CLUSTER_URIS} to subscribe on another NATS"
+            )),
+            None => Ok(e),
+        });
         match entries {
             Ok(entries) => subs.extend(entries.into_iter().map(|(subject, queue)| Subscription {
                 target: link.target.clone(),
@@ -446,17 +453,36 @@ async fn consume(shared: &Shared, inv: Invocation) -> Result<Response, RpcError>
     };
     let cfg = ctx.state().merged_config(&link.target_config);
     let cluster = cluster_key(setting(&cfg, CLUSTER_URIS).or_else(|| setting(ctx.config(), CLUSTER_URIS)));
-    let outcome = match shared.clusters.get(&cluster).await {
-        Err(e) => Err(format!("{} to `{}` failed: {e}", call.function(), call.subject())),
-        Ok(client) => match &call {
-            ConsumerCall::Publish(m) => publish(&client, m).await,
-            ConsumerCall::Request { subject, body, timeout_ms } => request(&client, subject, body, *timeout_ms, inv.deadline).await,
-        },
+    let internal = match &call {
+        ConsumerCall::Publish(m) => [Some(m.subject.as_str()), m.reply_to.as_deref()].into_iter().flatten().find(|s| is_lattice_internal(s)),
+        ConsumerCall::Request { subject, .. } => Some(subject.as_str()).filter(|s| is_lattice_internal(s)),
+    };
+    let outcome = match (cluster.is_empty(), internal) {
+        (true, Some(subject)) => {
+            tracing::warn!(source = c.source, subject, "refused a component's message to the lattice's own subjects");
+            Err(format!(
+                "{} to `{}` refused: `{subject}` is the lattice's own traffic on this connection (`wasmbus.…`, `$…`); \
+                 set {CLUSTER_URIS} on the link to reach another NATS",
+                call.function(),
+                call.subject()
+            ))
+        }
+        _ => consume_on(shared, &cluster, &call, inv.deadline).await,
     };
     if let Err(e) = &outcome {
         tracing::debug!(source = c.source, error = e, "a consumer call failed");
     }
     Ok(Response { head: wit_value::encode(&call.encode_results(&outcome)), body: rpc::full_body(Bytes::new()) })
+}
+
+async fn consume_on(shared: &Shared, cluster: &str, call: &ConsumerCall, deadline: tokio::time::Instant) -> ConsumerResult {
+    match shared.clusters.get(cluster).await {
+        Err(e) => Err(format!("{} to `{}` failed: {e}", call.function(), call.subject())),
+        Ok(client) => match call {
+            ConsumerCall::Publish(m) => publish(&client, m).await,
+            ConsumerCall::Request { subject, body, timeout_ms } => request(&client, subject, body, *timeout_ms, deadline).await,
+        },
+    }
 }
 
 /// Why `subject` cannot be published to, if it cannot.
