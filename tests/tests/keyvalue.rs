@@ -205,7 +205,7 @@ async fn a_new_bucket_in_the_link_config_applies_without_a_restart_and_a_missing
     let r = get_until(addr, "/n", 503, WAIT).await.unwrap();
     let t = r.text().to_lowercase();
     assert!(t.starts_with("keyvalue error:"), "{t}");
-    assert!(t.contains("no such store") || t.contains("missing"), "{t}");
+    assert!(t.contains("nats backend: no such store: the kv bucket `missing` does not exist"), "{t}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

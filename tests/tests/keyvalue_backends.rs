@@ -413,7 +413,9 @@ async fn provider_serves_calls_over_the_data_plane() {
     // Without auto-create a missing bucket is no-such-store.
     put_config(&js, "kv-cfg", &[("bucket", "nowhere")]).await;
     let missing = call_until(&remote, "app", &open, |r| r.is_err()).await;
-    assert_eq!(missing, Err(KvError::NoSuchStore));
+    let missing = other(missing.unwrap_err());
+    assert!(missing.starts_with("nats backend: no such store: the KV bucket `nowhere` does not exist"), "{missing}");
+    assert!(missing.contains("enable_bucket_auto_create=true"), "{missing}");
     // Bad settings are an error that names the key.
     put_config(&js, "kv-cfg", &[("backend", "etcd")]).await;
     let bad = call_until(&remote, "app", &get, |r| matches!(r, Err(KvError::Other(m)) if m.contains("etcd"))).await;

@@ -28,7 +28,7 @@
 //! | `bucket` | the bucket that `open("default")` / `open("")` uses (default `default`) |
 //! | `cluster_uri` | NATS: the server holding the buckets (default: the provider's own lattice connection) |
 //! | `js_domain` | NATS: the JetStream domain |
-//! | `enable_bucket_auto_create` | NATS: `true` creates a missing bucket on `open` (default `false`: `no-such-store`) |
+//! | `enable_bucket_auto_create` | NATS: `true` creates a missing bucket on `open` (default `false`: an error, see below) |
 //! | `URL` | Redis: `redis://[user:password@]host:port[/db]` (default `redis://127.0.0.1:6379/` when `backend=redis`) |
 //!
 //! ## Identifiers
@@ -38,7 +38,9 @@
 //!
 //! - memory: a separate map (held by this provider run; gone when it stops);
 //! - NATS: the JetStream KV bucket of that name (letters, digits, `-`, `_`); a missing one is
-//!   `no-such-store` unless `enable_bucket_auto_create=true`, which creates it (history 1);
+//!   an `error::other` starting `nats backend: no such store:` that names the bucket, the
+//!   server and the fix (the bare `no-such-store` case carries no words), unless
+//!   `enable_bucket_auto_create=true`, which creates it (history 1);
 //! - Redis: the same server, keys prefixed `IDENTIFIER:`; the configured bucket uses keys as
 //!   they are (as wasmCloud's Redis provider does), so its `list-keys` also sees prefixed
 //!   keys of other identifiers.
@@ -360,13 +362,29 @@ impl Inner {
         let link_config = ctx.state().merged_config(&link.target_config);
         let settings = Settings::from_config(ctx.config(), &link_config)
             .map_err(|e| KvError::Other(format!("key-value provider `{}`: the settings of the link from `{}` are wrong: {e}", ctx.id(), call.source)))?;
-        if let Request::Open { bucket } = &req {
-            self.backends.open(&settings, bucket).await?;
-            return Ok(Reply::Unit);
-        }
-        let store = self.backends.store(&settings, req.bucket()).await?;
-        execute(store.as_ref(), req).await
+        let outcome = match &req {
+            Request::Open { bucket } => self.backends.open(&settings, bucket).await.map(|_| Reply::Unit),
+            _ => match self.backends.store(&settings, req.bucket()).await {
+                Ok(store) => execute(store.as_ref(), req.clone()).await,
+                Err(e) => Err(e),
+            },
+        };
+        // `no-such-store` carries no words; say which bucket, where, and what to do.
+        outcome.map_err(|e| match e {
+            KvError::NoSuchStore => KvError::Other(no_such_store(&settings, req.bucket())),
+            e => e,
+        })
     }
+}
+
+fn no_such_store(settings: &Settings, identifier: &str) -> String {
+    let bucket = settings.bucket_name(identifier);
+    let server = settings.cluster_uri.as_deref().map_or_else(|| "the lattice's NATS".to_string(), |u| format!("`{u}`"));
+    let domain = settings.js_domain.as_deref().map(|d| format!(", JetStream domain `{d}`")).unwrap_or_default();
+    format!(
+        "nats backend: no such store: the KV bucket `{bucket}` does not exist on {server}{domain}; \
+         create it (`nats kv add {bucket}`) or set enable_bucket_auto_create=true in the link's target config"
+    )
 }
 
 fn missing_link(ctx: &ProviderContext, call: &CallInfo) -> KvError {
