@@ -98,6 +98,8 @@ pub(crate) struct HostCtx {
     pub stopping: AtomicBool,
     pub stopped_tx: watch::Sender<bool>,
     pub tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// The apps bucket, once the reconciler has opened it.
+    pub apps: std::sync::OnceLock<async_nats::jetstream::kv::Store>,
 }
 
 /// A running Trellis host. Dropping it does not stop it; call [`Host::stop`].
@@ -139,12 +141,15 @@ impl Host {
             stopping: AtomicBool::new(false),
             stopped_tx,
             tasks: std::sync::Mutex::new(Vec::new()),
+            apps: std::sync::OnceLock::new(),
             config,
             id,
         });
         let server = ctl::serve(ctx.clone()).await?;
         let heartbeat = tokio::spawn(heartbeat(ctx.clone()));
         ctx.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend([server, heartbeat]);
+        let reconciler = crate::reconciler::start(ctx.clone()).await?;
+        ctx.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend(reconciler);
         ctx.events
             .publish_and_flush(&HostStarted {
                 friendly_name: ctx.friendly_name.clone(),
@@ -470,6 +475,7 @@ impl HostCtx {
         for task in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
             task.abort();
         }
+        crate::reconciler::release(&self).await;
         let _guard = self.lifecycle.lock().await;
         let components = self.components.clear().await;
         for c in &components {

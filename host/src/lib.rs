@@ -32,6 +32,7 @@ pub mod events;
 mod host;
 pub mod identity;
 pub mod providers;
+mod reconciler;
 pub mod registry;
 pub mod runtime;
 mod serve;

@@ -21,6 +21,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod app;
 pub mod claims;
 pub mod client;
 mod connect;

@@ -27,6 +27,38 @@ pub fn events_wildcard(lattice: &str) -> String {
     format!("wasmbus.evt.{lattice}.>")
 }
 
+/// The app API prefix of `lattice`, as wadm's: `wadm.api.{lattice}`.
+pub fn app_api_prefix(lattice: &str) -> String {
+    format!("wadm.api.{lattice}")
+}
+
+/// The subject of app API operation `op` (`model.put`, `model.get`, …), with the app name as
+/// last token when the operation takes one: `wadm.api.{lattice}.{op}[.{name}]`.
+pub fn app_api(lattice: &str, op: &str, name: Option<&str>) -> String {
+    match name {
+        Some(n) => format!("{}.{op}.{n}", app_api_prefix(lattice)),
+        None => format!("{}.{op}", app_api_prefix(lattice)),
+    }
+}
+
+/// What every host subscribes to (in queue group [`APP_API_QUEUE`]) to serve the app API.
+pub fn app_api_wildcard(lattice: &str) -> String {
+    format!("{}.>", app_api_prefix(lattice))
+}
+
+/// The queue group of the app API: one host answers each request.
+pub const APP_API_QUEUE: &str = "trellis-app-api";
+
+/// Splits an app API subject into `(op, name)`: `wadm.api.default.model.get.hello` →
+/// `("model.get", Some("hello"))`; `None` when it is not under [`app_api_prefix`].
+pub fn parse_app_api<'a>(lattice: &str, subject: &'a str) -> Option<(String, Option<&'a str>)> {
+    let prefix = app_api_prefix(lattice);
+    let rest = subject.strip_prefix(&prefix)?.strip_prefix('.')?;
+    let mut parts = rest.splitn(3, '.');
+    let (noun, verb) = (parts.next()?, parts.next()?);
+    Some((format!("{noun}.{verb}"), parts.next()))
+}
+
 /// One control operation, as identified by its subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(missing_docs)] // each variant is named after its subject suffix

@@ -1,0 +1,243 @@
+//! Declarative apps end to end: manifests stored and deployed through the app API, placed by
+//! the reconciler that every host carries (spread by labels and weights), served over HTTP,
+//! undeployed without touching anything else, honest about what it cannot place, and kept
+//! reconciled when the leading host goes away.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use trellis_host::Host;
+use trellis_lattice::app::{AppClient, AppState, AppStatus, LEADER_KEY, Lease, apps_bucket};
+use trellis_lattice::client::CtlClient;
+use trellis_lattice::ctl::{ComponentDescription, StringMap};
+use trellis_lattice::manifest::{APP_SPEC_ANNOTATION, MANAGED_BY_ANNOTATION};
+use trellis_tests::components::{file_ref, http_hello, misbehave};
+use trellis_tests::hosts::start_host;
+use trellis_tests::http::{free_addr, get_until};
+use trellis_tests::nats::NatsServer;
+use trellis_tests::scenario::{WAIT, lattice};
+
+const LONG: Duration = Duration::from_secs(90);
+
+/// An app: `hello` (http-hello) spread by `spread` (name, zone, weight), and an http-server
+/// provider linked to it at `addr` through inline config `{app}-http`.
+fn manifest(app: &str, instances: u32, spread: &[(&str, &str, u32)], addr: Option<SocketAddr>) -> String {
+    let mut spreads = String::new();
+    if !spread.is_empty() {
+        spreads.push_str("            spread:\n");
+        for (name, zone, weight) in spread {
+            spreads.push_str(&format!(
+                "              - name: {name}\n                requirements:\n                  zone: {zone}\n                weight: {weight}\n"
+            ));
+        }
+    }
+    let mut text = format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: {app}
+  annotations:
+    version: v1
+spec:
+  components:
+    - name: hello
+      type: component
+      properties:
+        image: {image}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: {instances}
+{spreads}"#,
+        image = file_ref(http_hello())
+    );
+    if let Some(addr) = addr {
+        text.push_str(&format!(
+            r#"    - name: http
+      type: capability
+      properties:
+        image: builtin://http-server
+      traits:
+        - type: link
+          properties:
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            source:
+              config:
+                - name: {app}-http
+                  properties:
+                    address: "{addr}"
+            target:
+              name: hello
+"#
+        ));
+    }
+    text
+}
+
+async fn wait_status(apps: &AppClient, app: &str, state: AppState, within: Duration) -> AppStatus {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let s = apps.status(app).await;
+        match &s {
+            Ok(s) if s.state == state => return s.clone(),
+            _ if tokio::time::Instant::now() >= deadline => panic!("app `{app}` did not become {state:?} within {within:?}; last: {s:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Replicas of component `id` per host, from the hosts' inventories.
+async fn replicas(ctl: &CtlClient, hosts: &[&Host], id: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for h in hosts {
+        let inv = ctl.get_host_inventory(h.id()).await.unwrap();
+        out.push(inv.components.iter().filter(|c| c.id == id).map(|c| c.max_instances).sum());
+    }
+    out
+}
+
+fn managed_by(c: &ComponentDescription, app: &str) -> bool {
+    c.annotations.get(APP_SPEC_ANNOTATION).map(String::as_str) == Some(app) && c.annotations.contains_key(MANAGED_BY_ANNOTATION)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spread_app_places_replicas_by_weight_and_serves_http() {
+    let nats = NatsServer::start().await.unwrap();
+    let c1 = start_host(&nats.url(), &[("zone", "cloud")]).await.unwrap();
+    let c2 = start_host(&nats.url(), &[("zone", "cloud")]).await.unwrap();
+    let edge = start_host(&nats.url(), &[("zone", "edge")]).await.unwrap();
+    let l = lattice(nats).await;
+    let apps = AppClient::new(l.ctl.nats().clone(), "default");
+    let addr = free_addr().unwrap();
+    let text = manifest("hello-app", 6, &[("cloud", "cloud", 2), ("edge", "edge", 1)], Some(addr));
+
+    // A bad manifest is refused with every mistake.
+    let bad = apps.put("apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata: {}\nspec:\n  components: 3\n").await.unwrap_err().to_string();
+    assert!(bad.contains("metadata.name") && bad.contains("spec.components"), "{bad}");
+
+    let put = apps.put(&text).await.unwrap();
+    assert_eq!((put.name.as_str(), put.version.as_str(), put.created), ("hello-app", "v1", true));
+    assert!(!apps.put(&text).await.unwrap().created, "the same version again stores nothing new");
+    assert!(apps.put(&text.replace("instances: 6", "instances: 5")).await.is_err(), "a different manifest under the same version is refused");
+    apps.deploy("hello-app", None).await.unwrap();
+
+    wait_status(&apps, "hello-app", AppState::Deployed, LONG).await;
+    let id = "hello_app-hello";
+    let per_host = replicas(&l.ctl, &[&c1, &c2, &edge], id).await;
+    assert_eq!(per_host, [2, 2, 2], "4 replicas on the cloud hosts, 2 on the edge one");
+    let inv = l.ctl.get_host_inventory(edge.id()).await.unwrap();
+    assert!(inv.components.iter().any(|c| c.id == id && managed_by(c, "hello-app")), "{inv:?}");
+    let r = get_until(addr, "/", 200, WAIT).await.unwrap();
+    assert_eq!(r.text(), "Hello from Trellis!\n");
+
+    let list = apps.list().await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].deployed_version.as_deref(), Some("v1"));
+    let versions = apps.versions("hello-app").await.unwrap();
+    assert_eq!(versions.len(), 1);
+    assert!(versions[0].deployed);
+    assert_eq!(apps.get("hello-app", None).await.unwrap().manifest, text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undeploy_removes_what_the_app_created_and_nothing_else() {
+    let nats = NatsServer::start().await.unwrap();
+    let a = start_host(&nats.url(), &[("zone", "cloud")]).await.unwrap();
+    let b = start_host(&nats.url(), &[("zone", "edge")]).await.unwrap();
+    let mut l = lattice(nats).await;
+    let apps = AppClient::new(l.ctl.nats().clone(), "default");
+    // Unrelated: a component, a config and a link.
+    l.start_component(&a, "other", misbehave(), 1, None).await;
+    let other_addr = free_addr().unwrap();
+    l.link("bystander", "other", "keep-cfg", &[("address", &other_addr.to_string())]).await;
+
+    let addr = free_addr().unwrap();
+    apps.put(&manifest("gone", 2, &[], Some(addr))).await.unwrap();
+    apps.deploy("gone", Some("v1")).await.unwrap();
+    wait_status(&apps, "gone", AppState::Deployed, LONG).await;
+    assert_eq!(get_until(addr, "/", 200, WAIT).await.unwrap().text(), "Hello from Trellis!\n");
+    assert!(l.ctl.get_links().await.unwrap().iter().any(|k| k.source_id == "gone-http"));
+
+    apps.undeploy("gone").await.unwrap();
+    wait_status(&apps, "gone", AppState::Undeployed, LONG).await;
+    for h in [&a, &b] {
+        let inv = l.ctl.get_host_inventory(h.id()).await.unwrap();
+        assert!(!inv.components.iter().any(|c| c.id.starts_with("gone-")), "{inv:?}");
+        assert!(!inv.providers.iter().any(|p| p.id.starts_with("gone-")), "{inv:?}");
+    }
+    let links = l.ctl.get_links().await.unwrap();
+    assert!(!links.iter().any(|k| k.source_id == "gone-http"), "{links:?}");
+    assert!(l.ctl.get_config("gone-http").await.is_err(), "the app's config is gone");
+    // What the app did not create survives.
+    assert!(links.iter().any(|k| k.source_id == "bystander" && k.target == "other"), "{links:?}");
+    let keep: StringMap = l.ctl.get_config("keep-cfg").await.unwrap();
+    assert_eq!(keep["address"], other_addr.to_string());
+    let inv = l.ctl.get_host_inventory(a.id()).await.unwrap();
+    assert!(inv.components.iter().any(|c| c.id == "other"), "{inv:?}");
+    // It can be deleted, and then it is gone.
+    apps.delete("gone", None).await.unwrap();
+    assert!(apps.list().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requirement_no_host_meets_is_reported_as_reconciling() {
+    let nats = NatsServer::start().await.unwrap();
+    let _h = start_host(&nats.url(), &[("zone", "cloud")]).await.unwrap();
+    let l = lattice(nats).await;
+    let apps = AppClient::new(l.ctl.nats().clone(), "default");
+    apps.put(&manifest("mars", 3, &[("cloud", "cloud", 1), ("mars", "mars", 2)], None)).await.unwrap();
+    apps.deploy("mars", None).await.unwrap();
+    let deadline = tokio::time::Instant::now() + LONG;
+    let s = loop {
+        let s = apps.status("mars").await.unwrap();
+        // Until every host has been heard from, fewer may be placed.
+        if s.message.contains("1 of 3 replicas") || tokio::time::Instant::now() >= deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(s.state, AppState::Reconciling, "{s:?}");
+    assert!(s.message.contains("1 of 3 replicas of `hello`: no host matches zone=mars"), "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_host_takes_the_lease_and_replaces_the_lost_replicas() {
+    let nats = NatsServer::start().await.unwrap();
+    let url = nats.url();
+    let hosts = vec![start_host(&url, &[]).await.unwrap(), start_host(&url, &[]).await.unwrap(), start_host(&url, &[]).await.unwrap()];
+    let client = nats.client().await.unwrap();
+    let l = lattice(nats).await;
+    let apps = AppClient::new(l.ctl.nats().clone(), "default");
+    apps.put(&manifest("ha", 3, &[], None)).await.unwrap();
+    apps.deploy("ha", None).await.unwrap();
+    wait_status(&apps, "ha", AppState::Deployed, LONG).await;
+    assert_eq!(replicas(&l.ctl, &hosts.iter().collect::<Vec<_>>(), "ha-hello").await, [1, 1, 1]);
+
+    let kv = async_nats::jetstream::new(client).get_key_value(apps_bucket("default")).await.unwrap();
+    let lease = |v: Option<bytes::Bytes>| serde_json::from_slice::<Lease>(&v.expect("a lease")).unwrap();
+    let leader = lease(kv.get(LEADER_KEY).await.unwrap()).host_id;
+    let (gone, rest): (Vec<&Host>, Vec<&Host>) = hosts.iter().partition(|h| h.id() == leader);
+    assert_eq!(gone.len(), 1, "the leader is one of the hosts");
+    gone[0].stop(Duration::from_secs(1)).await;
+
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let now = lease(kv.get(LEADER_KEY).await.unwrap());
+        if now.host_id != leader && rest.iter().any(|h| h.id() == now.host_id) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no other host took the lease: {now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    loop {
+        let per_host = replicas(&l.ctl, &rest, "ha-hello").await;
+        if per_host.iter().sum::<u32>() == 3 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the lost replica was not re-placed: {per_host:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_status(&apps, "ha", AppState::Deployed, LONG).await;
+}
