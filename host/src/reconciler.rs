@@ -743,11 +743,13 @@ async fn handle_api(ctx: &HostCtx, store: &kv::Store, subject_: &str, payload: &
         }
         "model.status" => {
             let n = need_name()?;
-            if let Some((_, s)) = get_json::<AppStatus>(store, &status_key(n)).await? {
-                return Ok(to_json(&s));
-            }
-            if versions(store, n).await?.is_empty() {
+            let stored = get_json::<AppStatus>(store, &status_key(n)).await?.map(|(_, s)| s);
+            if versions(store, n).await?.is_empty() && stored.as_ref().is_none_or(|s| s.state == AppState::Undeployed) {
+                // Deleted (and cleaned up), or never stored.
                 return Err(format!("no app `{n}`"));
+            }
+            if let Some(s) = stored {
+                return Ok(to_json(&s));
             }
             Ok(to_json(&AppStatus { name: n.into(), version: None, state: AppState::Undeployed, message: "never deployed".into(), details: vec![], updated_ms: now_ms() }))
         }

@@ -91,7 +91,7 @@ pub enum Command {
     /// Sign components and inspect their claims.
     #[command(subcommand)]
     Claims(crate::commands::claims::ClaimsCommand),
-    /// Declarative applications (wadm manifests): validate one.
+    /// Declarative applications (wadm manifests): validate, deploy, undeploy, list, inspect.
     #[command(subcommand)]
     App(crate::commands::app::AppCommand),
     /// Print a shell completion script.

@@ -108,3 +108,58 @@ spec:
     let err = wash.run(&["app", "validate", &missing]).error();
     assert!(err.starts_with(&format!("cannot read {missing}")), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_list_status_history_get_undeploy_delete() {
+    let nats = trellis_tests::nats::NatsServer::start().await.expect("nats");
+    let host = trellis_tests::hosts::start_host(&nats.url(), &[]).await.expect("host");
+    let wash = Wash::on(&nats);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("wadm.yaml");
+    let manifest = format!(
+        "apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: hi
+  annotations:
+    version: v1
+    description: says hello
+spec:
+  components:
+    - name: hello
+      type: component
+      properties:
+        image: file://{}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 2
+",
+        trellis_tests::components::http_hello()
+    );
+    std::fs::write(&file, &manifest).expect("write");
+    let file = file.to_string_lossy().into_owned();
+
+    let out = wash.run_async(&["app", "deploy", &file]).await;
+    assert!(out.ok().contains("App `hi` v1 deployed"), "{}", out.stdout);
+    let inv = common::ctl(&nats).await.get_host_inventory(host.id()).await.expect("inventory");
+    assert!(inv.components.iter().any(|c| c.id == "hi-hello" && c.max_instances == 2), "{inv:?}");
+
+    let list = wash.run_async(&["app", "list"]).await.ok().to_string();
+    assert!(list.lines().any(|l| l.split_whitespace().eq(["hi", "v1", "v1", "Deployed", "says", "hello"])), "{list}");
+    let v = wash.run_async(&["app", "status", "hi", "-o", "json"]).await.json();
+    assert_eq!(v["state"], "deployed");
+    let v = wash.run_async(&["app", "history", "hi", "-o", "json"]).await.json();
+    assert_eq!((v["versions"][0]["version"].as_str(), v["versions"][0]["deployed"].as_bool()), (Some("v1"), Some(true)));
+    assert_eq!(wash.run_async(&["app", "get", "hi", "--version", "v1"]).await.ok().trim_end(), manifest.trim_end());
+    let err = wash.run_async(&["app", "delete", "hi", "--version", "v1"]).await.error();
+    assert!(err.contains("is deployed; undeploy it first"), "{err}");
+
+    let out = wash.run_async(&["app", "undeploy", "hi"]).await;
+    assert!(out.ok().contains("App `hi` undeployed"), "{}", out.stdout);
+    let inv = common::ctl(&nats).await.get_host_inventory(host.id()).await.expect("inventory");
+    assert!(inv.components.is_empty(), "{inv:?}");
+    wash.run_async(&["app", "delete", "hi"]).await.ok();
+    let err = wash.run_async(&["app", "status", "hi"]).await.error();
+    assert!(err.contains("no app `hi`"), "{err}");
+}

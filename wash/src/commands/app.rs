@@ -1,21 +1,79 @@
 //! Declarative applications (wadm manifests): `app validate` checks a manifest file without
-//! touching any lattice. The format and its rules are `trellis_lattice::manifest`.
+//! touching any lattice; `deploy`, `undeploy`, `list`, `get`, `status`, `history` and `delete`
+//! go through the app API (`trellis_lattice::app::AppClient`) that every host serves. The
+//! format and its rules are `trellis_lattice::manifest`.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::json;
+use trellis_lattice::app::{AppClient, AppState, AppStatus};
 use trellis_lattice::manifest::Manifest;
 
-use crate::output::{Failure, Report};
+use crate::cli::Global;
+use crate::output::{Failure, Report, Step, table};
 
 /// `wash app …`.
 #[derive(Debug, Subcommand)]
 pub enum AppCommand {
     /// Check an application manifest (YAML or JSON): print every mistake, each with its field.
     Validate(ValidateArgs),
+    /// Store a manifest as a new version and deploy it (FILE), or deploy a stored app (NAME).
+    #[command(disable_version_flag = true)]
+    Deploy(DeployArgs),
+    /// Remove every component, provider, link and config the app created.
+    Undeploy(NameArgs),
+    /// List the stored apps, their deployed version and status.
+    List,
+    /// Print a stored manifest (the latest version, or --version).
+    #[command(disable_version_flag = true)]
+    Get(VersionArgs),
+    /// Show whether an app is deployed as its manifest says, and what is missing.
+    Status(NameArgs),
+    /// List every stored version of an app.
+    History(NameArgs),
+    /// Delete one version, or every version (undeploying the app).
+    #[command(disable_version_flag = true)]
+    Delete(VersionArgs),
+}
+
+/// `wash app deploy`.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// A manifest file (`-` for stdin), or the name of a stored app.
+    pub target: String,
+    /// The stored version to deploy (with NAME; the latest by default).
+    #[arg(long = "version", id = "app_version", value_name = "VERSION")]
+    pub version: Option<String>,
+    /// Return once deployed, without waiting for the app to be in place.
+    #[arg(long)]
+    pub skip_wait: bool,
+    /// How long to wait for the app to be in place, in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub wait_seconds: u64,
+}
+
+/// An app name.
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// The app's name (`metadata.name`).
+    pub name: String,
+    /// Return at once, without waiting for the change to happen.
+    #[arg(long)]
+    pub skip_wait: bool,
+}
+
+/// An app name and maybe a version.
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// The app's name (`metadata.name`).
+    pub name: String,
+    /// The version.
+    #[arg(long = "version", id = "app_version", value_name = "VERSION")]
+    pub version: Option<String>,
 }
 
 /// `wash app validate`.
@@ -27,10 +85,123 @@ pub struct ValidateArgs {
 }
 
 /// Runs one `wash app` command.
-pub fn run(command: AppCommand) -> anyhow::Result<Report> {
-    match command {
-        AppCommand::Validate(args) => validate(&args.file),
+pub async fn run(g: &Global, command: AppCommand) -> anyhow::Result<Report> {
+    if let AppCommand::Validate(args) = &command {
+        return validate(&args.file);
     }
+    let ctl = crate::lattice::ctl(g).await?;
+    let apps = AppClient::new(ctl.nats().clone(), ctl.lattice()).with_timeout(crate::lattice::timeout(g));
+    match command {
+        AppCommand::Validate(_) => unreachable!("handled above"),
+        AppCommand::Deploy(args) => deploy(g, &apps, &args).await,
+        AppCommand::Undeploy(args) => {
+            apps.undeploy(&args.name).await?;
+            if !args.skip_wait {
+                wait(g, &apps, &args.name, AppState::Undeployed, Duration::from_secs(120), "undeploying").await?;
+            }
+            Ok(Report::new(format!("App `{}` undeployed", args.name), json!({"name": args.name})))
+        }
+        AppCommand::List => {
+            let list = apps.list().await?;
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|a| {
+                    vec![
+                        a.name.clone(),
+                        a.deployed_version.clone().unwrap_or_else(|| "-".into()),
+                        a.latest_version.clone().unwrap_or_else(|| "-".into()),
+                        a.status.as_ref().map(|s| s.state.as_str().to_string()).unwrap_or_else(|| "-".into()),
+                        a.description.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            Ok(Report::new(table(&["NAME", "DEPLOYED", "LATEST", "STATUS", "DESCRIPTION"], &rows), json!({"apps": list})))
+        }
+        AppCommand::Get(args) => {
+            let got = apps.get(&args.name, args.version.as_deref()).await?;
+            Ok(Report::new(got.manifest.clone(), serde_json::to_value(&got)?))
+        }
+        AppCommand::Status(args) => {
+            let s = apps.status(&args.name).await?;
+            Ok(Report::new(status_text(&s), serde_json::to_value(&s)?))
+        }
+        AppCommand::History(args) => {
+            let versions = apps.versions(&args.name).await?;
+            let rows: Vec<Vec<String>> = versions
+                .iter()
+                .map(|v| vec![v.version.clone(), format!("{}", v.created_ms / 1000), if v.deployed { "yes".into() } else { "".into() }])
+                .collect();
+            Ok(Report::new(table(&["VERSION", "CREATED (UNIX S)", "DEPLOYED"], &rows), json!({"name": args.name, "versions": versions})))
+        }
+        AppCommand::Delete(args) => {
+            apps.delete(&args.name, args.version.as_deref()).await?;
+            let what = match &args.version {
+                Some(v) => format!("Version `{v}` of app `{}` deleted", args.name),
+                None => format!("App `{}` deleted (every version)", args.name),
+            };
+            Ok(Report::new(what, json!({"name": args.name, "version": args.version})))
+        }
+    }
+}
+
+fn status_text(s: &AppStatus) -> String {
+    let version = s.version.as_deref().map(|v| format!(" {v}")).unwrap_or_default();
+    let mut text = format!("{}{version}: {}: {}", s.name, s.state.as_str(), s.message);
+    for d in &s.details {
+        text.push_str(&format!("\n  {d}"));
+    }
+    text
+}
+
+/// Waits until the app reaches `state`; a Failed status ends the wait with its error.
+async fn wait(g: &Global, apps: &AppClient, name: &str, state: AppState, within: Duration, doing: &str) -> anyhow::Result<AppStatus> {
+    let step = Step::start(g.output, format!("{doing} `{name}`"));
+    let deadline = tokio::time::Instant::now() + within;
+    let mut last = None;
+    loop {
+        if let Ok(s) = apps.status(name).await {
+            if s.state == state {
+                step.done(format!("{name}: {}", s.state.as_str()));
+                return Ok(s);
+            }
+            if s.state == AppState::Failed && state == AppState::Deployed {
+                step.fail();
+                anyhow::bail!("app `{name}` failed: {}", s.message);
+            }
+            last = Some(s);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            step.fail();
+            let why = last.map(|s| format!("{}: {}", s.state.as_str(), s.message)).unwrap_or_else(|| "no status yet".into());
+            anyhow::bail!("app `{name}` is not {} after {} s ({why}); `wash app status {name}` shows what is missing", state.as_str(), within.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn deploy(g: &Global, apps: &AppClient, args: &DeployArgs) -> anyhow::Result<Report> {
+    let path = Path::new(&args.target);
+    let (name, version) = if args.target == "-" || path.is_file() {
+        let text = read(path)?;
+        if let Err(errors) = Manifest::parse(&text) {
+            let details = errors.errors().iter().map(|e| e.to_string()).collect();
+            return Err(Failure { summary: format!("{}: the manifest is not valid", args.target), details, json: json!({"errors": errors.errors()}) }.into());
+        }
+        let put = apps.put(&text).await?;
+        if args.version.as_ref().is_some_and(|v| v != &put.version) {
+            anyhow::bail!("the manifest's version is `{}`, not `{}`", put.version, args.version.as_deref().unwrap_or_default());
+        }
+        (put.name, Some(put.version))
+    } else {
+        (args.target.clone(), args.version.clone())
+    };
+    let d = apps.deploy(&name, version.as_deref()).await?;
+    let status = if args.skip_wait { None } else { Some(wait(g, apps, &name, AppState::Deployed, Duration::from_secs(args.wait_seconds), "deploying").await?) };
+    let text = match &status {
+        Some(s) => format!("App `{name}` {} deployed: {}", d.version, s.message),
+        None => format!("App `{name}` {} deployed", d.version),
+    };
+    Ok(Report::new(text, json!({"name": name, "version": d.version, "status": status})))
 }
 
 fn read(file: &Path) -> anyhow::Result<String> {

@@ -45,7 +45,7 @@ pub async fn run(g: &Global, command: Command) -> anyhow::Result<Report> {
         Command::Call(args) => call::run(g, &args).await,
         Command::Keys(command) => keys::run(command),
         Command::Claims(command) => claims::run(command),
-        Command::App(command) => app::run(command),
+        Command::App(command) => app::run(g, command).await,
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             let mut script = Vec::new();
