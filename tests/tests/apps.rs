@@ -241,3 +241,16 @@ async fn another_host_takes_the_lease_and_replaces_the_lost_replicas() {
     }
     wait_status(&apps, "ha", AppState::Deployed, LONG).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_that_cannot_load_is_reported_as_failed() {
+    let nats = NatsServer::start().await.unwrap();
+    let _h = start_host(&nats.url(), &[]).await.unwrap();
+    let l = lattice(nats).await;
+    let apps = AppClient::new(l.ctl.nats().clone(), "default");
+    let text = manifest("broken", 1, &[], None).replace(&file_ref(http_hello()), "file:///nonexistent/broken.wasm");
+    apps.put(&text).await.unwrap();
+    apps.deploy("broken", None).await.unwrap();
+    let s = wait_status(&apps, "broken", AppState::Failed, LONG).await;
+    assert!(s.message.contains("`broken-hello` failed to start") && s.message.contains("/nonexistent/broken.wasm"), "{s:?}");
+}
