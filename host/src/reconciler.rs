@@ -222,7 +222,18 @@ async fn reconcile_all(
     if deployments.is_empty() {
         return Ok(());
     }
-    let inventories = futures::future::join_all(hosts.iter().map(|h| ctl.get_host_inventory(h))).await.into_iter().filter_map(|r| r.ok()).collect();
+    let mut inventories = Vec::new();
+    for (host, inv) in hosts.iter().zip(futures::future::join_all(hosts.iter().map(|h| ctl.get_host_inventory(h))).await) {
+        match inv {
+            Ok(inv) => inventories.push(inv),
+            // A live host that does not answer: acting now could move its replicas for nothing.
+            // If it is gone, it drops out of the table after MISSED_HEARTBEATS intervals.
+            Err(e) => {
+                tracing::debug!(host_id = host, error = %e, "no inventory from a live host; not reconciling this round");
+                return Ok(());
+            }
+        }
+    }
     let links = ctl.get_links().await?;
     let actual = Actual { inventories, links };
     for (name, deployment) in deployments {
