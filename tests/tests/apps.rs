@@ -254,3 +254,39 @@ async fn a_component_that_cannot_load_is_reported_as_failed() {
     let s = wait_status(&apps, "broken", AppState::Failed, LONG).await;
     assert!(s.message.contains("`broken-hello` failed to start") && s.message.contains("/nonexistent/broken.wasm"), "{s:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_host_is_missed_after_three_heartbeats_and_its_replicas_move() {
+    let nats = NatsServer::start().await.unwrap();
+    let url = nats.url();
+    let a = start_host(&url, &[]).await.unwrap();
+    let b = start_host(&url, &[]).await.unwrap();
+    // A real process with a 1 s heartbeat; dropping it kills it (SIGKILL: no host_stopped).
+    let doomed = trellis_tests::hosts::ProcessHost::start(&url, &[]).await.unwrap();
+    let l = lattice(nats).await;
+    let apps = AppClient::new(l.ctl.nats().clone(), "default");
+    apps.put(&manifest("lossy", 3, &[], None)).await.unwrap();
+    apps.deploy("lossy", None).await.unwrap();
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let on_doomed = l.ctl.get_host_inventory(&doomed.id).await.unwrap().components.iter().filter(|c| c.id == "lossy-hello").map(|c| c.max_instances).sum::<u32>();
+        if on_doomed == 1 && replicas(&l.ctl, &[&a, &b], "lossy-hello").await == [1, 1] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the app was not spread over the three hosts");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(doomed);
+    let killed = tokio::time::Instant::now();
+    loop {
+        let per_host = replicas(&l.ctl, &[&a, &b], "lossy-hello").await;
+        if per_host.iter().sum::<u32>() == 3 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the lost replica was not re-placed: {per_host:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Three 1 s heartbeats, a lease that may have to lapse, one round: seconds, not minutes.
+    assert!(killed.elapsed() < Duration::from_secs(20), "{:?}", killed.elapsed());
+    wait_status(&apps, "lossy", AppState::Deployed, LONG).await;
+}
