@@ -620,7 +620,6 @@ async fn handle_api(ctx: &HostCtx, store: &kv::Store, subject_: &str, payload: &
     let Some((op, name)) = subject::parse_app_api(&ctx.lattice, subject_) else {
         return Err(format!("`{subject_}` is not an app API subject"));
     };
-    let to_json = |v: &dyn erased::Ser| v.json();
     let need_name = || -> std::result::Result<&str, String> {
         let n = name.ok_or_else(|| format!("{op} needs the app name as the last token of the subject"))?;
         trellis_lattice::validate_id("application name", n).map_err(|e| e.to_string())?;
@@ -770,15 +769,54 @@ async fn handle_api(ctx: &HostCtx, store: &kv::Store, subject_: &str, payload: &
     }
 }
 
-mod erased {
-    /// Serialises any reply to JSON.
-    pub trait Ser {
-        fn json(&self) -> serde_json::Value;
-    }
-    impl<T: serde::Serialize> Ser for T {
-        fn json(&self) -> serde_json::Value {
-            serde_json::to_value(self).unwrap_or_default()
-        }
-    }
+fn to_json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or_default()
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(id: &str, zone: &str) -> HostInventory {
+        HostInventory { host_id: id.into(), labels: [("zone".to_string(), zone.to_string())].into(), ..Default::default() }
+    }
+
+    fn app(traits: &str, kind: &str, image: &str) -> Manifest {
+        let text = format!(
+            "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata:\n  name: t\nspec:\n  components:\n    - name: c\n      type: {kind}\n      properties:\n        image: {image}\n{traits}"
+        );
+        Manifest::parse(&text).unwrap()
+    }
+
+    fn placed(d: &Desired) -> Vec<(String, u32)> {
+        d.components.iter().map(|((h, _), n)| (h.clone(), *n)).collect()
+    }
+
+    const SPREAD: &str = "      traits:\n        - type: spreadscaler\n          properties:\n            instances: 7\n            spread:\n              - name: a\n                requirements: {zone: cloud}\n                weight: 2\n              - name: b\n                requirements: {zone: edge}\n                weight: 1\n";
+
+    #[test]
+    fn spreads_follow_weights_and_fill_the_emptiest_host_first() {
+        let actual = Actual { inventories: vec![host("h1", "cloud"), host("h2", "cloud"), host("h3", "edge")], links: vec![] };
+        let d = desired(&app(SPREAD, "component", "file:///c.wasm"), &actual);
+        // 7 × 2/3 = 4.67 → 5 on cloud (3 + 2), 2 on edge.
+        assert_eq!(placed(&d), [("h1".into(), 3), ("h2".into(), 2), ("h3".into(), 2)]);
+        assert!(d.problems.is_empty());
+        let only_cloud = Actual { inventories: vec![host("h1", "cloud")], links: vec![] };
+        let d = desired(&app(SPREAD, "component", "file:///c.wasm"), &only_cloud);
+        assert_eq!(placed(&d), [("h1".into(), 5)]);
+        assert_eq!(d.problems, ["5 of 7 replicas of `c`: no host matches zone=edge"]);
+    }
+
+    #[test]
+    fn daemons_go_everywhere_and_providers_once_per_host() {
+        let actual = Actual { inventories: vec![host("h1", "cloud"), host("h2", "cloud"), host("h3", "edge")], links: vec![] };
+        let daemon = "      traits:\n        - type: daemonscaler\n          properties:\n            instances: 2\n            spread:\n              - name: a\n                requirements: {zone: cloud}\n";
+        let d = desired(&app(daemon, "component", "file:///c.wasm"), &actual);
+        assert_eq!(placed(&d), [("h1".into(), 2), ("h2".into(), 2)]);
+        let d = desired(&app(SPREAD, "capability", "builtin://http-server"), &actual);
+        let hosts: Vec<&str> = d.providers.iter().map(|(h, _)| h.as_str()).collect();
+        assert_eq!(hosts, ["h1", "h2", "h3"], "5 instances on 2 cloud hosts: once on each");
+        let d = desired(&app("", "capability", "builtin://http-server"), &actual);
+        assert_eq!(d.providers.len(), 1, "no scaler: one instance");
+    }
+}
