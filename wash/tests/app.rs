@@ -140,6 +140,12 @@ spec:
     std::fs::write(&file, &manifest).expect("write");
     let file = file.to_string_lossy().into_owned();
 
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, manifest.replace("instances: 2", "instances: 0")).expect("write");
+    let bad = bad.to_string_lossy().into_owned();
+    let out = wash.run_async(&["app", "deploy", &bad]).await;
+    assert!(!out.success && out.stderr.contains(&format!("{bad}:17: spec.components[0].traits[0].properties.instances")), "{}", out.stderr);
+
     let out = wash.run_async(&["app", "deploy", &file]).await;
     assert!(out.ok().contains("App `hi` v1 deployed"), "{}", out.stdout);
     let inv = common::ctl(&nats).await.get_host_inventory(host.id()).await.expect("inventory");

@@ -184,7 +184,14 @@ async fn deploy(g: &Global, apps: &AppClient, args: &DeployArgs) -> anyhow::Resu
     let (name, version) = if args.target == "-" || path.is_file() {
         let text = read(path)?;
         if let Err(errors) = Manifest::parse(&text) {
-            let details = errors.errors().iter().map(|e| e.to_string()).collect();
+            let details = errors
+                .errors()
+                .iter()
+                .map(|e| match e.line {
+                    Some(line) => format!("{}:{line}: {e}", args.target),
+                    None => format!("{}: {e}", args.target),
+                })
+                .collect();
             return Err(Failure { summary: format!("{}: the manifest is not valid", args.target), details, json: json!({"errors": errors.errors()}) }.into());
         }
         let put = apps.put(&text).await?;
