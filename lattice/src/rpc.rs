@@ -355,6 +355,11 @@ impl Router {
         }
         let local = self.local.read().unwrap_or_else(|p| p.into_inner()).get(&inv.call.target).cloned();
         let (call, deadline) = (inv.call.clone(), inv.deadline);
+        // A timer set in the past may fire only at the next millisecond tick (later under
+        // load), after a quick reply: a call whose deadline has passed is not started at all.
+        if Instant::now() >= deadline {
+            return Err(deadline_error(&call));
+        }
         let result = match local {
             Some(handler) => tokio::time::timeout_at(deadline, handler.call(inv)).await,
             None => tokio::time::timeout_at(deadline, self.call_remote(inv)).await,
@@ -505,6 +510,8 @@ impl Router {
         let result = match decode::<WireMessage>(&msg.payload) {
             Err(e) => Err(RpcError::new(RpcErrorKind::Malformed, &call, format!("the call could not be decoded: {e}"))),
             Ok(m) if m.head.len() > MAX_HEAD_BYTES => Err(head_too_large(&call, m.head.len())),
+            // The caller had less than a millisecond left: no work can finish in time.
+            Ok(_) if timeout == 0 => Err(deadline_error(&call)),
             Ok(m) => {
                 let inv = Invocation {
                     body: self.pull_body(m.body.into(), m.more, call.clone(), deadline),

@@ -176,7 +176,9 @@ impl Events {
     /// Subscribes to `wasmbus.evt.{lattice}.>`.
     pub async fn subscribe(nats: &async_nats::Client, lattice: &str) -> anyhow::Result<Self> {
         let mut sub = nats.subscribe(trellis_lattice::subject::events_wildcard(lattice)).await?;
-        nats.flush().await?;
+        // Not flush(): only a round trip makes sure the server has the subscription before an
+        // event that another connection publishes right after this returns.
+        trellis_lattice::round_trip(nats).await?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Some(msg) = sub.next().await {
