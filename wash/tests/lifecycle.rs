@@ -131,7 +131,7 @@ async fn bad_starts_fail_with_one_line_that_says_why() {
     let client = nats.client().await.expect("client");
     let subject = CtlSubjects::new("default").subject(&CtlOp::ComponentScale("NFAKE".into()));
     let mut fake = client.subscribe(subject).await.expect("subscribe");
-    client.flush().await.expect("flush");
+    trellis_lattice::round_trip(&client).await.expect("round trip");
     tokio::spawn(async move {
         while let Some(msg) = fake.next().await {
             if let Some(reply) = msg.reply {
