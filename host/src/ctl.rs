@@ -144,8 +144,27 @@ async fn handle_op(ctx: &Arc<HostCtx>, op: &CtlOp, payload: &[u8]) -> std::resul
             let cmd: StopHostCommand = if payload.is_empty() { StopHostCommand::default() } else { parse(op, payload)? };
             Reply::AckThenStop(Duration::from_millis(cmd.timeout.unwrap_or(5_000)))
         }
+        CtlOp::HostCordon(_) | CtlOp::HostUncordon(_) | CtlOp::HostDrain(_) => {
+            expect_no_body(op, payload)?;
+            {
+                let mut s = ctx.schedule.lock().unwrap_or_else(|p| p.into_inner());
+                *s = match op {
+                    CtlOp::HostUncordon(_) => Schedule::Schedulable,
+                    // Draining or drained stays so; a cordon does not stop a drain.
+                    CtlOp::HostCordon(_) if s.is_draining() => *s,
+                    CtlOp::HostCordon(_) => Schedule::Cordoned,
+                    _ if s.is_draining() => *s,
+                    _ => Schedule::Draining,
+                };
+                tracing::info!(schedule = s.as_str(), "host scheduling changed");
+            }
+            ok(HostScheduleReply { host_id: ctx.id.clone(), schedule: ctx.schedule().await })
+        }
         CtlOp::ComponentAuction => {
             let req: ComponentAuctionRequest = parse(op, payload)?;
+            if !ctx.schedule().await.is_schedulable() {
+                return Ok(Reply::Silent);
+            }
             let labels = ctx.labels.read().await;
             let eligible = req.constraints.iter().all(|(k, v)| labels.get(k) == Some(v));
             if !eligible || ctx.components.get(&req.component_id).await.is_some() {
@@ -160,6 +179,9 @@ async fn handle_op(ctx: &Arc<HostCtx>, op: &CtlOp, payload: &[u8]) -> std::resul
         }
         CtlOp::ProviderAuction => {
             let req: ProviderAuctionRequest = parse(op, payload)?;
+            if !ctx.schedule().await.is_schedulable() {
+                return Ok(Reply::Silent);
+            }
             let labels = ctx.labels.read().await;
             let eligible = req.constraints.iter().all(|(k, v)| labels.get(k) == Some(v));
             if !eligible || ctx.providers.contains(&req.provider_id).await {

@@ -100,6 +100,8 @@ pub(crate) struct HostCtx {
     pub tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     /// The apps bucket, once the reconciler has opened it.
     pub apps: std::sync::OnceLock<async_nats::jetstream::kv::Store>,
+    /// Whether the host takes new placements (cordon, uncordon, drain).
+    pub schedule: std::sync::Mutex<trellis_lattice::ctl::Schedule>,
 }
 
 /// A running Trellis host. Dropping it does not stop it; call [`Host::stop`].
@@ -142,6 +144,7 @@ impl Host {
             stopped_tx,
             tasks: std::sync::Mutex::new(Vec::new()),
             apps: std::sync::OnceLock::new(),
+            schedule: std::sync::Mutex::new(trellis_lattice::ctl::Schedule::Schedulable),
             config,
             id,
         });
@@ -256,9 +259,29 @@ impl HostCtx {
         }
     }
 
+    /// The host's scheduling state; a draining host with no managed replica left is drained.
+    pub(crate) async fn schedule(&self) -> trellis_lattice::ctl::Schedule {
+        use trellis_lattice::ctl::Schedule;
+        let now = *self.schedule.lock().unwrap_or_else(|p| p.into_inner());
+        if now != Schedule::Draining {
+            return now;
+        }
+        let managed = self.components.list().await.iter().any(|c| c.annotations.contains_key(trellis_lattice::manifest::MANAGED_BY_ANNOTATION));
+        if managed {
+            return now;
+        }
+        let mut s = self.schedule.lock().unwrap_or_else(|p| p.into_inner());
+        if *s == Schedule::Draining {
+            *s = Schedule::Drained;
+        }
+        *s
+    }
+
     pub(crate) async fn inventory(&self) -> HostInventory {
         let up = self.started.elapsed();
+        let schedule = self.schedule().await;
         HostInventory {
+            schedule,
             host_id: self.id.clone(),
             friendly_name: self.friendly_name.clone(),
             labels: self.labels.read().await.clone(),
@@ -311,6 +334,10 @@ impl HostCtx {
         let annotations = cmd.annotations.clone().unwrap_or_default();
         let outcome: Result<Option<Claims>> = async {
             if cmd.max_instances == 0 {
+                // Stop taking calls first (the other replicas get them), answer the calls
+                // already taken, then drop the component.
+                let wait = self.components.get(&cmd.component_id).await.map(|c| c.limits.max_execution_time).unwrap_or_default();
+                self.unserve_gracefully(&cmd.component_id, wait + Duration::from_secs(1)).await;
                 let old = self.components.remove(&cmd.component_id).await;
                 if let Some(old) = &old {
                     tracing::info!(component_id = old.id, "component stopped");
@@ -399,6 +426,15 @@ impl HostCtx {
         self.router.register_local(id, handler);
         serving.insert(id.into(), sub);
         Ok(())
+    }
+
+    /// Like [`Self::unserve`], but the calls already taken are answered (at most `wait`).
+    async fn unserve_gracefully(&self, id: &str, wait: Duration) {
+        self.router.unregister_local(id);
+        let serving = self.serving.lock().await.remove(id);
+        if let Some(s) = serving {
+            s.drain(wait).await;
+        }
     }
 
     async fn unserve(&self, id: &str) {

@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use trellis_lattice::app::*;
 use trellis_lattice::client::CtlClient;
-use trellis_lattice::ctl::{CtlResponse, DeleteLinkRequest, HostInventory, Link, ScaleComponentCommand, StartProviderCommand, StopProviderCommand, StringMap};
+use trellis_lattice::ctl::{CtlResponse, Schedule, DeleteLinkRequest, HostInventory, Link, ScaleComponentCommand, StartProviderCommand, StopProviderCommand, StringMap};
 use trellis_lattice::event::CloudEvent;
 use trellis_lattice::manifest::{APP_SPEC_ANNOTATION, ComponentType, ConfigProperty, Manifest, Trait, managed_annotations, spread_counts};
 use trellis_lattice::state::open_bucket;
@@ -295,6 +295,7 @@ fn desired(m: &Manifest, actual: &Actual) -> Desired {
         hosts.iter().filter(|h| h.host_id == host).flat_map(|h| h.components.iter()).filter(|c| c.id == id).map(|c| c.max_instances).sum::<u32>()
             + hosts.iter().filter(|h| h.host_id == host).flat_map(|h| h.providers.iter()).filter(|p| p.id == id).count() as u32
     };
+    let cordoned = |host: &str| hosts.iter().any(|h| h.host_id == host && h.schedule == Schedule::Cordoned);
     for c in &m.spec.components {
         let id = m.component_id(c);
         let config = config_names(&c.properties.config, &mut d.configs);
@@ -315,7 +316,9 @@ fn desired(m: &Manifest, actual: &Actual) -> Desired {
         let mut unplaced = Vec::new();
         let mut unplaced_n = 0;
         for (_, req, count) in &spreads {
-            let mut eligible: Vec<&str> = hosts.iter().filter(|h| matches(&h.labels, req)).map(|h| h.host_id.as_str()).collect();
+            // A draining host gets nothing (its replicas go elsewhere); a cordoned one keeps
+            // what it runs but gets no more (capped below).
+            let mut eligible: Vec<&str> = hosts.iter().filter(|h| !h.schedule.is_draining() && matches(&h.labels, req)).map(|h| h.host_id.as_str()).collect();
             eligible.sort();
             if *count == 0 {
                 continue;
@@ -328,12 +331,19 @@ fn desired(m: &Manifest, actual: &Actual) -> Desired {
             match (c.kind, daemon) {
                 (_, true) => {
                     for h in &eligible {
-                        *assigned.entry(h.to_string()).or_default() += if c.kind == ComponentType::Capability { 1 } else { *count };
+                        let mut n = if c.kind == ComponentType::Capability { 1 } else { *count };
+                        if cordoned(h) {
+                            n = n.min(running(&id, h).saturating_sub(assigned.get(*h).copied().unwrap_or(0)));
+                            if n == 0 {
+                                continue;
+                            }
+                        }
+                        *assigned.entry(h.to_string()).or_default() += n;
                     }
                 }
                 (ComponentType::Capability, false) => {
                     // A provider runs once per host: `count` distinct hosts, those running it first.
-                    let mut order = eligible.clone();
+                    let mut order: Vec<&str> = eligible.iter().copied().filter(|h| !cordoned(h) || running(&id, h) > 0).collect();
                     order.sort_by_key(|h| (assigned.contains_key(*h), std::cmp::Reverse(running(&id, h)), h.to_string()));
                     for h in order.into_iter().take(*count as usize) {
                         assigned.insert(h.to_string(), 1);
@@ -343,10 +353,18 @@ fn desired(m: &Manifest, actual: &Actual) -> Desired {
                     for _ in 0..*count {
                         let h = eligible
                             .iter()
+                            .filter(|h| !cordoned(h) || assigned.get(**h).copied().unwrap_or(0) < running(&id, h))
                             .min_by_key(|h| (assigned.get(**h).copied().unwrap_or(0), std::cmp::Reverse(running(&id, h)), h.to_string()))
                             .map(|h| h.to_string());
-                        if let Some(h) = h {
-                            *assigned.entry(h).or_default() += 1;
+                        match h {
+                            Some(h) => *assigned.entry(h).or_default() += 1,
+                            None => {
+                                unplaced_n += 1;
+                                let why = format!("every host matching {} is cordoned", if req.is_empty() { "it".to_string() } else { show(req) });
+                                if !unplaced.contains(&why) {
+                                    unplaced.push(why);
+                                }
+                            }
                         }
                     }
                 }
@@ -426,6 +444,13 @@ async fn reconcile(
             let want_n = want.components.get(&(host.clone(), c.id.clone())).copied();
             if owned_by(&c.annotations, app) && want_n.is_none() {
                 waiting.push(format!("stop `{}` on host {host}", c.id));
+                // New before old: a replica goes only once every replica wanted runs elsewhere.
+                let replaced = want.components.iter().filter(|((_, id), _)| id == &c.id).all(|((h, id), n)| {
+                    actual.inventories.iter().find(|i| &i.host_id == h).and_then(|i| i.components.iter().find(|x| &x.id == id)).is_some_and(|x| x.max_instances >= *n && want.images.get(id).is_some_and(|(image, _)| &x.image_ref == image))
+                });
+                if !replaced {
+                    continue;
+                }
                 if fresh(pending, format!("scale:{host}:{}:0", c.id)) {
                     let cmd = ScaleComponentCommand { component_ref: c.image_ref.clone(), component_id: c.id.clone(), max_instances: 0, host_id: host.clone(), annotations: Some(annotations.clone()), ..Default::default() };
                     if let Err(e) = ctl.scale_component(&cmd).await {

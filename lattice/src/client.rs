@@ -175,6 +175,23 @@ impl CtlClient {
         self.ack(CtlOp::HostStop(host_id.into()), &cmd).await
     }
 
+    /// `host.cordon.{host}` (Trellis' extension): no new placements; what runs stays.
+    pub async fn cordon_host(&self, host_id: &str) -> Result<HostScheduleReply, Error> {
+        self.request_value(CtlOp::HostCordon(host_id.into()), &()).await
+    }
+
+    /// `host.uncordon.{host}` (Trellis' extension): the host takes placements again.
+    pub async fn uncordon_host(&self, host_id: &str) -> Result<HostScheduleReply, Error> {
+        self.request_value(CtlOp::HostUncordon(host_id.into()), &()).await
+    }
+
+    /// `host.drain.{host}` (Trellis' extension): cordons the host; the app reconciler places
+    /// replacements elsewhere, then stops the host's managed replicas. The host reports
+    /// `drained` in its inventory once none is left.
+    pub async fn drain_host(&self, host_id: &str) -> Result<HostScheduleReply, Error> {
+        self.request_value(CtlOp::HostDrain(host_id.into()), &()).await
+    }
+
     /// `component.auction`: the hosts willing to run the component.
     pub async fn perform_component_auction(&self, req: &ComponentAuctionRequest) -> Result<Vec<ComponentAuctionAck>, Error> {
         self.gather(CtlOp::ComponentAuction, req).await

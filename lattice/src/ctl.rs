@@ -144,6 +144,57 @@ pub struct HostInventory {
     /// The providers it runs.
     #[serde(default)]
     pub providers: Vec<ProviderDescription>,
+    /// Whether it takes new placements (Trellis' extension; left out while schedulable, so
+    /// wasmCloud tools see the inventory they know).
+    #[serde(default, skip_serializing_if = "Schedule::is_schedulable")]
+    pub schedule: Schedule,
+}
+
+/// Whether a host takes new work: Trellis' own control extension
+/// (`host.cordon|uncordon|drain.{host_id}`), reported in [`HostInventory::schedule`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    /// Takes new placements and auctions.
+    #[default]
+    Schedulable,
+    /// Keeps what it runs, gets no new placements, bids in no auction.
+    Cordoned,
+    /// Cordoned, and the reconciler moves its managed replicas elsewhere (new before old).
+    Draining,
+    /// Draining, and no managed replica is left on it.
+    Drained,
+}
+
+impl Schedule {
+    /// Whether new placements may land on the host.
+    pub fn is_schedulable(&self) -> bool {
+        *self == Schedule::Schedulable
+    }
+
+    /// Whether the reconciler should move the host's managed replicas away.
+    pub fn is_draining(&self) -> bool {
+        matches!(self, Schedule::Draining | Schedule::Drained)
+    }
+
+    /// The lower-case name, as on the wire.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Schedule::Schedulable => "schedulable",
+            Schedule::Cordoned => "cordoned",
+            Schedule::Draining => "draining",
+            Schedule::Drained => "drained",
+        }
+    }
+}
+
+/// The answer to `host.cordon|uncordon|drain.{host}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct HostScheduleReply {
+    /// The host.
+    pub host_id: String,
+    /// Its state now.
+    pub schedule: Schedule,
 }
 
 /// `host.stop.{host}`.

@@ -306,12 +306,36 @@ pub struct Router {
     chunk: usize,
 }
 
-/// Serving a target on NATS; stops when dropped.
-pub struct Serving(tokio::task::JoinHandle<()>);
+/// Serving a target on NATS; stops when dropped (calls in progress are cut off), or gracefully
+/// with [`Serving::drain`].
+pub struct Serving {
+    task: Option<tokio::task::JoinHandle<()>>,
+    drain: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Serving {
+    /// Stops taking calls and waits, at most `wait`, for the calls already taken to be
+    /// answered: the queue-group subscription is drained (unsubscribed, then every message
+    /// the server had sent before the unsubscribe is still answered), so callers go to the
+    /// target's other replicas and none is lost.
+    pub async fn drain(mut self, wait: Duration) {
+        if let Some(tx) = self.drain.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(wait, task).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
 
 impl Drop for Serving {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(t) = &self.task {
+            t.abort();
+        }
     }
 }
 
@@ -482,13 +506,37 @@ impl Router {
         crate::round_trip(&self.nats).await?;
         let router = self.clone();
         let target = target.to_string();
+        let (drain_tx, mut drain_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            while let Some(msg) = sub.next().await {
-                let (router, handler, target) = (router.clone(), handler.clone(), target.clone());
-                tokio::spawn(async move { router.answer(&target, handler, msg).await });
+            // Each answer holds a sender; when all are dropped the calls taken are answered.
+            // Answers run detached, so an abort stops taking calls but cuts none off.
+            let (answering, mut answered) = tokio::sync::mpsc::channel::<()>(1);
+            let mut draining = false;
+            loop {
+                let msg = tokio::select! {
+                    m = sub.next() => m,
+                    r = &mut drain_rx, if !draining => {
+                        draining = true;
+                        if r.is_ok() {
+                            // Unsubscribe; what the server sent before still arrives, then the stream ends.
+                            let _ = sub.drain().await;
+                            continue;
+                        }
+                        // The handle is gone without a drain: keep serving until aborted.
+                        continue;
+                    }
+                };
+                let Some(msg) = msg else { break };
+                let (router, handler, target, token) = (router.clone(), handler.clone(), target.clone(), answering.clone());
+                tokio::spawn(async move {
+                    router.answer(&target, handler, msg).await;
+                    drop(token);
+                });
             }
+            drop(answering);
+            let _ = answered.recv().await;
         });
-        Ok(Serving(task))
+        Ok(Serving { task: Some(task), drain: Some(drain_tx) })
     }
 
     async fn answer(&self, target: &str, handler: Arc<dyn Handler>, msg: async_nats::Message) {

@@ -3,6 +3,8 @@
 //! Control subjects follow wasmCloud 1.x exactly: `wasmbus.ctl.v1.{lattice}.{noun}.{verb}[.{arg}]`.
 //! Hosts subscribe with [`CtlSubjects::host_subscriptions`] and the client sends with the same
 //! functions, so the two cannot drift (a test below proves every client subject parses).
+//! One extension of Trellis' own sits beside them, addressed like `host.stop`:
+//! `host.cordon|uncordon|drain.{host_id}` (see [`crate::ctl::Schedule`]).
 
 /// The default control prefix (configurable, as in wasmCloud).
 pub const DEFAULT_CTL_PREFIX: &str = "wasmbus.ctl";
@@ -66,6 +68,12 @@ pub enum CtlOp {
     HostPing,
     HostGet(String),
     HostStop(String),
+    /// Trellis' own extension (not in wasmCloud): `host.cordon.{host}`.
+    HostCordon(String),
+    /// Trellis' own extension: `host.uncordon.{host}`.
+    HostUncordon(String),
+    /// Trellis' own extension: `host.drain.{host}`.
+    HostDrain(String),
     ComponentAuction,
     ComponentScale(String),
     ComponentUpdate(String),
@@ -90,6 +98,9 @@ impl CtlOp {
             CtlOp::HostPing => "host.ping",
             CtlOp::HostGet(_) => "host.get",
             CtlOp::HostStop(_) => "host.stop",
+            CtlOp::HostCordon(_) => "host.cordon",
+            CtlOp::HostUncordon(_) => "host.uncordon",
+            CtlOp::HostDrain(_) => "host.drain",
             CtlOp::ComponentAuction => "component.auction",
             CtlOp::ComponentScale(_) => "component.scale",
             CtlOp::ComponentUpdate(_) => "component.update",
@@ -113,6 +124,9 @@ impl CtlOp {
         match self {
             CtlOp::HostGet(h)
             | CtlOp::HostStop(h)
+            | CtlOp::HostCordon(h)
+            | CtlOp::HostUncordon(h)
+            | CtlOp::HostDrain(h)
             | CtlOp::ComponentScale(h)
             | CtlOp::ComponentUpdate(h)
             | CtlOp::ProviderStart(h)
@@ -203,6 +217,9 @@ impl CtlSubjects {
             (Some("host"), Some("ping")) => bare(CtlOp::HostPing),
             (Some("host"), Some("get")) => arg("host id").map(CtlOp::HostGet),
             (Some("host"), Some("stop")) => arg("host id").map(CtlOp::HostStop),
+            (Some("host"), Some("cordon")) => arg("host id").map(CtlOp::HostCordon),
+            (Some("host"), Some("uncordon")) => arg("host id").map(CtlOp::HostUncordon),
+            (Some("host"), Some("drain")) => arg("host id").map(CtlOp::HostDrain),
             (Some("component"), Some("auction")) => bare(CtlOp::ComponentAuction),
             (Some("component"), Some("scale")) => arg("host id").map(CtlOp::ComponentScale),
             (Some("component"), Some("update")) => arg("host id").map(CtlOp::ComponentUpdate),
@@ -219,7 +236,7 @@ impl CtlSubjects {
             (Some("config"), Some("get")) => arg("config name").map(CtlOp::ConfigGet),
             (Some("config"), Some("del")) => arg("config name").map(CtlOp::ConfigDel),
             _ => Err(format!(
-                "unknown control subject `{subject}`; known operations are host.ping|get|stop, \
+                "unknown control subject `{subject}`; known operations are host.ping|get|stop|cordon|uncordon|drain, \
                  component.auction|scale|update, provider.auction|start|stop, label.put|del, \
                  link.put|del|get, claims.get, config.put|get|del"
             )),
@@ -270,6 +287,9 @@ mod tests {
             CtlOp::HostPing,
             CtlOp::HostGet(h()),
             CtlOp::HostStop(h()),
+            CtlOp::HostCordon(h()),
+            CtlOp::HostUncordon(h()),
+            CtlOp::HostDrain(h()),
             CtlOp::ComponentAuction,
             CtlOp::ComponentScale(h()),
             CtlOp::ComponentUpdate(h()),

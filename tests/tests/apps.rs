@@ -290,3 +290,199 @@ async fn a_killed_host_is_missed_after_three_heartbeats_and_its_replicas_move() 
     assert!(killed.elapsed() < Duration::from_secs(20), "{:?}", killed.elapsed());
     wait_status(&apps, "lossy", AppState::Deployed, LONG).await;
 }
+
+/// `drain`: `hello` spread over the `zone=work` hosts, the http-server provider on the
+/// `zone=edge` host (so draining a work host never touches it).
+fn drain_manifest(version: &str, instances: u32, addr: SocketAddr) -> String {
+    format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: drain
+  annotations:
+    version: {version}
+spec:
+  components:
+    - name: hello
+      type: component
+      properties:
+        image: {image}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: {instances}
+            spread:
+              - name: work
+                requirements:
+                  zone: work
+    - name: http
+      type: capability
+      properties:
+        image: builtin://http-server
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1
+            spread:
+              - name: edge
+                requirements:
+                  zone: edge
+        - type: link
+          properties:
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            source:
+              config:
+                - name: drain-http
+                  properties:
+                    address: "{addr}"
+            target:
+              name: hello
+"#,
+        image = file_ref(http_hello())
+    )
+}
+
+/// Keep-alive HTTP loops against `addr` until `stop`; (answered 200 with the right body, failed).
+async fn hammer(addr: SocketAddr, loops: usize, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> (u64, u64, Vec<String>) {
+    use http_body_util::{BodyExt, Full};
+    use std::sync::atomic::Ordering;
+    let workers = (0..loops).map(|_| {
+        let stop = stop.clone();
+        async move {
+            let (mut ok, mut failed, mut why) = (0u64, 0u64, Vec::new());
+            let mut sender = None;
+            while !stop.load(Ordering::Relaxed) {
+                if sender.is_none() {
+                    let stream = match tokio::net::TcpStream::connect(addr).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            failed += 1;
+                            why.push(format!("connect: {e}"));
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
+                    };
+                    match hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await {
+                        Ok((s, conn)) => {
+                            tokio::spawn(conn);
+                            sender = Some(s);
+                        }
+                        Err(e) => {
+                            failed += 1;
+                            why.push(format!("handshake: {e}"));
+                            continue;
+                        }
+                    }
+                }
+                let s = sender.as_mut().unwrap();
+                let outcome: anyhow::Result<()> = async {
+                    s.ready().await?;
+                    let req = http::Request::get("/").header("host", "drain").body(Full::new(bytes::Bytes::new()))?;
+                    let resp = tokio::time::timeout(Duration::from_secs(10), s.send_request(req)).await??;
+                    let status = resp.status();
+                    let body = resp.into_body().collect().await?.to_bytes();
+                    anyhow::ensure!(status == 200 && body.as_ref() == b"Hello from Trellis!\n", "status {status}: {}", String::from_utf8_lossy(&body));
+                    Ok(())
+                }
+                .await;
+                match outcome {
+                    Ok(()) => ok += 1,
+                    Err(e) => {
+                        failed += 1;
+                        why.push(e.to_string());
+                        sender = None;
+                    }
+                }
+            }
+            (ok, failed, why)
+        }
+    });
+    let mut total = (0, 0, Vec::new());
+    for (ok, failed, why) in futures::future::join_all(workers).await {
+        total.0 += ok;
+        total.1 += failed;
+        total.2.extend(why);
+    }
+    total
+}
+
+async fn wait_replicas(ctl: &CtlClient, hosts: &[&Host], id: &str, want: &[u32], within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let now = replicas(ctl, hosts, id).await;
+        if now == want {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "replicas of `{id}` per host are {now:?}, not {want:?}, after {within:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_a_host_under_http_load_loses_no_request_and_cordon_blocks_new_placements() {
+    use trellis_lattice::ctl::Schedule;
+    let nats = NatsServer::start().await.unwrap();
+    let w1 = start_host(&nats.url(), &[("zone", "work")]).await.unwrap();
+    let w2 = start_host(&nats.url(), &[("zone", "work")]).await.unwrap();
+    let edge = start_host(&nats.url(), &[("zone", "edge")]).await.unwrap();
+    let l = lattice(nats).await;
+    let apps = AppClient::new(l.ctl.nats().clone(), "default");
+    let addr = free_addr().unwrap();
+    apps.put(&drain_manifest("v1", 4, addr)).await.unwrap();
+    apps.deploy("drain", None).await.unwrap();
+    wait_status(&apps, "drain", AppState::Deployed, LONG).await;
+    let id = "drain-hello";
+    assert_eq!(replicas(&l.ctl, &[&w1, &w2, &edge], id).await, [2, 2, 0]);
+    get_until(addr, "/", 200, WAIT).await.unwrap();
+
+    // Drain w1 under steady load.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = tokio::spawn(hammer(addr, 4, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = l.ctl.drain_host(w1.id()).await.unwrap();
+    assert_eq!(r.schedule, Schedule::Draining);
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let inv = l.ctl.get_host_inventory(w1.id()).await.unwrap();
+        if inv.schedule == Schedule::Drained {
+            assert!(inv.components.is_empty(), "{inv:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "w1 did not drain: {inv:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_status(&apps, "drain", AppState::Deployed, LONG).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed, why) = load.await.unwrap();
+    eprintln!("drain under load: {ok} answered, {failed} failed");
+    assert_eq!(failed, 0, "{failed} of {} requests failed: {:?}", ok + failed, &why[..why.len().min(5)]);
+    assert!(ok > 20, "only {ok} requests answered");
+    assert_eq!(replicas(&l.ctl, &[&w1, &w2, &edge], id).await, [0, 4, 0]);
+    // A drained host bids in no auction.
+    let bids = l
+        .ctl
+        .perform_component_auction(&trellis_lattice::ctl::ComponentAuctionRequest { component_ref: file_ref(http_hello()), component_id: "bid".into(), constraints: Default::default() })
+        .await
+        .unwrap();
+    assert!(bids.iter().all(|b| b.host_id != w1.id()), "{bids:?}");
+
+    // Uncordon: w1 takes replicas again.
+    assert_eq!(l.ctl.uncordon_host(w1.id()).await.unwrap().schedule, Schedule::Schedulable);
+    wait_replicas(&l.ctl, &[&w1, &w2], id, &[2, 2], LONG).await;
+
+    // Cordon w1, scale the app up: nothing new lands on w1, what runs there stays.
+    assert_eq!(l.ctl.cordon_host(w1.id()).await.unwrap().schedule, Schedule::Cordoned);
+    apps.put(&drain_manifest("v2", 6, addr)).await.unwrap();
+    apps.deploy("drain", Some("v2")).await.unwrap();
+    wait_replicas(&l.ctl, &[&w1, &w2], id, &[2, 4], LONG).await;
+    wait_status(&apps, "drain", AppState::Deployed, LONG).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(replicas(&l.ctl, &[&w1, &w2], id).await, [2, 4], "a cordoned host got new replicas");
+    // Uncordoned, it gets its share again.
+    l.ctl.uncordon_host(w1.id()).await.unwrap();
+    wait_replicas(&l.ctl, &[&w1, &w2], id, &[3, 3], LONG).await;
+    get_until(addr, "/", 200, WAIT).await.unwrap();
+}

@@ -65,6 +65,9 @@ pub enum Command {
     /// Stop a component, a provider or a host.
     #[command(subcommand)]
     Stop(StopCommand),
+    /// Cordon, uncordon or drain a host (Trellis' control extension).
+    #[command(subcommand)]
+    Host(HostCommand),
     /// Change how many instances of a component may run at once.
     #[command(subcommand)]
     Scale(ScaleCommand),
@@ -329,6 +332,30 @@ pub enum ConfigCommand {
     Del {
         /// The config name.
         name: String,
+    },
+}
+
+/// `wash host …`.
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// The host keeps what it runs but gets no new placements and bids in no auction.
+    Cordon {
+        /// The host id.
+        host_id: String,
+    },
+    /// The host takes new placements again.
+    Uncordon {
+        /// The host id.
+        host_id: String,
+    },
+    /// Cordon the host; the app reconciler starts replacements elsewhere, then stops the
+    /// host's managed replicas once their in-flight requests are answered.
+    Drain {
+        /// The host id.
+        host_id: String,
+        /// Wait until the host is drained (no managed replica left on it).
+        #[arg(long)]
+        wait: bool,
     },
 }
 

@@ -1,4 +1,5 @@
-//! Hosts: `get hosts`, `get inventory`, `get claims`, `label put|del` and `stop host`.
+//! Hosts: `get hosts`, `get inventory`, `get claims`, `label put|del`, `stop host` and
+//! `host cordon|uncordon|drain`.
 
 use std::fmt::Write as _;
 
@@ -9,7 +10,7 @@ use trellis_lattice::event::HostStopped;
 use crate::cli::{Global, StopHostArgs};
 use crate::events::{Watch, timed_out};
 use crate::lattice;
-use crate::output::{Report, list, pairs, table};
+use crate::output::{Report, Step, list, pairs, table};
 
 /// `wash get hosts`.
 pub async fn get_hosts(g: &Global) -> anyhow::Result<Report> {
@@ -25,6 +26,9 @@ pub async fn get_hosts(g: &Global) -> anyhow::Result<Report> {
 fn inventory_text(out: &mut String, inv: &HostInventory) {
     let _ = writeln!(out, "Host {} ({}), up {}", inv.host_id, inv.friendly_name, inv.uptime_human);
     let _ = writeln!(out, "Labels: {}", pairs(&inv.labels));
+    if !inv.schedule.is_schedulable() {
+        let _ = writeln!(out, "Scheduling: {}", inv.schedule.as_str());
+    }
     let _ = writeln!(out);
     let components: Vec<Vec<String>> =
         inv.components.iter().map(|c| vec![c.id.clone(), c.image_ref.clone(), c.max_instances.to_string()]).collect();
@@ -99,4 +103,52 @@ pub async fn stop(g: &Global, args: &StopHostArgs) -> anyhow::Result<Report> {
         }
     }
     Ok(Report::new(format!("Host {host_id} stopped"), json!({"host_id": host_id})))
+}
+
+fn schedule_report(r: &trellis_lattice::ctl::HostScheduleReply) -> Report {
+    Report::new(format!("Host {} is {}", r.host_id, r.schedule.as_str()), json!({"host_id": r.host_id, "schedule": r.schedule}))
+}
+
+/// `wash host cordon HOST`.
+pub async fn cordon(g: &Global, host_id: &str) -> anyhow::Result<Report> {
+    let ctl = lattice::ctl(g).await?;
+    Ok(schedule_report(&lattice::on_host(&ctl, host_id, ctl.cordon_host(host_id)).await?))
+}
+
+/// `wash host uncordon HOST`.
+pub async fn uncordon(g: &Global, host_id: &str) -> anyhow::Result<Report> {
+    let ctl = lattice::ctl(g).await?;
+    Ok(schedule_report(&lattice::on_host(&ctl, host_id, ctl.uncordon_host(host_id)).await?))
+}
+
+/// `wash host drain HOST [--wait]`.
+pub async fn drain(g: &Global, host_id: &str, wait: bool) -> anyhow::Result<Report> {
+    use trellis_lattice::ctl::Schedule;
+    let ctl = lattice::ctl(g).await?;
+    let mut reply = lattice::on_host(&ctl, host_id, ctl.drain_host(host_id)).await?;
+    if wait && reply.schedule != Schedule::Drained {
+        let step = Step::start(g.output, format!("Draining host {host_id}: replicas move elsewhere, then stop"));
+        // Replacements start elsewhere first; that can take as long as loading a component.
+        let timeout = lattice::timeout(g) * 6;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            if let Ok(inv) = ctl.get_host_inventory(host_id).await {
+                reply.schedule = inv.schedule;
+            }
+            if reply.schedule == Schedule::Drained {
+                step.done(format!("Host {host_id} drained"));
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                step.fail();
+                anyhow::bail!(
+                    "host {host_id} is still {} after {} s; `wash app status` tells what the reconciler waits for",
+                    reply.schedule.as_str(),
+                    timeout.as_secs()
+                );
+            }
+        }
+    }
+    Ok(schedule_report(&reply))
 }

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use trellis_lattice::ErrorKind;
 use trellis_lattice::client::CtlClient;
 
-use crate::cli::{Command, ConfigCommand, GetCommand, Global, LabelCommand, LinkCommand, ScaleCommand, StartCommand, StopCommand, UpdateCommand};
+use crate::cli::{Command, ConfigCommand, GetCommand, Global, HostCommand, LabelCommand, LinkCommand, ScaleCommand, StartCommand, StopCommand, UpdateCommand};
 use crate::output::Report;
 
 pub mod app;
@@ -29,6 +29,9 @@ pub async fn run(g: &Global, command: Command) -> anyhow::Result<Report> {
         Command::Stop(StopCommand::Component(args)) => component::stop(g, &args).await,
         Command::Stop(StopCommand::Provider(args)) => provider::stop(g, &args).await,
         Command::Stop(StopCommand::Host(args)) => host::stop(g, &args).await,
+        Command::Host(HostCommand::Cordon { host_id }) => host::cordon(g, &host_id).await,
+        Command::Host(HostCommand::Uncordon { host_id }) => host::uncordon(g, &host_id).await,
+        Command::Host(HostCommand::Drain { host_id, wait }) => host::drain(g, &host_id, wait).await,
         Command::Scale(ScaleCommand::Component(args)) => component::scale(g, &args).await,
         Command::Update(UpdateCommand::Component(args)) => component::update(g, &args).await,
         Command::Link(LinkCommand::Put(args)) => link::put(g, &args).await,
