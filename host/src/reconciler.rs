@@ -444,8 +444,11 @@ async fn reconcile(
             let want_n = want.components.get(&(host.clone(), c.id.clone())).copied();
             if owned_by(&c.annotations, app) && want_n.is_none() {
                 waiting.push(format!("stop `{}` on host {host}", c.id));
-                // New before old: a replica goes only once every replica wanted runs elsewhere.
-                let replaced = want.components.iter().filter(|((_, id), _)| id == &c.id).all(|((h, id), n)| {
+                // New before old: a replica goes only once every replica wanted of it runs
+                // elsewhere (right count, right image); one the app no longer has at all (a
+                // renamed component) once every wanted replica of the app runs.
+                let still_wanted = want.components.keys().any(|(_, id)| id == &c.id);
+                let replaced = want.components.iter().filter(|((_, id), _)| !still_wanted || id == &c.id).all(|((h, id), n)| {
                     actual.inventories.iter().find(|i| &i.host_id == h).and_then(|i| i.components.iter().find(|x| &x.id == id)).is_some_and(|x| x.max_instances >= *n && want.images.get(id).is_some_and(|(image, _)| &x.image_ref == image))
                 });
                 if !replaced {
@@ -830,6 +833,27 @@ mod tests {
         let d = desired(&app(SPREAD, "component", "file:///c.wasm"), &only_cloud);
         assert_eq!(placed(&d), [("h1".into(), 5)]);
         assert_eq!(d.problems, ["5 of 7 replicas of `c`: no host matches zone=edge"]);
+    }
+
+    #[test]
+    fn a_cordoned_host_keeps_what_it_runs_and_a_draining_one_gets_nothing() {
+        use trellis_lattice::ctl::ComponentDescription;
+        let spread = "      traits:\n        - type: spreadscaler\n          properties:\n            instances: 6\n";
+        let m = app(spread, "component", "file:///c.wasm");
+        let mut h1 = host("h1", "cloud");
+        h1.schedule = Schedule::Cordoned;
+        h1.components = vec![ComponentDescription { id: "t-c".into(), image_ref: "file:///c.wasm".into(), max_instances: 2, ..Default::default() }];
+        let actual = Actual { inventories: vec![h1.clone(), host("h2", "cloud")], links: vec![] };
+        assert_eq!(m.component_id(&m.spec.components[0]), "t-c");
+        assert_eq!(placed(&desired(&m, &actual)), [("h1".into(), 2), ("h2".into(), 4)]);
+        h1.schedule = Schedule::Draining;
+        let actual = Actual { inventories: vec![h1.clone(), host("h2", "cloud")], links: vec![] };
+        assert_eq!(placed(&desired(&m, &actual)), [("h2".into(), 6)]);
+        h1.schedule = Schedule::Cordoned;
+        let only_cordoned = Actual { inventories: vec![h1], links: vec![] };
+        let d = desired(&m, &only_cordoned);
+        assert_eq!(placed(&d), [("h1".into(), 2)]);
+        assert_eq!(d.problems, ["2 of 6 replicas of `c`: every host matching it is cordoned"]);
     }
 
     #[test]

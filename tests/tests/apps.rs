@@ -294,6 +294,11 @@ async fn a_killed_host_is_missed_after_three_heartbeats_and_its_replicas_move() 
 /// `drain`: `hello` spread over the `zone=work` hosts, the http-server provider on the
 /// `zone=edge` host (so draining a work host never touches it).
 fn drain_manifest(version: &str, instances: u32, addr: SocketAddr) -> String {
+    drain_manifest_of(version, instances, addr, &file_ref(http_hello()))
+}
+
+/// [`drain_manifest`] with `hello` from `image`.
+fn drain_manifest_of(version: &str, instances: u32, addr: SocketAddr, image: &str) -> String {
     format!(
         r#"apiVersion: core.oam.dev/v1beta1
 kind: Application
@@ -339,13 +344,17 @@ spec:
                     address: "{addr}"
             target:
               name: hello
-"#,
-        image = file_ref(http_hello())
+"#
     )
 }
 
 /// Keep-alive HTTP loops against `addr` until `stop`; (answered 200 with the right body, failed).
 async fn hammer(addr: SocketAddr, loops: usize, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> (u64, u64, Vec<String>) {
+    hammer_for(addr, loops, stop, &[b"Hello from Trellis!\n"]).await
+}
+
+/// [`hammer`], accepting any of `bodies`.
+async fn hammer_for(addr: SocketAddr, loops: usize, stop: std::sync::Arc<std::sync::atomic::AtomicBool>, bodies: &'static [&'static [u8]]) -> (u64, u64, Vec<String>) {
     use http_body_util::{BodyExt, Full};
     use std::sync::atomic::Ordering;
     let workers = (0..loops).map(|_| {
@@ -383,7 +392,7 @@ async fn hammer(addr: SocketAddr, loops: usize, stop: std::sync::Arc<std::sync::
                     let resp = tokio::time::timeout(Duration::from_secs(10), s.send_request(req)).await??;
                     let status = resp.status();
                     let body = resp.into_body().collect().await?.to_bytes();
-                    anyhow::ensure!(status == 200 && body.as_ref() == b"Hello from Trellis!\n", "status {status}: {}", String::from_utf8_lossy(&body));
+                    anyhow::ensure!(status == 200 && bodies.contains(&body.as_ref()), "status {status}: {}", String::from_utf8_lossy(&body));
                     Ok(())
                 }
                 .await;
@@ -485,4 +494,47 @@ async fn draining_a_host_under_http_load_loses_no_request_and_cordon_blocks_new_
     l.ctl.uncordon_host(w1.id()).await.unwrap();
     wait_replicas(&l.ctl, &[&w1, &w2], id, &[3, 3], LONG).await;
     get_until(addr, "/", 200, WAIT).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploying_a_new_version_under_http_load_loses_no_request_and_leaves_no_old_replica() {
+    let nats = NatsServer::start().await.unwrap();
+    let w1 = start_host(&nats.url(), &[("zone", "work")]).await.unwrap();
+    let w2 = start_host(&nats.url(), &[("zone", "work")]).await.unwrap();
+    let _edge = start_host(&nats.url(), &[("zone", "edge")]).await.unwrap();
+    let l = lattice(nats).await;
+    let apps = AppClient::new(l.ctl.nats().clone(), "default");
+    let addr = free_addr().unwrap();
+    let (v1, v2) = (file_ref(http_hello()), file_ref(misbehave()));
+    apps.put(&drain_manifest_of("v1", 4, addr, &v1)).await.unwrap();
+    apps.deploy("drain", None).await.unwrap();
+    wait_status(&apps, "drain", AppState::Deployed, LONG).await;
+    get_until(addr, "/", 200, WAIT).await.unwrap();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = tokio::spawn(hammer_for(addr, 4, stop.clone(), &[b"Hello from Trellis!\n", b"misbehave v1\n"]));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    apps.put(&drain_manifest_of("v2", 4, addr, &v2)).await.unwrap();
+    apps.deploy("drain", Some("v2")).await.unwrap();
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let mut images = Vec::new();
+        for h in [&w1, &w2] {
+            let inv = l.ctl.get_host_inventory(h.id()).await.unwrap();
+            images.extend(inv.components.iter().filter(|c| c.id == "drain-hello").map(|c| (c.image_ref.clone(), c.max_instances)));
+        }
+        if images.iter().all(|(i, _)| *i == v2) && images.iter().map(|(_, n)| n).sum::<u32>() == 4 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "v1 replicas remain: {images:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_status(&apps, "drain", AppState::Deployed, LONG).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed, why) = load.await.unwrap();
+    eprintln!("upgrade under load: {ok} answered, {failed} failed");
+    assert_eq!(failed, 0, "{failed} of {} requests failed: {:?}", ok + failed, &why[..why.len().min(5)]);
+    assert!(ok > 20, "only {ok} requests answered");
+    assert_eq!(get_until(addr, "/", 200, WAIT).await.unwrap().text(), "misbehave v1\n");
 }
