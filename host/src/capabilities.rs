@@ -239,32 +239,35 @@ impl logging::Host for State {
 }
 
 impl State {
-    fn component_config(&self) -> trellis_lattice::ctl::StringMap {
-        self.outbound().config(self.config_names())
+    fn config_value(&self, key: &str) -> Option<String> {
+        self.outbound().config(self.config_names()).remove(key)
+    }
+
+    fn config_all(&self) -> Vec<(String, String)> {
+        let mut all: Vec<_> = self.outbound().config(self.config_names()).into_iter().collect();
+        all.sort();
+        all
     }
 }
 
+// `store` and `runtime` are the same interface under two names.
 impl config_store::Host for State {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, config_store::Error>> {
-        Ok(Ok(self.component_config().get(&key).cloned()))
+        Ok(Ok(self.config_value(&key)))
     }
 
     async fn get_all(&mut self) -> wasmtime::Result<Result<Vec<(String, String)>, config_store::Error>> {
-        let mut all: Vec<_> = self.component_config().into_iter().collect();
-        all.sort();
-        Ok(Ok(all))
+        Ok(Ok(self.config_all()))
     }
 }
 
 impl config_runtime::Host for State {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, config_runtime::ConfigError>> {
-        Ok(Ok(self.component_config().get(&key).cloned()))
+        Ok(Ok(self.config_value(&key)))
     }
 
     async fn get_all(&mut self) -> wasmtime::Result<Result<Vec<(String, String)>, config_runtime::ConfigError>> {
-        let mut all: Vec<_> = self.component_config().into_iter().collect();
-        all.sort();
-        Ok(Ok(all))
+        Ok(Ok(self.config_all()))
     }
 }
 

@@ -109,3 +109,53 @@ async fn files_environment_and_sockets_are_denied_and_the_host_logs_each_with_th
     eprintln!("{}", denials().join("\n"));
     host.stop(std::time::Duration::from_secs(5)).await;
 }
+
+/// What a component is given instead: its named config through `wasi:config` (both names,
+/// read live), and `wasi:logging` into the host log, tagged with the component id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_reaches_the_component_live_and_its_logs_reach_the_host_log() {
+    use trellis_lattice::ctl::ScaleComponentCommand;
+    let logs = logs();
+    let nats = NatsServer::start().await.unwrap();
+    let host = Host::start(config(&nats.url(), &[])).await.unwrap();
+    let mut lattice = Lattice::on(&nats).await;
+    let cfg = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    lattice.ctl.put_config("base", &cfg(&[("greeting", "hello"), ("color", "blue")])).await.unwrap();
+    lattice.ctl.put_config("override", &cfg(&[("color", "green")])).await.unwrap();
+    lattice
+        .ctl
+        .scale_component(&ScaleComponentCommand {
+            component_ref: trellis_tests::components::file_ref(misbehave()),
+            component_id: "configured".into(),
+            max_instances: 2,
+            host_id: host.id().into(),
+            config: vec!["base".into(), "override".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    lattice.events.wait_for("component_scaled", trellis_tests::scenario::WAIT, |e| e.data["component_id"] == "configured").await.unwrap();
+
+    // Later names win; both interface names see the same merged config.
+    assert_eq!(get(&host, "configured", "/config").await, "greeting=hello all=color=green,greeting=hello\n");
+    // A config change reaches the next invocation, with no restart.
+    lattice.ctl.put_config("base", &cfg(&[("greeting", "bonjour")])).await.unwrap();
+    let deadline = std::time::Instant::now() + trellis_tests::scenario::WAIT;
+    loop {
+        let body = get(&host, "configured", "/config").await;
+        if body == "greeting=bonjour all=color=green,greeting=bonjour\n" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the change never arrived: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // wasi:logging lands in the host log at its level, with the component id and context.
+    assert_eq!(get(&host, "configured", "/log?the-cache-is-cold").await, "logged\n");
+    let lines = logs.lines_with("the-cache-is-cold");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("WARN"), "{}", lines[0]);
+    assert!(lines[0].contains("component_id=\"configured\""), "{}", lines[0]);
+    assert!(lines[0].contains("context=\"misbehave\""), "{}", lines[0]);
+    host.stop(std::time::Duration::from_secs(5)).await;
+}

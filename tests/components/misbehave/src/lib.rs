@@ -12,6 +12,9 @@
 //! - `/socket?port=N` tries a TCP connection to 127.0.0.1:N (default 4222)
 //!   through `wasi:sockets` and answers with what it got (the host gives
 //!   components no network);
+//! - `/config` answers its named config through `wasi:config` (`store.get`
+//!   of `greeting`, `runtime.get-all`) as `greeting=… all=k=v,…`;
+//! - `/log?MESSAGE` logs MESSAGE at warn through `wasi:logging`;
 //! - `/echo` streams the request body back as the response body, chunk by
 //!   chunk, never holding all of it;
 //! - anything else answers `misbehave v1\n`, which tests use to tell this
@@ -43,6 +46,12 @@ impl Guest for Misbehave {
                 std::env::args_os().count()
             ),
             Some("/file") => files(),
+            Some("/config") => config(),
+            Some(p) if p.starts_with("/log?") => {
+                let message = p.trim_start_matches("/log?");
+                bindings::wasi::logging::logging::log(bindings::wasi::logging::logging::Level::Warn, "misbehave", message);
+                "logged\n".to_string()
+            }
             Some(p) if p == "/socket" || p.starts_with("/socket?") => {
                 let port = p
                     .split_once("port=")
@@ -54,6 +63,36 @@ impl Guest for Misbehave {
         };
         respond(response_out, body.as_bytes());
     }
+}
+
+mod bindings {
+    wit_bindgen::generate!({
+        inline: "
+            package trellis:misbehave;
+            world misbehave {
+                import wasi:config/store@0.2.0-draft;
+                import wasi:config/runtime@0.2.0-draft;
+                import wasi:logging/logging@0.1.0-draft;
+            }
+        ",
+        path: ["../../../interfaces/wasi-config", "../../../interfaces/wasi-logging"],
+        world: "trellis:misbehave/misbehave",
+        generate_all,
+    });
+}
+
+/// Its named config through both names of wasi:config: `greeting=… all=k=v,…`.
+fn config() -> String {
+    use bindings::wasi::config::{runtime, store};
+    let greeting = match store::get("greeting") {
+        Ok(v) => v.unwrap_or_else(|| "-".into()),
+        Err(e) => format!("error {e:?}"),
+    };
+    let all = match runtime::get_all() {
+        Ok(pairs) => pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+        Err(e) => format!("error {e:?}"),
+    };
+    format!("greeting={greeting} all={all}\n")
 }
 
 /// Reads a file and creates one; each line says what happened.
