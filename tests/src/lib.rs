@@ -8,3 +8,11 @@ pub mod hosts;
 pub mod http;
 pub mod redis;
 pub mod scenario;
+
+/// Asserts that `s` contains every one of `parts`, naming the first one missing.
+#[track_caller]
+pub fn assert_contains_all(s: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(s.contains(p), "`{p}` is missing from: {s}");
+    }
+}

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use trellis_host::Host;
 use trellis_lattice::client::CtlClient;
 use trellis_lattice::ctl::*;
+use trellis_tests::assert_contains_all;
 use trellis_tests::components::{file_ref, pinger, ponger};
 use trellis_tests::hosts::{Events, start_host};
 use trellis_tests::nats::NatsServer;
@@ -101,12 +102,6 @@ async fn body(host: &Host, path: &str) -> String {
 
 async fn error(host: &Host, path: &str) -> String {
     host.invoke_http("pinger", get(path)).await.unwrap_err().to_string()
-}
-
-fn assert_contains_all(s: &str, parts: &[&str]) {
-    for p in parts {
-        assert!(s.contains(p), "`{p}` is missing from: {s}");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ use futures::StreamExt;
 use trellis_host::Host;
 use trellis_lattice::client::CtlClient;
 use trellis_lattice::ctl::*;
+use trellis_tests::assert_contains_all;
 use trellis_tests::components::{file_ref, messaging_echo, messenger};
 use trellis_tests::hosts::{Events, start_host, workspace_binary};
 use trellis_tests::nats::NatsServer;
@@ -148,12 +149,6 @@ async fn messenger_call(host: &Host, path: &str, body: &[u8]) -> (u16, String) {
     let req = http::Request::post(format!("http://localhost{path}")).body(Bytes::copy_from_slice(body)).unwrap();
     let resp = host.invoke_http("messenger", req).await.unwrap();
     (resp.status().as_u16(), String::from_utf8_lossy(resp.body()).into_owned())
-}
-
-fn assert_contains_all(s: &str, parts: &[&str]) {
-    for p in parts {
-        assert!(s.contains(p), "`{p}` is missing from: {s}");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
