@@ -18,6 +18,7 @@ pub const WAIT: Duration = Duration::from_secs(20);
 /// The lattice under test; usually owns its nats-server.
 pub struct Lattice {
     _nats: Option<NatsServer>,
+    url: String,
     /// A control client.
     pub ctl: CtlClient,
     /// Every event since creation.
@@ -28,7 +29,7 @@ pub struct Lattice {
 pub async fn lattice(nats: NatsServer) -> Lattice {
     let ctl = CtlClient::new(nats.client().await.expect("scenario step"), "default");
     let events = Events::subscribe(ctl.nats(), "default").await.expect("scenario step");
-    Lattice { _nats: Some(nats), ctl, events }
+    Lattice { url: nats.url(), _nats: Some(nats), ctl, events }
 }
 
 impl Lattice {
@@ -36,11 +37,54 @@ impl Lattice {
     pub async fn on(nats: &NatsServer) -> Lattice {
         let ctl = CtlClient::new(nats.client().await.expect("connect"), "default");
         let events = Events::subscribe(ctl.nats(), "default").await.expect("subscribe to events");
-        Lattice { _nats: None, ctl, events }
+        Lattice { url: nats.url(), _nats: None, ctl, events }
     }
 }
 
 impl Lattice {
+    /// A scenario over a fresh nats-server of its own.
+    pub async fn new() -> Lattice {
+        lattice(NatsServer::start().await.expect("nats-server")).await
+    }
+
+    /// Starts an in-process host on this lattice (no labels).
+    pub async fn host(&self) -> Host {
+        crate::hosts::start_host(&self.url, &[]).await.expect("host")
+    }
+
+    /// The control client's NATS connection.
+    pub fn client(&self) -> async_nats::Client {
+        self.ctl.nats().clone()
+    }
+
+    /// Puts named config `name`.
+    pub async fn put_config(&self, name: &str, values: &[(&str, &str)]) {
+        self.ctl.put_config(name, &values.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).await.expect("put config");
+    }
+
+    /// Puts `link` and waits until every host in `hosts` has it in its own registry view.
+    pub async fn put_link_seen(&self, hosts: &[&Host], link: &Link) {
+        self.ctl.put_link(link).await.expect("put link");
+        wait_until("the link to reach every host's view", || hosts.iter().all(|h| h.links().contains(link))).await;
+    }
+
+    /// Deletes `link` and waits until it has left the view of every host in `hosts`.
+    pub async fn delete_link_seen(&self, hosts: &[&Host], link: &Link) {
+        let req = DeleteLinkRequest { source_id: link.source_id.clone(), name: link.name.clone(), wit_namespace: link.wit_namespace.clone(), wit_package: link.wit_package.clone() };
+        self.ctl.delete_link(&req).await.expect("delete link");
+        wait_until("the link to leave every host's view", || hosts.iter().all(|h| !h.links().contains(link))).await;
+    }
+
+    /// Scales `path` as `id` on `host` to `max` and waits for the `component_scaled` that says so.
+    pub async fn scale(&mut self, host: &Host, id: &str, path: &str, max: u32) {
+        let cmd = ScaleComponentCommand { component_ref: file_ref(path), component_id: id.into(), max_instances: max, host_id: host.id().into(), ..Default::default() };
+        self.ctl.scale_component(&cmd).await.expect("scale");
+        self.events
+            .wait_for("component_scaled", WAIT, |e| e.data["component_id"] == id && e.data["max_instances"] == max && e.source == host.id())
+            .await
+            .expect("component_scaled");
+    }
+
     /// Scales `path` as `id` on `host` and waits for `component_scaled`.
     pub async fn start_component(&mut self, host: &Host, id: &str, path: &str, max: u32, limits: Option<StringMap>) {
         self.ctl
@@ -69,7 +113,7 @@ impl Lattice {
             .start_provider(&StartProviderCommand { provider_id: id.into(), provider_ref: reference.into(), host_id: host.id().into(), config: names, annotations: None })
             .await
             .expect("scenario step");
-        self.events.wait_for("provider_started", WAIT, |e| e.data["provider_id"] == id).await.expect("scenario step");
+        self.events.wait_for("provider_started", WAIT, |e| e.data["provider_id"] == id && e.source == host.id()).await.expect("scenario step");
     }
 
     /// Links `source` (the http-server provider) to `target` with source config `cfg`.
@@ -98,5 +142,14 @@ impl Lattice {
             .delete_link(&DeleteLinkRequest { source_id: source.into(), name: target.into(), wit_namespace: "wasi".into(), wit_package: "http".into() })
             .await
             .expect("scenario step");
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds; fails after [`WAIT`], naming `what`.
+pub async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -8,14 +8,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use trellis_host::Host;
-use trellis_lattice::client::CtlClient;
 use trellis_lattice::ctl::*;
 use trellis_tests::assert_contains_all;
-use trellis_tests::components::{file_ref, pinger, ponger};
-use trellis_tests::hosts::{Events, start_host};
-use trellis_tests::nats::NatsServer;
+use trellis_tests::components::{pinger, ponger};
+use trellis_tests::scenario::{Lattice, WAIT};
 
-const WAIT: Duration = Duration::from_secs(20);
 
 /// Everything the first ping sends comes back, transformed as ponger documents.
 const FULL_QUERY: &str = "/?message=hi&count=3&tags=a,b&reply-to=inbox-7&volume=loud&marks=urgent,twice";
@@ -46,54 +43,6 @@ fn pingpong_link(target: &str) -> Link {
     }
 }
 
-struct Lattice {
-    nats: NatsServer,
-    ctl: CtlClient,
-    events: Events,
-}
-
-impl Lattice {
-    async fn new() -> Self {
-        let nats = NatsServer::start().await.unwrap();
-        let ctl = CtlClient::new(nats.client().await.unwrap(), "default");
-        let events = Events::subscribe(ctl.nats(), "default").await.unwrap();
-        Self { nats, ctl, events }
-    }
-
-    async fn host(&self) -> Host {
-        start_host(&self.nats.url(), &[]).await.unwrap()
-    }
-
-    async fn scale(&mut self, host: &Host, id: &str, path: &str, max: u32) {
-        let cmd = ScaleComponentCommand { component_ref: file_ref(path), component_id: id.into(), max_instances: max, host_id: host.id().into(), ..Default::default() };
-        self.ctl.scale_component(&cmd).await.unwrap();
-        self.events
-            .wait_for("component_scaled", WAIT, |e| e.data["component_id"] == id && e.data["max_instances"] == max && e.source == host.id())
-            .await
-            .unwrap();
-    }
-
-    /// Puts `link` and waits until `host`'s own view of the registry has it.
-    async fn put_link(&self, host: &Host, link: &Link) {
-        self.ctl.put_link(link).await.unwrap();
-        wait_until("the link to reach the host's view", || host.links().contains(link)).await;
-    }
-
-    async fn delete_link(&self, host: &Host, link: &Link) {
-        let req = DeleteLinkRequest { source_id: link.source_id.clone(), name: link.name.clone(), wit_namespace: link.wit_namespace.clone(), wit_package: link.wit_package.clone() };
-        self.ctl.delete_link(&req).await.unwrap();
-        wait_until("the link to leave the host's view", || !host.links().contains(link)).await;
-    }
-}
-
-async fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn body(host: &Host, path: &str) -> String {
     let resp = host.invoke_http("pinger", get(path)).await.unwrap();
     assert_eq!(resp.status(), 200, "{:?}", resp.body());
@@ -120,7 +69,7 @@ async fn pinger_calls_ponger_on_another_host_through_a_link() {
     assert_contains_all(&error(&a, FULL_QUERY).await, &no_link);
 
     let link = pingpong_link("ponger");
-    lattice.put_link(&a, &link).await;
+    lattice.put_link_seen(&[&a], &link).await;
     assert_eq!(body(&a, FULL_QUERY).await, FULL_REPLY);
     // Option none, an empty list, a payload-less variant case, empty flags, a quiet volume
     // and a multi-byte last char (the query is percent-encoded).
@@ -139,7 +88,7 @@ async fn pinger_calls_ponger_on_another_host_through_a_link() {
     assert_eq!(inv.components.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["pinger"]);
 
     // Deleting the link takes effect on the next call.
-    lattice.delete_link(&a, &link).await;
+    lattice.delete_link_seen(&[&a], &link).await;
     assert_contains_all(&error(&a, FULL_QUERY).await, &no_link);
 }
 
@@ -148,7 +97,7 @@ async fn a_target_running_nowhere_is_named_and_a_same_host_target_answers_locall
     let mut lattice = Lattice::new().await;
     let a = lattice.host().await;
     lattice.scale(&a, "pinger", pinger(), 1).await;
-    lattice.put_link(&a, &pingpong_link("ponger")).await;
+    lattice.put_link_seen(&[&a], &pingpong_link("ponger")).await;
 
     let no_replica = [
         "no running replica of `ponger` answered",
@@ -186,7 +135,7 @@ async fn a_link_to_a_component_without_the_export_is_unsupported() {
     let a = lattice.host().await;
     lattice.scale(&a, "pinger", pinger(), 1).await;
     lattice.scale(&a, "hello", trellis_tests::components::http_hello(), 1).await;
-    lattice.put_link(&a, &pingpong_link("hello")).await;
+    lattice.put_link_seen(&[&a], &pingpong_link("hello")).await;
     assert_contains_all(
         &error(&a, FULL_QUERY).await,
         &["component `hello` does not export `trellis:examples/pingpong`", "target `hello`", "function `ping`"],

@@ -9,71 +9,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use trellis_host::Host;
-use trellis_lattice::client::CtlClient;
 use trellis_lattice::ctl::*;
 use trellis_tests::assert_contains_all;
 use trellis_tests::components::{file_ref, messaging_echo, messenger};
-use trellis_tests::hosts::{Events, start_host, workspace_binary};
+use trellis_tests::hosts::workspace_binary;
+use trellis_tests::scenario::{Lattice, WAIT, lattice};
 use trellis_tests::nats::NatsServer;
 
-const WAIT: Duration = Duration::from_secs(20);
 const PROVIDER: &str = "messaging";
 
-struct Lattice {
-    nats: NatsServer,
-    ctl: CtlClient,
-    events: Events,
-}
-
-impl Lattice {
-    async fn new() -> Self {
-        Self::on(NatsServer::start().await.unwrap()).await
-    }
-
-    async fn on(nats: NatsServer) -> Self {
-        let ctl = CtlClient::new(nats.client().await.unwrap(), "default");
-        let events = Events::subscribe(ctl.nats(), "default").await.unwrap();
-        Self { nats, ctl, events }
-    }
-
-    async fn host(&self) -> Host {
-        start_host(&self.nats.url(), &[]).await.unwrap()
-    }
-
-    fn client(&self) -> async_nats::Client {
-        self.ctl.nats().clone()
-    }
-
-    async fn scale(&mut self, host: &Host, id: &str, path: &str, max: u32) {
-        let cmd = ScaleComponentCommand { component_ref: file_ref(path), component_id: id.into(), max_instances: max, host_id: host.id().into(), ..Default::default() };
-        self.ctl.scale_component(&cmd).await.unwrap();
-        self.events
-            .wait_for("component_scaled", WAIT, |e| e.data["component_id"] == id && e.data["max_instances"] == max && e.source == host.id())
-            .await
-            .unwrap();
-    }
-
-    async fn start_provider(&mut self, host: &Host, reference: &str) {
-        let cmd = StartProviderCommand { provider_id: PROVIDER.into(), provider_ref: reference.into(), host_id: host.id().into(), config: vec![], annotations: None };
-        self.ctl.start_provider(&cmd).await.unwrap();
-        self.events.wait_for("provider_started", WAIT, |e| e.data["provider_id"] == PROVIDER && e.source == host.id()).await.unwrap();
-    }
-
-    async fn put_config(&self, name: &str, values: &[(&str, &str)]) {
-        self.ctl.put_config(name, &values.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).await.unwrap();
-    }
-
-    /// Puts `link` and waits until every host in `hosts` has it in its view.
-    async fn put_link(&self, hosts: &[&Host], link: &Link) {
-        self.ctl.put_link(link).await.unwrap();
-        wait_until("the link to reach every host's view", || hosts.iter().all(|h| h.links().contains(link))).await;
-    }
-
-    async fn delete_link(&self, hosts: &[&Host], link: &Link) {
-        let req = DeleteLinkRequest { source_id: link.source_id.clone(), name: link.name.clone(), wit_namespace: link.wit_namespace.clone(), wit_package: link.wit_package.clone() };
-        self.ctl.delete_link(&req).await.unwrap();
-        wait_until("the link to leave every host's view", || hosts.iter().all(|h| !h.links().contains(link))).await;
-    }
+/// Starts the messaging provider (`reference`) as `messaging` on `host`.
+async fn start_provider(lattice: &mut Lattice, host: &Host, reference: &str) {
+    lattice.start_provider(host, PROVIDER, reference, &[]).await;
 }
 
 /// The provider delivers the subscriptions of config `cfg` to `component`.
@@ -101,14 +48,6 @@ fn consumer_link(component: &str, target_config: &[&str]) -> Link {
         interfaces: vec!["consumer".into()],
         source_config: vec![],
         target_config: target_config.iter().map(|c| c.to_string()).collect(),
-    }
-}
-
-async fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -155,12 +94,12 @@ async fn messenger_call(host: &Host, path: &str, body: &[u8]) -> (u16, String) {
 async fn a_nats_request_to_a_subscribed_subject_gets_the_components_answer() {
     let mut lattice = Lattice::new().await;
     let (a, b) = (lattice.host().await, lattice.host().await);
-    lattice.start_provider(&a, "builtin://messaging-nats").await;
+    start_provider(&mut lattice, &a, "builtin://messaging-nats").await;
     // The component runs on the other host: delivery and answer both cross NATS.
     lattice.scale(&b, "echo", messaging_echo(), 4).await;
-    lattice.put_link(&[&a, &b], &consumer_link("echo", &[])).await;
+    lattice.put_link_seen(&[&a, &b], &consumer_link("echo", &[])).await;
     lattice.put_config("echo-subs", &[("SUBSCRIPTIONS", "echo.>")]).await;
-    lattice.put_link(&[&a, &b], &handler_link("echo", "echo-subs")).await;
+    lattice.put_link_seen(&[&a, &b], &handler_link("echo", "echo-subs")).await;
 
     let nats = &lattice.client();
     assert_eq!(request_until(nats, "echo.hi", b"hello, world").await.as_ref(), b"HELLO, WORLD");
@@ -195,12 +134,12 @@ async fn a_queue_subscription_on_two_hosts_answers_each_request_exactly_once() {
     let mut lattice = Lattice::new().await;
     let (a, b) = (lattice.host().await, lattice.host().await);
     for h in [&a, &b] {
-        lattice.start_provider(h, "builtin://messaging-nats").await;
+        start_provider(&mut lattice, h, "builtin://messaging-nats").await;
         lattice.scale(h, "echo", messaging_echo(), 4).await;
     }
-    lattice.put_link(&[&a, &b], &consumer_link("echo", &[])).await;
+    lattice.put_link_seen(&[&a, &b], &consumer_link("echo", &[])).await;
     lattice.put_config("work-subs", &[("SUBSCRIPTIONS", "work.*|workers")]).await;
-    lattice.put_link(&[&a, &b], &handler_link("echo", "work-subs")).await;
+    lattice.put_link_seen(&[&a, &b], &handler_link("echo", "work-subs")).await;
 
     // Each provider delivers to the echo on its own host (local routing), so a host's
     // invocation count is what its provider delivered. Warm up until both have subscribed.
@@ -232,17 +171,17 @@ async fn a_queue_subscription_on_two_hosts_answers_each_request_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_failures_are_error_values_that_name_subject_and_cause() {
     // A small max_payload, to see the payload limit.
-    let mut lattice = Lattice::on(NatsServer::start_with_config("max_payload: 65536").await.unwrap()).await;
+    let mut lattice = lattice(NatsServer::start_with_config("max_payload: 65536").await.unwrap()).await;
     let a = lattice.host().await;
     lattice.scale(&a, "messenger", messenger(), 4).await;
-    lattice.start_provider(&a, "builtin://messaging-nats").await;
+    start_provider(&mut lattice, &a, "builtin://messaging-nats").await;
 
     // No consumer link: the import has nowhere to go and the host says which link is missing.
     let req = http::Request::post("http://localhost/request/anyone").body(Bytes::new()).unwrap();
     let err = a.invoke_http("messenger", req).await.unwrap_err().to_string();
     assert_contains_all(&err, &["no link from component `messenger` for `wasmcloud:messaging/consumer`", "wash link put messenger <target> wasmcloud messaging --interface consumer"]);
 
-    lattice.put_link(&[&a], &consumer_link("messenger", &[])).await;
+    lattice.put_link_seen(&[&a], &consumer_link("messenger", &[])).await;
     let (status, body) = messenger_call(&a, "/request/nobody.home", b"hello?").await;
     assert_eq!((status, body.as_str()), (502, "err request to `nobody.home` failed: no responders (nothing subscribes to `nobody.home`)"));
 
@@ -290,9 +229,9 @@ async fn consumer_failures_are_error_values_that_name_subject_and_cause() {
     // And a request that someone answers: messenger → provider → NATS → provider → echo →
     // provider → NATS → messenger.
     lattice.scale(&a, "echo", messaging_echo(), 2).await;
-    lattice.put_link(&[&a], &consumer_link("echo", &[])).await;
+    lattice.put_link_seen(&[&a], &consumer_link("echo", &[])).await;
     lattice.put_config("echo-subs", &[("SUBSCRIPTIONS", "echo.>")]).await;
-    lattice.put_link(&[&a], &handler_link("echo", "echo-subs")).await;
+    lattice.put_link_seen(&[&a], &handler_link("echo", "echo-subs")).await;
     request_until(nats, "echo.ready", b"").await;
     assert_eq!(messenger_call(&a, "/request/echo.loop", b"round trip").await, (200, "ROUND TRIP".to_string()));
 }
@@ -301,12 +240,12 @@ async fn consumer_failures_are_error_values_that_name_subject_and_cause() {
 async fn deleting_the_handler_link_stops_delivery_and_config_changes_apply_live() {
     let mut lattice = Lattice::new().await;
     let a = lattice.host().await;
-    lattice.start_provider(&a, "builtin://messaging-nats").await;
+    start_provider(&mut lattice, &a, "builtin://messaging-nats").await;
     lattice.scale(&a, "echo", messaging_echo(), 2).await;
-    lattice.put_link(&[&a], &consumer_link("echo", &[])).await;
+    lattice.put_link_seen(&[&a], &consumer_link("echo", &[])).await;
     lattice.put_config("echo-subs", &[("SUBSCRIPTIONS", "echo.>")]).await;
     let link = handler_link("echo", "echo-subs");
-    lattice.put_link(&[&a], &link).await;
+    lattice.put_link_seen(&[&a], &link).await;
     let nats = &lattice.client();
     assert_eq!(request_until(nats, "echo.one", b"one").await.as_ref(), b"ONE");
 
@@ -316,7 +255,7 @@ async fn deleting_the_handler_link_stops_delivery_and_config_changes_apply_live(
     assert_eq!(request_until(nats, "shout.two", b"two").await.as_ref(), b"TWO");
 
     // Link deleted: the provider unsubscribes and nothing more reaches the component.
-    lattice.delete_link(&[&a], &link).await;
+    lattice.delete_link_seen(&[&a], &link).await;
     until_no_responders(nats, "shout.two").await;
     let before = a.invocations("echo").await;
     for _ in 0..5 {
@@ -327,7 +266,7 @@ async fn deleting_the_handler_link_stops_delivery_and_config_changes_apply_live(
     assert_eq!(a.invocations("echo").await, before);
 
     // Put back: delivery resumes.
-    lattice.put_link(&[&a], &link).await;
+    lattice.put_link_seen(&[&a], &link).await;
     assert_eq!(request_until(nats, "shout.three", b"three").await.as_ref(), b"THREE");
 }
 
@@ -337,13 +276,13 @@ async fn the_provider_as_a_process_subscribes_publishes_and_requests() {
     let exe = tokio::task::spawn_blocking(|| workspace_binary("trellis-provider-messaging-nats", "trellis-provider-messaging-nats")).await.unwrap().unwrap();
     let mut lattice = Lattice::new().await;
     let (a, b) = (lattice.host().await, lattice.host().await);
-    lattice.start_provider(&a, &file_ref(exe)).await;
+    start_provider(&mut lattice, &a, &file_ref(exe)).await;
     lattice.scale(&b, "echo", messaging_echo(), 2).await;
     lattice.scale(&b, "messenger", messenger(), 2).await;
-    lattice.put_link(&[&a, &b], &consumer_link("echo", &[])).await;
-    lattice.put_link(&[&a, &b], &consumer_link("messenger", &[])).await;
+    lattice.put_link_seen(&[&a, &b], &consumer_link("echo", &[])).await;
+    lattice.put_link_seen(&[&a, &b], &consumer_link("messenger", &[])).await;
     lattice.put_config("echo-subs", &[("SUBSCRIPTIONS", "echo.>|echoes")]).await;
-    lattice.put_link(&[&a, &b], &handler_link("echo", "echo-subs")).await;
+    lattice.put_link_seen(&[&a, &b], &handler_link("echo", "echo-subs")).await;
 
     let nats = &lattice.client();
     assert_eq!(request_until(nats, "echo.proc", b"from a process").await.as_ref(), b"FROM A PROCESS");
@@ -357,14 +296,14 @@ async fn cluster_uris_subscribe_and_publish_on_another_nats() {
     let mut lattice = Lattice::new().await;
     let other = NatsServer::start().await.unwrap();
     let a = lattice.host().await;
-    lattice.start_provider(&a, "builtin://messaging-nats").await;
+    start_provider(&mut lattice, &a, "builtin://messaging-nats").await;
     lattice.scale(&a, "echo", messaging_echo(), 2).await;
     let cluster = other.url();
     lattice.put_config("other-cluster", &[("CLUSTER_URIS", &cluster)]).await;
     // The answer must go back on the cluster the request came from: the consumer link names it too.
-    lattice.put_link(&[&a], &consumer_link("echo", &["other-cluster"])).await;
+    lattice.put_link_seen(&[&a], &consumer_link("echo", &["other-cluster"])).await;
     lattice.put_config("ext-subs", &[("subscriptions", "ext.echo"), ("cluster_uris", &cluster)]).await;
-    lattice.put_link(&[&a], &handler_link("echo", "ext-subs")).await;
+    lattice.put_link_seen(&[&a], &handler_link("echo", "ext-subs")).await;
 
     let other_client = other.client().await.unwrap();
     assert_eq!(request_until(&other_client, "ext.echo", b"far away").await.as_ref(), b"FAR AWAY");
