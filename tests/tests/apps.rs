@@ -348,12 +348,35 @@ spec:
     )
 }
 
-/// Keep-alive HTTP loops against `addr` until `stop`; (answered 200 with the right body, failed).
-async fn hammer(addr: SocketAddr, loops: usize, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> (u64, u64, Vec<String>) {
-    hammer_for(addr, loops, stop, &[b"Hello from Trellis!\n"]).await
+/// Steady HTTP load on the app at `addr` (4 keep-alive loops) until [`Load::finish`].
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<(u64, u64, Vec<String>)>,
 }
 
-/// [`hammer`], accepting any of `bodies`.
+impl Load {
+    /// Starts the loops, accepting any of `bodies`, and lets them run for half a second.
+    async fn start(addr: SocketAddr, bodies: &'static [&'static [u8]]) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = tokio::spawn(hammer_for(addr, 4, stop.clone(), bodies));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Load { stop, task }
+    }
+
+    /// Lets the loops run half a second more, stops them, and asserts that no request failed
+    /// and that enough were answered to mean something.
+    async fn finish(self, what: &str) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (ok, failed, why) = self.task.await.unwrap();
+        eprintln!("{what} under load: {ok} answered, {failed} failed");
+        assert_eq!(failed, 0, "{failed} of {} requests failed: {:?}", ok + failed, &why[..why.len().min(5)]);
+        assert!(ok > 20, "only {ok} requests answered");
+    }
+}
+
+/// Keep-alive HTTP loops against `addr` until `stop`, accepting any of `bodies`: (answered
+/// 200 with an expected body, failed, why the first ones failed).
 async fn hammer_for(addr: SocketAddr, loops: usize, stop: std::sync::Arc<std::sync::atomic::AtomicBool>, bodies: &'static [&'static [u8]]) -> (u64, u64, Vec<String>) {
     use http_body_util::{BodyExt, Full};
     use std::sync::atomic::Ordering;
@@ -447,9 +470,7 @@ async fn draining_a_host_under_http_load_loses_no_request_and_cordon_blocks_new_
     get_until(addr, "/", 200, WAIT).await.unwrap();
 
     // Drain w1 under steady load.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = tokio::spawn(hammer(addr, 4, stop.clone()));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let load = Load::start(addr, &[b"Hello from Trellis!\n"]).await;
     let r = l.ctl.drain_host(w1.id()).await.unwrap();
     assert_eq!(r.schedule, Schedule::Draining);
     let deadline = tokio::time::Instant::now() + LONG;
@@ -463,12 +484,7 @@ async fn draining_a_host_under_http_load_loses_no_request_and_cordon_blocks_new_
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     wait_status(&apps, "drain", AppState::Deployed, LONG).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ok, failed, why) = load.await.unwrap();
-    eprintln!("drain under load: {ok} answered, {failed} failed");
-    assert_eq!(failed, 0, "{failed} of {} requests failed: {:?}", ok + failed, &why[..why.len().min(5)]);
-    assert!(ok > 20, "only {ok} requests answered");
+    load.finish("drain").await;
     assert_eq!(replicas(&l.ctl, &[&w1, &w2, &edge], id).await, [0, 4, 0]);
     // A drained host bids in no auction.
     let bids = l
@@ -511,9 +527,7 @@ async fn deploying_a_new_version_under_http_load_loses_no_request_and_leaves_no_
     wait_status(&apps, "drain", AppState::Deployed, LONG).await;
     get_until(addr, "/", 200, WAIT).await.unwrap();
 
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = tokio::spawn(hammer_for(addr, 4, stop.clone(), &[b"Hello from Trellis!\n", b"misbehave v1\n"]));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let load = Load::start(addr, &[b"Hello from Trellis!\n", b"misbehave v1\n"]).await;
     apps.put(&drain_manifest_of("v2", 4, addr, &v2)).await.unwrap();
     apps.deploy("drain", Some("v2")).await.unwrap();
     let deadline = tokio::time::Instant::now() + LONG;
@@ -530,11 +544,6 @@ async fn deploying_a_new_version_under_http_load_loses_no_request_and_leaves_no_
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     wait_status(&apps, "drain", AppState::Deployed, LONG).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ok, failed, why) = load.await.unwrap();
-    eprintln!("upgrade under load: {ok} answered, {failed} failed");
-    assert_eq!(failed, 0, "{failed} of {} requests failed: {:?}", ok + failed, &why[..why.len().min(5)]);
-    assert!(ok > 20, "only {ok} requests answered");
+    load.finish("upgrade").await;
     assert_eq!(get_until(addr, "/", 200, WAIT).await.unwrap().text(), "misbehave v1\n");
 }
