@@ -368,6 +368,7 @@ async fn start_provider(ctx: &Arc<HostCtx>, cmd: StartProviderCommand) {
             lattice_rpc_user_jwt: jwt,
             lattice_rpc_user_seed: seed,
             lattice_rpc_tls_ca_file: ctx.config.nats.tls_ca_file.clone(),
+            js_domain: ctx.config.js_domain.clone(),
             log_level: None,
         };
         ctx.providers

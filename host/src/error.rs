@@ -66,6 +66,9 @@ pub enum HostError {
     /// A provider could not be started or stopped.
     #[error("{0}")]
     Provider(String),
+    /// A local nats-server could not be found, started or reached.
+    #[error("{0}")]
+    NatsServer(String),
 }
 
 /// Shorthand for results of this crate.

@@ -54,6 +54,9 @@ pub struct HostConfig {
     pub allowed_issuers: Vec<String>,
     /// Refuse components that carry no claims.
     pub require_signed: bool,
+    /// The JetStream domain holding the lattice's state (registry, config, apps), when it is
+    /// not the connected server's own: a host on a leaf node names the hub's domain.
+    pub js_domain: Option<String>,
 }
 
 impl HostConfig {
@@ -71,6 +74,7 @@ impl HostConfig {
             provider_health_interval: Duration::from_secs(30),
             allowed_issuers: Vec::new(),
             require_signed: false,
+            js_domain: None,
         }
     }
 }
@@ -84,6 +88,8 @@ pub(crate) struct HostCtx {
     pub labels: RwLock<BTreeMap<String, String>>,
     pub started: Instant,
     pub nats: async_nats::Client,
+    /// JetStream in the lattice's domain.
+    pub js: async_nats::jetstream::Context,
     pub events: Events,
     pub runtime: Arc<Runtime>,
     pub components: Components,
@@ -119,7 +125,13 @@ impl Host {
         let mut nats_opts = config.nats.clone();
         nats_opts.name.get_or_insert_with(|| format!("trellis-host {id}"));
         let nats = trellis_lattice::connect(&nats_opts).await?;
-        let registry = Registry::open(nats.clone(), &config.lattice).await?;
+        let js = trellis_lattice::state::jetstream(nats.clone(), config.js_domain.as_deref());
+        let registry = Registry::open(&js, &config.lattice).await.map_err(|e| match config.js_domain.as_deref() {
+            Some(d) => HostError::Registry(format!(
+                "{e}; JetStream domain `{d}` (--js-domain) did not answer: the hub's nats-server needs `jetstream {{ domain: {d} }}`, and this host's server must reach it as its leaf node or cluster peer"
+            )),
+            None => e,
+        })?;
         let router = Router::new(nats.clone(), &config.lattice);
         let links = Arc::new(crate::c2c::LatticeLinks { router: router.clone(), registry: registry.clone() });
         let runtime = Arc::new(Runtime::new(&config.runtime, links)?);
@@ -133,6 +145,7 @@ impl Host {
             labels: RwLock::new(labels.clone()),
             started: Instant::now(),
             nats: nats.clone(),
+            js,
             runtime,
             components: Components::default(),
             providers: Providers::default(),
@@ -255,7 +268,7 @@ impl HostCtx {
             version: VERSION.into(),
             ctl_host: self.config.nats.url.clone(),
             rpc_host: self.config.nats.url.clone(),
-            js_domain: None,
+            js_domain: self.config.js_domain.clone(),
         }
     }
 

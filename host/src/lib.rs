@@ -9,7 +9,7 @@
 //! (component-to-component calls through links, for any interface), [`components`]
 //! (the table of running components and their concurrency gates), `ctl` (the control
 //! server), [`registry`] (links and config in KV), [`providers`] (provider processes),
-//! [`events`], [`identity`].
+//! [`events`], [`identity`], [`nats_server`] (a local, optionally leaf, nats-server).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), trellis_host::HostError> {
@@ -31,6 +31,7 @@ mod error;
 pub mod events;
 mod host;
 pub mod identity;
+pub mod nats_server;
 pub mod providers;
 mod reconciler;
 pub mod registry;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use trellis_host::runtime::{Limits, RuntimeConfig};
+use trellis_host::nats_server::{self, NatsProcess, Probe};
 use trellis_host::{Host, HostConfig, identity};
 use trellis_lattice::ConnectOptions;
 
@@ -34,6 +35,25 @@ struct Args {
     /// CA certificate (PEM) to trust for TLS to NATS; a tls:// URL requires TLS.
     #[arg(long, alias = "tls-ca-path", env = "TRELLIS_NATS_TLS_CA_FILE")]
     nats_tls_ca_file: Option<std::path::PathBuf>,
+    /// The JetStream domain holding the lattice's state (links, config, apps): on an edge box
+    /// whose NATS server is a leaf node, the hub's domain.
+    #[arg(long, env = "WASMCLOUD_JS_DOMAIN")]
+    js_domain: Option<String>,
+    /// Start a local nats-server on --nats-host/--nats-port as a leaf node of this hub
+    /// (e.g. nats-leaf://hub.example:7422) and join the lattice through it; needs --js-domain.
+    #[arg(long, env = "TRELLIS_NATS_REMOTE_URL")]
+    nats_remote_url: Option<String>,
+    /// Credentials file for the leaf connection to the hub (with --nats-remote-url).
+    #[arg(long, env = "TRELLIS_NATS_REMOTE_CREDSFILE", requires = "nats_remote_url")]
+    nats_remote_credsfile: Option<std::path::PathBuf>,
+    /// The JetStream domain of the local leaf server's own JetStream (with --nats-remote-url);
+    /// it must differ from the hub's.
+    #[arg(long, env = "NATS_JS_DOMAIN", requires = "nats_remote_url")]
+    nats_js_domain: Option<String>,
+    /// Where the local leaf server keeps its config, JetStream store and log (with
+    /// --nats-remote-url). Default: trellis-leaf-PORT in the temp dir.
+    #[arg(long, env = "TRELLIS_NATS_LEAF_DIR", requires = "nats_remote_url")]
+    nats_leaf_dir: Option<std::path::PathBuf>,
     /// Lattice name.
     #[arg(short = 'x', long, env = "WASMCLOUD_LATTICE", default_value = "default")]
     lattice: String,
@@ -78,8 +98,15 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let mut labels = identity::labels_from_env(std::env::vars());
-    labels.extend(args.labels);
-    let url = args.nats_url.unwrap_or_else(|| format!("nats://{}:{}", args.nats_host, args.nats_port));
+    labels.extend(args.labels.iter().cloned());
+    let mut leaf = match &args.nats_remote_url {
+        Some(remote) => Some(start_leaf(&args, remote).await?),
+        None => None,
+    };
+    let url = match &leaf {
+        Some(server) => server.url.clone(),
+        None => args.nats_url.clone().unwrap_or_else(|| format!("nats://{}:{}", args.nats_host, args.nats_port)),
+    };
     let config = HostConfig {
         lattice: args.lattice,
         nats: ConnectOptions {
@@ -110,8 +137,17 @@ async fn main() -> anyhow::Result<()> {
         provider_health_interval: Duration::from_secs(args.provider_health_interval_seconds.max(1)),
         allowed_issuers: args.allowed_issuers.into_iter().filter(|k| !k.is_empty()).collect(),
         require_signed: args.require_signed,
+        js_domain: args.js_domain.clone(),
     };
-    let host = Host::start(config).await.context("the host could not start")?;
+    let host = match Host::start(config).await {
+        Ok(host) => host,
+        Err(e) => {
+            if let Some(server) = leaf.as_mut() {
+                server.stop().await;
+            }
+            return Err(anyhow::Error::new(e).context("the host could not start"));
+        }
+    };
     // Machine-readable line for tools that start hosts as processes.
     println!("trellis-host ready id={} name={}", host.id(), host.friendly_name());
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot listen for SIGTERM")?;
@@ -121,7 +157,37 @@ async fn main() -> anyhow::Result<()> {
         _ = host.stopped() => {}
     }
     host.stop(Duration::from_secs(5)).await;
+    if let Some(server) = leaf.as_mut() {
+        server.stop().await;
+    }
     Ok(())
+}
+
+/// Starts the local leaf nats-server of `--nats-remote-url`, after checking the flags that
+/// decide whether this host would share the lattice's state.
+async fn start_leaf(args: &Args, remote: &str) -> anyhow::Result<NatsProcess> {
+    nats_server::check_leaf_domains(args.js_domain.as_deref(), args.nats_js_domain.as_deref())?;
+    if args.nats_url.is_some() {
+        anyhow::bail!("--nats-remote-url starts a local server on --nats-host/--nats-port; drop --nats-url");
+    }
+    if !matches!(args.nats_host.as_str(), "127.0.0.1" | "localhost") {
+        anyhow::bail!("--nats-remote-url starts a local server on 127.0.0.1, not on {}; drop --nats-host", args.nats_host);
+    }
+    let port = args.nats_port;
+    match nats_server::probe("127.0.0.1", port).await? {
+        Probe::Free => {}
+        Probe::Nats => anyhow::bail!("a NATS server already answers at 127.0.0.1:{port}; stop it, or join it without --nats-remote-url, or choose another --nats-port"),
+        Probe::Other => anyhow::bail!("port {port} on 127.0.0.1 is taken by something that is not a NATS server; choose another --nats-port"),
+    }
+    let dir = args.nats_leaf_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("trellis-leaf-{port}")));
+    let opts = nats_server::Options {
+        port,
+        js_domain: args.nats_js_domain.clone(),
+        leaf: Some(nats_server::Leaf { remote_url: remote.to_string(), credentials: args.nats_remote_credsfile.clone() }),
+    };
+    let server = NatsProcess::start(&nats_server::Files::in_dir(&dir), &opts).await.context("the leaf nats-server could not start")?;
+    tracing::info!(url = server.url, remote, pid = server.pid(), log = %server.log().display(), "leaf nats-server started");
+    Ok(server)
 }
 
 /// An issuer for --allowed-issuers: an account public key.

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::kv;
 use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -58,8 +58,7 @@ struct Live {
 
 /// Starts the app API server and the reconciler; returns their tasks.
 pub(crate) async fn start(ctx: Arc<HostCtx>) -> Result<Vec<JoinHandle<()>>> {
-    let js = jetstream::new(ctx.nats.clone());
-    let store = open_bucket(&js, &apps_bucket(&ctx.lattice)).await?;
+    let store = open_bucket(&ctx.js, &apps_bucket(&ctx.lattice)).await?;
     let _ = ctx.apps.set(store.clone());
     let api = ctx
         .nats

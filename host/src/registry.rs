@@ -34,11 +34,10 @@ fn reg_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> HostError
 impl Registry {
     /// Opens (creating if needed) the buckets of `lattice`, loads the current state, and keeps
     /// the local view current from then on.
-    pub async fn open(nats: async_nats::Client, lattice: &str) -> Result<Self> {
-        let js = jetstream::new(nats);
-        let links_kv = open_bucket(&js, &state::lattice_bucket(lattice)).await?;
-        let config_kv = open_bucket(&js, &state::config_bucket(lattice)).await?;
-        let view = StateView::open(js.client(), lattice).await?;
+    pub async fn open(js: &jetstream::Context, lattice: &str) -> Result<Self> {
+        let links_kv = open_bucket(js, &state::lattice_bucket(lattice)).await?;
+        let config_kv = open_bucket(js, &state::config_bucket(lattice)).await?;
+        let view = StateView::open(js, lattice).await?;
         Ok(Self { links_kv, config_kv, view })
     }
 

@@ -38,6 +38,10 @@ pub struct HostData {
     /// (a Trellis extension; wasmCloud's host data has no such field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lattice_rpc_tls_ca_file: Option<std::path::PathBuf>,
+    /// The JetStream domain that holds the lattice's state, when it is not the connected
+    /// server's own (a host on a leaf node; a Trellis extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub js_domain: Option<String>,
     /// Log level for the provider (`info`, `debug`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,

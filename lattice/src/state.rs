@@ -83,6 +83,16 @@ mod tests {
 
 pub use view::{StateView, open_bucket};
 
+/// The JetStream context that holds the state of a lattice: the connected server's own, or,
+/// with `domain`, that JetStream domain's. A host on a NATS leaf node names the hub's domain
+/// (`--js-domain`), so its registry, config and apps are the hub's rather than a leaf-local copy.
+pub fn jetstream(nats: async_nats::Client, domain: Option<&str>) -> async_nats::jetstream::Context {
+    match domain.filter(|d| !d.is_empty()) {
+        Some(domain) => async_nats::jetstream::with_domain(nats, domain),
+        None => async_nats::jetstream::new(nats),
+    }
+}
+
 mod view {
     //! A live, local view of the lattice state, kept by watching the buckets. Hosts use it to
     //! route, providers to learn their links and config; a change bumps a counter that
@@ -136,11 +146,11 @@ mod view {
     }
 
     impl StateView {
-        /// Loads the current links and config of `lattice` and keeps them current.
-        pub async fn open(nats: async_nats::Client, lattice: &str) -> Result<Self, Error> {
-            let js = jetstream::new(nats);
-            let links = open_bucket(&js, &super::lattice_bucket(lattice)).await?;
-            let config = open_bucket(&js, &super::config_bucket(lattice)).await?;
+        /// Loads the current links and config of `lattice` from `js` (see [`super::jetstream`])
+        /// and keeps them current.
+        pub async fn open(js: &jetstream::Context, lattice: &str) -> Result<Self, Error> {
+            let links = open_bucket(js, &super::lattice_bucket(lattice)).await?;
+            let config = open_bucket(js, &super::config_bucket(lattice)).await?;
             let (changed, _) = watch::channel(0);
             let this = Self { view: Arc::default(), changed: Arc::new(changed) };
             this.follow(links, apply_link, |v| v.links.clear()).await?;

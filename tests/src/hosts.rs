@@ -129,9 +129,12 @@ pub struct ProcessHost {
 impl ProcessHost {
     /// Starts `trellis-host --nats-url URL` with `args`, and waits for its ready line.
     pub async fn start(nats_url: &str, args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with(&[&["--nats-url", nats_url], args].concat()).await
+    }
+
+    /// Starts `trellis-host` with `args` alone (and a 1 s heartbeat), and waits for its ready line.
+    pub async fn start_with(args: &[&str]) -> anyhow::Result<Self> {
         let mut child = tokio::process::Command::new(host_binary()?)
-            .arg("--nats-url")
-            .arg(nats_url)
             .args(["--heartbeat-interval-seconds", "1"])
             .args(args)
             .stdout(Stdio::piped())

@@ -33,6 +33,8 @@ pub struct NatsServer {
     /// Arguments other than the port and the ports file dir, reused by [`NatsServer::restart`].
     args: Vec<OsString>,
     port: u16,
+    /// The leaf-node listener's port, on a hub.
+    leaf_port: Option<u16>,
     // Fields drop after `Drop::drop` has killed the process, so the server
     // never sees its store vanish underneath it.
     dir: tempfile::TempDir,
@@ -59,11 +61,70 @@ impl NatsServer {
     /// credentials or TLS counts as started once it refuses an anonymous,
     /// plain client; [`NatsServer::client`] cannot connect to it.
     pub async fn start_with_config(extra_conf: &str) -> anyhow::Result<NatsServer> {
+        Self::start_conf(None, extra_conf).await
+    }
+
+    /// Starts a hub for leaf nodes: JetStream in domain `js_domain`, and a leaf-node listener
+    /// on an OS-picked port (see [`NatsServer::leaf_url`]).
+    pub async fn start_hub(js_domain: &str) -> anyhow::Result<NatsServer> {
+        let mut server =
+            Self::start_conf(Some(js_domain), "leafnodes {\n  listen: \"127.0.0.1:-1\"\n}").await?;
+        server.leaf_port = Some(server.logged_port("Listening for leafnode connections on ")?);
+        Ok(server)
+    }
+
+    /// Starts a leaf node of `hub`, with JetStream of its own (in domain `js_domain` when
+    /// given), and waits until messages cross the leaf connection both ways.
+    pub async fn start_leaf(hub: &NatsServer, js_domain: Option<&str>) -> anyhow::Result<NatsServer> {
+        let remote = serde_json::to_string(&hub.leaf_url().context("the hub has no leaf-node listener; start it with NatsServer::start_hub")?)?;
+        let leaf = Self::start_conf(js_domain, &format!("leafnodes {{\n  remotes = [ {{ url: {remote} }} ]\n}}")).await?;
+        let (hub_client, leaf_client) = (hub.client().await?, leaf.client().await?);
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        for (a, b) in [(&hub_client, &leaf_client), (&leaf_client, &hub_client)] {
+            let subject = format!("leaf.ready.{}", leaf.port);
+            let mut sub = a.subscribe(subject.clone()).await?;
+            let answer = tokio::spawn({
+                let a = a.clone();
+                async move {
+                    use futures::StreamExt as _;
+                    while let Some(msg) = sub.next().await {
+                        if let Some(reply) = msg.reply {
+                            let _ = a.publish(reply, "ok".into()).await;
+                        }
+                    }
+                }
+            });
+            a.flush().await?;
+            loop {
+                match tokio::time::timeout(Duration::from_millis(500), b.request(subject.clone(), "".into())).await {
+                    Ok(Ok(_)) => break,
+                    _ if Instant::now() > deadline => {
+                        answer.abort();
+                        bail!("the leaf node at {} did not join the hub at {} within {STARTUP_TIMEOUT:?}; its log:\n{}", leaf.url(), hub.url(), leaf.output_tail());
+                    }
+                    _ => tokio::time::sleep(POLL_INTERVAL).await,
+                }
+            }
+            answer.abort();
+        }
+        Ok(leaf)
+    }
+
+    /// `nats-leaf://127.0.0.1:PORT` of a hub's leaf-node listener.
+    pub fn leaf_url(&self) -> Option<String> {
+        self.leaf_port.map(|p| format!("nats-leaf://127.0.0.1:{p}"))
+    }
+
+    async fn start_conf(js_domain: Option<&str>, extra_conf: &str) -> anyhow::Result<NatsServer> {
         let dir = tempdir()?;
         let store = serde_json::to_string(&dir.path().join("js"))
             .context("JetStream store path is not valid UTF-8")?;
+        let domain = match js_domain {
+            Some(d) => format!("  domain: {}\n", serde_json::to_string(d)?),
+            None => String::new(),
+        };
         let conf = format!(
-            "listen: \"127.0.0.1:-1\"\njetstream {{\n  store_dir: {store}\n}}\n{extra_conf}\n"
+            "listen: \"127.0.0.1:-1\"\njetstream {{\n  store_dir: {store}\n{domain}}}\n{extra_conf}\n"
         );
         let conf_path = dir.path().join("nats.conf");
         fs::write(&conf_path, conf).with_context(|| format!("writing {}", conf_path.display()))?;
@@ -81,6 +142,7 @@ impl NatsServer {
             version,
             args,
             port: 0,
+            leaf_port: None,
             dir,
         };
         server.spawn_and_wait(None).await?;
@@ -233,6 +295,14 @@ impl NatsServer {
             Some(status) => bail!("nats-server exited early ({status})"),
             None => Ok(()),
         }
+    }
+
+    /// The port of the first log line `{prefix}HOST:PORT`.
+    fn logged_port(&self, prefix: &str) -> anyhow::Result<u16> {
+        let log = fs::read_to_string(self.log_path()).context("reading the nats-server log")?;
+        log.lines()
+            .find_map(|l| l.split_once(prefix).and_then(|(_, addr)| addr.trim().rsplit(':').next()?.parse().ok()))
+            .with_context(|| format!("no `{prefix}…` line in the nats-server log:\n{}", self.output_tail()))
     }
 
     fn log_path(&self) -> PathBuf {

@@ -342,7 +342,7 @@ async fn provider_serves_calls_over_the_data_plane() {
     let nats = NatsServer::start().await.unwrap();
     let client = nats.client().await.unwrap();
     let js = async_nats::jetstream::new(client.clone());
-    let view = StateView::open(client.clone(), LATTICE).await.unwrap();
+    let view = StateView::open(&js, LATTICE).await.unwrap();
     put_config(&js, "kv-cfg", &[("bucket", "counters"), ("enable_bucket_auto_create", "true")]).await;
     let link = Link {
         source_id: "app".into(),

@@ -438,7 +438,7 @@ async fn a_state_view_opened_during_writes_misses_nothing() {
     // Views opened at different points of the writes.
     let mut views = Vec::new();
     for _ in 0..8 {
-        views.push(StateView::open(client.clone(), "race").await.unwrap());
+        views.push(StateView::open(&js, "race").await.unwrap());
     }
     writer.await.unwrap();
     for (n, view) in views.iter().enumerate() {

@@ -116,6 +116,14 @@ pub struct UpArgs {
     /// Start the local NATS server as a leaf node of this remote (e.g. nats-leaf://hub:7422).
     #[arg(long)]
     pub nats_remote_url: Option<String>,
+    /// The JetStream domain of the NATS server wash up starts; a leaf needs one other than the
+    /// hub's (e.g. `edge`).
+    #[arg(long, env = "NATS_JS_DOMAIN")]
+    pub nats_js_domain: Option<String>,
+    /// The JetStream domain that holds the lattice's state, for the host: the hub's domain
+    /// when the NATS server is a leaf node (e.g. `hub`).
+    #[arg(long, visible_alias = "js-domain", env = "WASMCLOUD_JS_DOMAIN")]
+    pub wasmcloud_js_domain: Option<String>,
     /// Where a detached parent waits for the host id (internal).
     #[arg(long, hide = true)]
     pub ready_file: Option<PathBuf>,

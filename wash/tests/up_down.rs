@@ -117,18 +117,20 @@ async fn up_in_the_foreground_stops_on_sigterm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_as_a_leaf_node_of_a_remote() {
-    let leaf_port = free_port();
-    let hub = NatsServer::start_with_config(&format!("leafnodes {{\n  listen: \"127.0.0.1:{leaf_port}\"\n}}")).await.expect("hub");
+    let hub = NatsServer::start_hub("hub").await.expect("hub");
     let hub_ctl = common::ctl(&hub).await;
     let wash = Wash::new(free_port());
-    let remote = format!("nats-leaf://127.0.0.1:{leaf_port}");
-    let v = wash.run_async(&["up", "-d", "--nats-remote-url", &remote, "-o", "json"]).await.json();
+    let remote = hub.leaf_url().expect("leaf url");
+    // Without the hub's domain the host would keep the lattice's state apart: refused.
+    let err = wash.run_async(&["up", "-d", "--nats-remote-url", &remote]).await.error();
+    assert!(err.contains("--nats-remote-url needs --js-domain naming the hub's JetStream domain"), "{err}");
+    let v = wash.run_async(&["up", "-d", "--nats-remote-url", &remote, "--js-domain", "hub", "--nats-js-domain", "edge", "-o", "json"]).await.json();
     let host_id = v["host_id"].as_str().expect("host id").to_string();
 
     let conf = std::fs::read_to_string(wash.path("nats.conf")).expect("nats.conf");
     assert!(conf.contains(&format!("url: \"{remote}\"")), "{conf}");
     assert!(conf.contains(&format!("listen: \"127.0.0.1:{}\"", wash.port)), "{conf}");
-    assert!(conf.contains("jetstream {"), "{conf}");
+    assert!(conf.contains("jetstream {") && conf.contains("domain: \"edge\""), "{conf}");
 
     // Control traffic crosses the leaf connection: the hub sees the host.
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -137,6 +139,26 @@ async fn up_as_a_leaf_node_of_a_remote() {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "the hub never saw host {host_id}");
+    }
+    // State is the hub's: a link put at the hub is what the host behind the leaf lists.
+    let link = trellis_lattice::ctl::Link {
+        source_id: "gateway".into(),
+        target: "api".into(),
+        name: "default".into(),
+        wit_namespace: "wasi".into(),
+        wit_package: "http".into(),
+        interfaces: vec!["incoming-handler".into()],
+        source_config: vec![],
+        target_config: vec![],
+    };
+    hub_ctl.put_link(&link).await.expect("put link at the hub");
+    loop {
+        let v = wash.run_async(&["get", "links", "-o", "json"]).await.json();
+        if v["links"].as_array().is_some_and(|l| l.iter().any(|l| l["source_id"] == "gateway")) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the host behind the leaf never listed the hub's link: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let nats_pid = pid(&v, "nats_pid");
     wash.run_async(&["down"]).await.ok();

@@ -27,7 +27,7 @@
 //! | `backend` | `memory`, `nats` or `redis`. Default: `redis` if `URL` is set, else `nats` if `bucket`, `js_domain` or `cluster_uri` is set, else `memory` |
 //! | `bucket` | the bucket that `open("default")` / `open("")` uses (default `default`) |
 //! | `cluster_uri` | NATS: the server holding the buckets (default: the provider's own lattice connection) |
-//! | `js_domain` | NATS: the JetStream domain |
+//! | `js_domain` | NATS: the JetStream domain. Default: on the lattice connection, the host's `--js-domain` (the lattice's own); with `cluster_uri`, that server's own |
 //! | `enable_bucket_auto_create` | NATS: `true` creates a missing bucket on `open` (default `false`: an error, see below) |
 //! | `URL` | Redis: `redis://[user:password@]host:port[/db]` (default `redis://127.0.0.1:6379/` when `backend=redis`) |
 //!
@@ -116,7 +116,7 @@ pub fn run(ctx: ProviderContext) -> BoxFuture<'static, Result<(), ProviderError>
 }
 
 async fn serve(ctx: ProviderContext) -> Result<(), ProviderError> {
-    let handler = Arc::new(KvHandler { inner: Arc::new(Inner { backends: Backends::new(ctx.nats().clone()), ctx: ctx.clone() }) });
+    let handler = Arc::new(KvHandler { inner: Arc::new(Inner { backends: Backends::new(ctx.nats().clone(), ctx.host_data().js_domain.clone()), ctx: ctx.clone() }) });
     let serving = ctx.router().serve(ctx.id(), handler.clone()).await?;
     ctx.router().register_local(ctx.id(), handler);
     ctx.set_health(true, None);
@@ -211,23 +211,34 @@ enum StoreKey {
 /// Every backend store in use, cached so that connections are made once and reused.
 pub struct Backends {
     lattice_nats: async_nats::Client,
+    /// The lattice's JetStream domain (the host's `--js-domain`): the default for buckets on
+    /// the lattice connection, so a provider on an edge host reaches the same buckets as one
+    /// on the hub.
+    lattice_js_domain: Option<String>,
     stores: Mutex<HashMap<StoreKey, Arc<dyn KeyValueStore>>>,
     nats_clients: tokio::sync::Mutex<HashMap<String, async_nats::Client>>,
     redis: Mutex<HashMap<String, Arc<RedisConnection>>>,
 }
 
 impl Backends {
-    /// No stores yet; NATS buckets without `cluster_uri` live on `lattice_nats`.
-    pub fn new(lattice_nats: async_nats::Client) -> Self {
-        Self { lattice_nats, stores: Mutex::default(), nats_clients: tokio::sync::Mutex::default(), redis: Mutex::default() }
+    /// No stores yet; NATS buckets without `cluster_uri` live on `lattice_nats`, in JetStream
+    /// domain `lattice_js_domain` unless the settings name one.
+    pub fn new(lattice_nats: async_nats::Client, lattice_js_domain: Option<String>) -> Self {
+        Self { lattice_nats, lattice_js_domain, stores: Mutex::default(), nats_clients: tokio::sync::Mutex::default(), redis: Mutex::default() }
     }
 
-    fn key(settings: &Settings, identifier: &str) -> StoreKey {
+    /// The store `identifier` names under `settings`; NATS buckets on the lattice connection
+    /// are in `lattice_js_domain` unless the settings name a domain.
+    fn key(settings: &Settings, identifier: &str, lattice_js_domain: Option<&str>) -> StoreKey {
         match settings.backend {
             Backend::Memory => StoreKey::Memory { bucket: settings.bucket_name(identifier) },
             Backend::Nats => StoreKey::Nats {
                 cluster_uri: settings.cluster_uri.clone(),
-                js_domain: settings.js_domain.clone(),
+                js_domain: match (&settings.js_domain, &settings.cluster_uri) {
+                    (Some(d), _) => Some(d.clone()),
+                    (None, None) => lattice_js_domain.map(str::to_string),
+                    (None, Some(_)) => None,
+                },
                 bucket: settings.bucket_name(identifier),
             },
             Backend::Redis => StoreKey::Redis {
@@ -248,7 +259,7 @@ impl Backends {
     /// The store `identifier` opens under `settings`, made (and cached) if needed. NATS: a
     /// missing bucket is [`KvError::NoSuchStore`] unless auto-create is on.
     pub async fn store(&self, settings: &Settings, identifier: &str) -> Result<Arc<dyn KeyValueStore>, KvError> {
-        let key = Self::key(settings, identifier);
+        let key = Self::key(settings, identifier, self.lattice_js_domain.as_deref());
         if let StoreKey::Nats { bucket, .. } = &key
             && trellis_lattice::state::is_reserved_bucket(bucket)
         {
@@ -281,7 +292,7 @@ impl Backends {
         let store = self.store(settings, identifier).await?;
         match store.check().await {
             Err(KvError::NoSuchStore) => {
-                self.forget(&Self::key(settings, identifier));
+                self.forget(&Self::key(settings, identifier, self.lattice_js_domain.as_deref()));
                 let store = self.store(settings, identifier).await?;
                 store.check().await?;
                 Ok(store)
@@ -438,7 +449,19 @@ mod tests {
         let plain = Settings::from_config(&map(&[]), &map(&[])).unwrap();
         assert_eq!(plain.bucket_name(""), DEFAULT_BUCKET);
         let redis = Settings::from_config(&map(&[("URL", "redis://h/")]), &map(&[])).unwrap();
-        assert_eq!(Backends::key(&redis, "default"), StoreKey::Redis { url: "redis://h/".into(), prefix: None });
-        assert_eq!(Backends::key(&redis, "sessions"), StoreKey::Redis { url: "redis://h/".into(), prefix: Some("sessions:".into()) });
+        assert_eq!(Backends::key(&redis, "default", None), StoreKey::Redis { url: "redis://h/".into(), prefix: None });
+        assert_eq!(Backends::key(&redis, "sessions", None), StoreKey::Redis { url: "redis://h/".into(), prefix: Some("sessions:".into()) });
+    }
+
+    #[test]
+    fn nats_buckets_on_the_lattice_connection_default_to_the_lattice_domain() {
+        let nats = |cfg: &[(&str, &str)], lattice: Option<&str>| match Backends::key(&Settings::from_config(&map(cfg), &map(&[])).unwrap(), "default", lattice) {
+            StoreKey::Nats { js_domain, .. } => js_domain,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(nats(&[("bucket", "b")], Some("hub")).as_deref(), Some("hub"));
+        assert_eq!(nats(&[("bucket", "b"), ("js_domain", "other")], Some("hub")).as_deref(), Some("other"));
+        assert_eq!(nats(&[("bucket", "b"), ("cluster_uri", "nats://elsewhere:4222")], Some("hub")), None);
+        assert_eq!(nats(&[("bucket", "b")], None), None);
     }
 }

@@ -227,7 +227,8 @@ async fn serve_process(host_data: HostData, run: RunFn) -> Result<(), ProviderEr
     };
     let nats = trellis_lattice::connect(&opts).await?;
     let router = Router::new(nats.clone(), &host_data.lattice);
-    let state = StateView::open(nats.clone(), &host_data.lattice).await?;
+    let js = trellis_lattice::state::jetstream(nats.clone(), host_data.js_domain.as_deref());
+    let state = StateView::open(&js, &host_data.lattice).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let health = Arc::new(Mutex::new(HealthReport { healthy: true, message: None }));
     let (lattice, id, instance) = (&host_data.lattice, &host_data.provider_key, &host_data.instance_id);

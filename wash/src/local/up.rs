@@ -12,7 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use trellis_host::{Host, HostConfig, identity};
 
 use super::home::{Home, HostRecord, last_line, write_atomically};
-use super::nats_server::{NatsProcess, Probe, probe};
+use super::nats_server::{self, NatsProcess, Probe, probe};
 use super::process;
 use crate::cli::{Global, UpArgs};
 use crate::lattice::{connect_options, ctl_at, nats_url};
@@ -29,6 +29,9 @@ struct Ready {
 
 /// Runs `wash up`.
 pub async fn run(g: &Global, args: &UpArgs) -> anyhow::Result<Report> {
+    if args.nats_remote_url.is_some() {
+        trellis_host::nats_server::check_leaf_domains(args.wasmcloud_js_domain.as_deref(), args.nats_js_domain.as_deref())?;
+    }
     let home = Home::from_env()?;
     home.ensure()?;
     if args.detached { detach(g, args, &home).await } else { foreground(g, args, &home).await }
@@ -50,14 +53,14 @@ async fn foreground(g: &Global, args: &UpArgs, home: &Home) -> anyhow::Result<Re
         Ok(found) => found,
         Err(e) => {
             step.fail();
-            return Err(e);
+            return Err(e.into());
         }
     };
     let mut nats = match found {
         Probe::Nats => {
             step.done(format!("Reusing the NATS server at {host}:{port}"));
-            if args.nats_remote_url.is_some() {
-                bail!("a NATS server already answers at {host}:{port}, so --nats-remote-url has nothing to configure; stop that server or drop the flag");
+            if args.nats_remote_url.is_some() || args.nats_js_domain.is_some() {
+                bail!("a NATS server already answers at {host}:{port}, so --nats-remote-url and --nats-js-domain have nothing to configure; stop that server or drop the flags");
             }
             None
         }
@@ -71,12 +74,13 @@ async fn foreground(g: &Global, args: &UpArgs, home: &Home) -> anyhow::Result<Re
         }
         Probe::Free => {
             step.done(format!("Nothing answers at {host}:{port}"));
+
             let how = match &args.nats_remote_url {
                 Some(remote) => format!("Starting nats-server on port {port} as a leaf node of {remote}"),
                 None => format!("Starting nats-server on port {port}"),
             };
             let step = Step::start(g.output, how);
-            match NatsProcess::start(home, port, args.nats_remote_url.as_deref()).await {
+            match nats_server::start(home, port, args.nats_remote_url.as_deref(), args.nats_js_domain.as_deref()).await {
                 Ok(server) => {
                     step.done(format!("nats-server is up at {} (pid {})", server.url, server.pid()));
                     Home::write_pid(&home.nats_pid_file(), server.pid())?;
@@ -123,6 +127,7 @@ async fn run_host(
     config.nats.name = None;
     config.labels = identity::labels_from_env(std::env::vars());
     config.labels.extend(args.labels.iter().cloned());
+    config.js_domain = args.wasmcloud_js_domain.clone();
     // The same built-in providers as `trellis-host`, so `builtin://http-server` works here too.
     config.builtins = vec![trellis_provider_http_server::builtin()];
     let host = match Host::start(config).await {
@@ -231,8 +236,14 @@ async fn detach(g: &Global, args: &UpArgs, home: &Home) -> anyhow::Result<Report
     for (k, v) in &args.labels {
         cmd.arg("--label").arg(format!("{k}={v}"));
     }
-    if let Some(remote) = &args.nats_remote_url {
-        cmd.arg("--nats-remote-url").arg(remote);
+    for (flag, value) in [
+        ("--nats-remote-url", &args.nats_remote_url),
+        ("--nats-js-domain", &args.nats_js_domain),
+        ("--wasmcloud-js-domain", &args.wasmcloud_js_domain),
+    ] {
+        if let Some(value) = value {
+            cmd.arg(flag).arg(value);
+        }
     }
     // Flags travel as environment variables, so seeds and JWTs stay out of `ps`.
     cmd.env("WASH_HOME", home.root())
