@@ -1,7 +1,8 @@
 //! Declarative apps end to end: manifests stored and deployed through the app API, placed by
 //! the reconciler that every host carries (spread by labels and weights), served over HTTP,
-//! undeployed without touching anything else, honest about what it cannot place, and kept
-//! reconciled when the leading host goes away.
+//! undeployed without touching anything else, honest about what it cannot place, kept
+//! reconciled when the leading host goes away, and re-placed under HTTP load when a host is
+//! killed.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -255,42 +256,6 @@ async fn a_component_that_cannot_load_is_reported_as_failed() {
     assert!(s.message.contains("`broken-hello` failed to start") && s.message.contains("/nonexistent/broken.wasm"), "{s:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_host_is_missed_after_three_heartbeats_and_its_replicas_move() {
-    let nats = NatsServer::start().await.unwrap();
-    let url = nats.url();
-    let a = start_host(&url, &[]).await.unwrap();
-    let b = start_host(&url, &[]).await.unwrap();
-    // A real process with a 1 s heartbeat; dropping it kills it (SIGKILL: no host_stopped).
-    let doomed = trellis_tests::hosts::ProcessHost::start(&url, &[]).await.unwrap();
-    let l = lattice(nats).await;
-    let apps = AppClient::new(l.ctl.nats().clone(), "default");
-    apps.put(&manifest("lossy", 3, &[], None)).await.unwrap();
-    apps.deploy("lossy", None).await.unwrap();
-    let deadline = tokio::time::Instant::now() + LONG;
-    loop {
-        let on_doomed = l.ctl.get_host_inventory(&doomed.id).await.unwrap().components.iter().filter(|c| c.id == "lossy-hello").map(|c| c.max_instances).sum::<u32>();
-        if on_doomed == 1 && replicas(&l.ctl, &[&a, &b], "lossy-hello").await == [1, 1] {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the app was not spread over the three hosts");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    drop(doomed);
-    let killed = tokio::time::Instant::now();
-    loop {
-        let per_host = replicas(&l.ctl, &[&a, &b], "lossy-hello").await;
-        if per_host.iter().sum::<u32>() == 3 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the lost replica was not re-placed: {per_host:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    // Three 1 s heartbeats, a lease that may have to lapse, one round: seconds, not minutes.
-    assert!(killed.elapsed() < Duration::from_secs(20), "{:?}", killed.elapsed());
-    wait_status(&apps, "lossy", AppState::Deployed, LONG).await;
-}
-
 /// `drain`: `hello` spread over the `zone=work` hosts, the http-server provider on the
 /// `zone=edge` host (so draining a work host never touches it).
 fn drain_manifest(version: &str, instances: u32, addr: SocketAddr) -> String {
@@ -348,10 +313,19 @@ spec:
     )
 }
 
-/// Steady HTTP load on the app at `addr` (4 keep-alive loops) until [`Load::finish`].
+/// Steady HTTP load on the app at `addr` (4 keep-alive loops) until [`Load::finish`] or
+/// [`Load::stop`].
 struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    task: tokio::task::JoinHandle<(u64, u64, Vec<String>)>,
+    task: tokio::task::JoinHandle<Vec<Request>>,
+}
+
+/// One request of a [`Load`] (or its failed connect): when it was sent, when its outcome was
+/// known, and why it failed, if it did.
+struct Request {
+    sent: tokio::time::Instant,
+    done: tokio::time::Instant,
+    error: Option<String>,
 }
 
 impl Load {
@@ -363,35 +337,46 @@ impl Load {
         Load { stop, task }
     }
 
+    /// Stops the loops now; every request they made, in no particular order.
+    async fn stop(self) -> Vec<Request> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+
     /// Lets the loops run half a second more, stops them, and asserts that no request failed
     /// and that enough were answered to mean something.
     async fn finish(self, what: &str) {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let (ok, failed, why) = self.task.await.unwrap();
+        let requests = self.stop().await;
+        let why: Vec<&str> = requests.iter().filter_map(|r| r.error.as_deref()).collect();
+        let (ok, failed) = (requests.len() - why.len(), why.len());
         eprintln!("{what} under load: {ok} answered, {failed} failed");
         assert_eq!(failed, 0, "{failed} of {} requests failed: {:?}", ok + failed, &why[..why.len().min(5)]);
         assert!(ok > 20, "only {ok} requests answered");
     }
 }
 
-/// Keep-alive HTTP loops against `addr` until `stop`, accepting any of `bodies`: (answered
-/// 200 with an expected body, failed, why the first ones failed).
-async fn hammer_for(addr: SocketAddr, loops: usize, stop: std::sync::Arc<std::sync::atomic::AtomicBool>, bodies: &'static [&'static [u8]]) -> (u64, u64, Vec<String>) {
+/// How long a [`Load`] request may take before the client gives up on it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Keep-alive HTTP loops against `addr` until `stop`, accepting any of `bodies` (answered 200
+/// with an expected body, or failed): every request made.
+async fn hammer_for(addr: SocketAddr, loops: usize, stop: std::sync::Arc<std::sync::atomic::AtomicBool>, bodies: &'static [&'static [u8]]) -> Vec<Request> {
     use http_body_util::{BodyExt, Full};
     use std::sync::atomic::Ordering;
+    use tokio::time::Instant;
     let workers = (0..loops).map(|_| {
         let stop = stop.clone();
         async move {
-            let (mut ok, mut failed, mut why) = (0u64, 0u64, Vec::new());
+            let mut done = Vec::new();
             let mut sender = None;
             while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
                 if sender.is_none() {
                     let stream = match tokio::net::TcpStream::connect(addr).await {
                         Ok(s) => s,
                         Err(e) => {
-                            failed += 1;
-                            why.push(format!("connect: {e}"));
+                            done.push(Request { sent, done: Instant::now(), error: Some(format!("connect: {e}")) });
                             tokio::time::sleep(Duration::from_millis(20)).await;
                             continue;
                         }
@@ -402,8 +387,7 @@ async fn hammer_for(addr: SocketAddr, loops: usize, stop: std::sync::Arc<std::sy
                             sender = Some(s);
                         }
                         Err(e) => {
-                            failed += 1;
-                            why.push(format!("handshake: {e}"));
+                            done.push(Request { sent, done: Instant::now(), error: Some(format!("handshake: {e}")) });
                             continue;
                         }
                     }
@@ -412,32 +396,23 @@ async fn hammer_for(addr: SocketAddr, loops: usize, stop: std::sync::Arc<std::sy
                 let outcome: anyhow::Result<()> = async {
                     s.ready().await?;
                     let req = http::Request::get("/").header("host", "drain").body(Full::new(bytes::Bytes::new()))?;
-                    let resp = tokio::time::timeout(Duration::from_secs(10), s.send_request(req)).await??;
+                    let resp = tokio::time::timeout(REQUEST_TIMEOUT, s.send_request(req)).await??;
                     let status = resp.status();
                     let body = resp.into_body().collect().await?.to_bytes();
                     anyhow::ensure!(status == 200 && bodies.contains(&body.as_ref()), "status {status}: {}", String::from_utf8_lossy(&body));
                     Ok(())
                 }
                 .await;
-                match outcome {
-                    Ok(()) => ok += 1,
-                    Err(e) => {
-                        failed += 1;
-                        why.push(e.to_string());
-                        sender = None;
-                    }
+                let error = outcome.err().map(|e| e.to_string());
+                if error.is_some() {
+                    sender = None;
                 }
+                done.push(Request { sent, done: Instant::now(), error });
             }
-            (ok, failed, why)
+            done
         }
     });
-    let mut total = (0, 0, Vec::new());
-    for (ok, failed, why) in futures::future::join_all(workers).await {
-        total.0 += ok;
-        total.1 += failed;
-        total.2.extend(why);
-    }
-    total
+    futures::future::join_all(workers).await.into_iter().flatten().collect()
 }
 
 async fn wait_replicas(ctl: &CtlClient, hosts: &[&Host], id: &str, want: &[u32], within: Duration) {
@@ -546,4 +521,89 @@ async fn deploying_a_new_version_under_http_load_loses_no_request_and_leaves_no_
     wait_status(&apps, "drain", AppState::Deployed, LONG).await;
     load.finish("upgrade").await;
     assert_eq!(get_until(addr, "/", 200, WAIT).await.unwrap().text(), "misbehave v1\n");
+}
+
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_host_under_http_load_moves_its_replicas_within_15_s_and_fails_requests_only_then() {
+    let nats = NatsServer::start().await.unwrap();
+    let url = nats.url();
+    let w1 = start_host(&url, &[("zone", "work")]).await.unwrap();
+    let w2 = start_host(&url, &[("zone", "work")]).await.unwrap();
+    let _edge = start_host(&url, &[("zone", "edge")]).await.unwrap();
+    // A real process with a 1 s heartbeat; dropping it kills it (SIGKILL: no host_stopped).
+    let doomed = trellis_tests::hosts::ProcessHost::start(&url, &["-l", "zone=work"]).await.unwrap();
+    let l = lattice(nats).await;
+    let apps = AppClient::new(l.ctl.nats().clone(), "default");
+    let addr = free_addr().unwrap();
+    let (id, instances) = ("drain-hello", 6);
+    apps.put(&drain_manifest("v1", instances, addr)).await.unwrap();
+    apps.deploy("drain", None).await.unwrap();
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let on_doomed = l.ctl.get_host_inventory(&doomed.id).await.unwrap().components.iter().filter(|c| c.id == id).map(|c| c.max_instances).sum::<u32>();
+        if on_doomed == 2 && replicas(&l.ctl, &[&w1, &w2], id).await == [2, 2] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the app was not spread over the three work hosts");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_status(&apps, "drain", AppState::Deployed, LONG).await;
+    get_until(addr, "/", 200, WAIT).await.unwrap();
+
+    let load = Load::start(addr, &[b"Hello from Trellis!\n"]).await;
+    // The instant is taken just before the signal, so the window cannot start after the kill.
+    let killed = tokio::time::Instant::now();
+    drop(doomed);
+    let replaced = loop {
+        let per_host = replicas(&l.ctl, &[&w1, &w2], id).await;
+        if per_host.iter().sum::<u32>() == instances {
+            break tokio::time::Instant::now();
+        }
+        assert!(killed.elapsed() < LONG, "the lost replicas were not re-placed: {per_host:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The load goes on 1 s past the re-placement, and past the client's timeout after the kill:
+    // a request the killed host had taken is never answered (delivery is at-most-once and
+    // nothing tells the caller the replica died), so its loop waits out REQUEST_TIMEOUT before
+    // it sends again, and requests sent after the window must be seen to succeed.
+    tokio::time::sleep_until((replaced + Duration::from_secs(1)).max(killed + REQUEST_TIMEOUT + Duration::from_secs(1))).await;
+    let requests = load.stop().await;
+    let took = replaced - killed;
+    // Three 1 s heartbeats missed, a lease that may have to lapse, one round.
+    assert!(took <= Duration::from_secs(15), "the replicas were re-placed {took:?} after the kill");
+
+    // The window is every moment from the kill to the re-placement seen in the inventories. A
+    // failed request counts in it if it was in flight at some moment of it: sent before the
+    // re-placement was seen and its failure known after the kill. The requests the kill fails
+    // are those the killed host had taken (or that NATS still routed to it in the milliseconds
+    // before the server saw its connection close): nobody answers them, so the client sees
+    // them fail only at its REQUEST_TIMEOUT, after the re-placement, yet they were sent inside
+    // the window and the kill is what failed them. A request sent after the re-placement must
+    // not fail, nor one that failed before the kill. (The inventories are polled every
+    // ~100 ms, so the window may end that much late.)
+    let (failed, ok): (Vec<&Request>, Vec<&Request>) = requests.iter().partition(|r| r.error.is_some());
+    // An instant as a signed offset from the kill.
+    let at = |t: tokio::time::Instant| if t >= killed { format!("+{:?}", t - killed) } else { format!("-{:?}", killed - t) };
+    let outside: Vec<String> = failed.iter().filter(|r| r.sent > replaced || r.done < killed).map(|r| format!("sent {}, failed {}: {}", at(r.sent), at(r.done), r.error.as_deref().unwrap_or_default())).collect();
+    let answered_after = ok.iter().filter(|r| r.sent > replaced).count();
+    let last_sent = failed.iter().map(|r| r.sent.saturating_duration_since(killed)).max().unwrap_or_default();
+    let last_seen = failed.iter().map(|r| r.done.saturating_duration_since(killed)).max().unwrap_or_default();
+    eprintln!(
+        "kill -9: re-placed in {:.1} s; {} requests answered ({answered_after} sent after the re-placement), {} failed, {} (sent at most {} ms after the kill, failed at most {:.1} s after it)",
+        took.as_secs_f64(),
+        ok.len(),
+        failed.len(),
+        if outside.is_empty() { "all within the window".to_string() } else { format!("{} outside the window", outside.len()) },
+        last_sent.as_millis(),
+        last_seen.as_secs_f64(),
+    );
+    for r in failed.iter().take(10) {
+        eprintln!("  sent {}, failed {} (from the kill): {}", at(r.sent), at(r.done), r.error.as_deref().unwrap_or_default());
+    }
+    assert!(outside.is_empty(), "{} failures outside the window (kill → re-placement, {took:?}): {:?}", outside.len(), &outside[..outside.len().min(5)]);
+    assert!(answered_after > 20, "only {answered_after} requests answered after the re-placement");
+    wait_status(&apps, "drain", AppState::Deployed, LONG).await;
+    assert_eq!(replicas(&l.ctl, &[&w1, &w2], id).await, [3, 3]);
+    assert_eq!(get_until(addr, "/", 200, WAIT).await.unwrap().text(), "Hello from Trellis!\n");
 }
