@@ -104,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     let url = match &leaf {
-        Some(server) => server.url.clone(),
+        Some((server, _)) => server.url.clone(),
         None => args.nats_url.clone().unwrap_or_else(|| format!("nats://{}:{}", args.nats_host, args.nats_port)),
     };
     let config = HostConfig {
@@ -142,9 +142,7 @@ async fn main() -> anyhow::Result<()> {
     let host = match Host::start(config).await {
         Ok(host) => host,
         Err(e) => {
-            if let Some(server) = leaf.as_mut() {
-                server.stop().await;
-            }
+            stop_leaf(leaf.as_mut()).await;
             return Err(anyhow::Error::new(e).context("the host could not start"));
         }
     };
@@ -157,15 +155,20 @@ async fn main() -> anyhow::Result<()> {
         _ = host.stopped() => {}
     }
     host.stop(Duration::from_secs(5)).await;
-    if let Some(server) = leaf.as_mut() {
-        server.stop().await;
-    }
+    stop_leaf(leaf.as_mut()).await;
     Ok(())
+}
+
+async fn stop_leaf(leaf: Option<&mut (NatsProcess, std::path::PathBuf)>) {
+    if let Some((server, pid_file)) = leaf {
+        server.stop().await;
+        let _ = std::fs::remove_file(pid_file);
+    }
 }
 
 /// Starts the local leaf nats-server of `--nats-remote-url`, after checking the flags that
 /// decide whether this host would share the lattice's state.
-async fn start_leaf(args: &Args, remote: &str) -> anyhow::Result<NatsProcess> {
+async fn start_leaf(args: &Args, remote: &str) -> anyhow::Result<(NatsProcess, std::path::PathBuf)> {
     nats_server::check_leaf_domains(args.js_domain.as_deref(), args.nats_js_domain.as_deref())?;
     if args.nats_url.is_some() {
         anyhow::bail!("--nats-remote-url starts a local server on --nats-host/--nats-port; drop --nats-url");
@@ -174,20 +177,28 @@ async fn start_leaf(args: &Args, remote: &str) -> anyhow::Result<NatsProcess> {
         anyhow::bail!("--nats-remote-url starts a local server on 127.0.0.1, not on {}; drop --nats-host", args.nats_host);
     }
     let port = args.nats_port;
+    let dir = args.nats_leaf_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("trellis-leaf-{port}")));
+    let files = nats_server::Files::in_dir(&dir);
+    let pid_file = dir.join("nats.pid");
+    if nats_server::stop_leftover(&pid_file, &files.conf).await {
+        tracing::warn!(dir = %dir.display(), "stopped the leaf nats-server an earlier run of this host left behind");
+    }
     match nats_server::probe("127.0.0.1", port).await? {
         Probe::Free => {}
         Probe::Nats => anyhow::bail!("a NATS server already answers at 127.0.0.1:{port}; stop it, or join it without --nats-remote-url, or choose another --nats-port"),
         Probe::Other => anyhow::bail!("port {port} on 127.0.0.1 is taken by something that is not a NATS server; choose another --nats-port"),
     }
-    let dir = args.nats_leaf_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("trellis-leaf-{port}")));
     let opts = nats_server::Options {
         port,
         js_domain: args.nats_js_domain.clone(),
         leaf: Some(nats_server::Leaf { remote_url: remote.to_string(), credentials: args.nats_remote_credsfile.clone() }),
     };
-    let server = NatsProcess::start(&nats_server::Files::in_dir(&dir), &opts).await.context("the leaf nats-server could not start")?;
+    let server = NatsProcess::start(&files, &opts).await.context("the leaf nats-server could not start")?;
+    // Its own process group keeps it alive past a `kill -9` of this host; the pid lets the
+    // next run stop it (see `stop_leftover`).
+    std::fs::write(&pid_file, server.pid().to_string()).with_context(|| format!("cannot write {}", pid_file.display()))?;
     tracing::info!(url = server.url, remote, pid = server.pid(), log = %server.log().display(), "leaf nats-server started");
-    Ok(server)
+    Ok((server, pid_file))
 }
 
 /// An issuer for --allowed-issuers: an account public key.

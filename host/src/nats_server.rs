@@ -282,6 +282,31 @@ impl NatsProcess {
     }
 }
 
+/// Stops a nats-server that an earlier run left behind: the process whose pid `pid_file` holds,
+/// if its command line names `conf` (so a recycled pid is never signalled). That happens when
+/// the host that started it was killed (`kill -9`, a crash): its server, in a process group of
+/// its own, lives on and holds the port. Returns whether one was stopped.
+pub async fn stop_leftover(pid_file: &Path, conf: &Path) -> bool {
+    let Some(pid) = std::fs::read_to_string(pid_file).ok().and_then(|s| s.trim().parse::<u32>().ok()) else { return false };
+    let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| c.split(|b| *b == 0).any(|arg| arg == conf.as_os_str().as_encoded_bytes()))
+        .unwrap_or(false);
+    if !ours {
+        let _ = std::fs::remove_file(pid_file);
+        return false;
+    }
+    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).stderr(Stdio::null()).status();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if Path::new(&format!("/proc/{pid}")).exists() {
+        let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).stderr(Stdio::null()).status();
+    }
+    let _ = std::fs::remove_file(pid_file);
+    true
+}
+
 /// The last non-empty line of a text file.
 pub fn last_line(path: &Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;

@@ -413,7 +413,7 @@ impl Router {
             async_nats::RequestErrorKind::NoResponders => RpcError::new(
                 RpcErrorKind::NoReplica,
                 &call,
-                format!("no running replica of `{}` answered; start it (`wash start component`) or check the link's target", call.target),
+                format!("no running replica of `{}` answered; start it (`wash start component` or `wash start provider`, or deploy its app), or check the link's target", call.target),
             ),
             async_nats::RequestErrorKind::TimedOut => deadline_error(&call),
             _ => RpcError::new(RpcErrorKind::Transport, &call, format!("the call could not be sent: {e}")),

@@ -101,9 +101,10 @@ async fn an_app_deployed_from_the_hub_counts_at_the_edge_in_a_cloud_bucket() {
     // A real `trellis-host` that starts its own leaf server, as on an edge box.
     let leaf_port = free_addr().unwrap().port().to_string();
     let leaf_dir = tempfile::tempdir().unwrap();
-    let edge = ProcessHost::start_with(&[
+    let leaf_url = hub.leaf_url().unwrap();
+    let edge_args = [
         "--nats-remote-url",
-        &hub.leaf_url().unwrap(),
+        &leaf_url,
         "--js-domain",
         "hub",
         "--nats-js-domain",
@@ -114,9 +115,8 @@ async fn an_app_deployed_from_the_hub_counts_at_the_edge_in_a_cloud_bucket() {
         leaf_dir.path().to_str().unwrap(),
         "-l",
         "zone=edge",
-    ])
-    .await
-    .unwrap();
+    ];
+    let edge = ProcessHost::start_with(&edge_args).await.unwrap();
     let hub_client = hub.client().await.unwrap();
     let ctl = CtlClient::new(hub_client.clone(), "default");
     wait_for_hosts(&ctl, &[cloud.id(), &edge.id]).await;
@@ -158,12 +158,40 @@ async fn an_app_deployed_from_the_hub_counts_at_the_edge_in_a_cloud_bucket() {
     let stored = bucket.get("visits").await.unwrap().expect("the count is stored in the hub's domain");
     assert_eq!(stored.as_ref(), b"3");
 
+    // The edge box crashes (SIGKILL: its leaf server, in a process group of its own, lives on
+    // and holds the port) and its host comes back: the new run stops the leftover server and
+    // starts its own, the app is placed on the new host, and the count goes on.
+    drop(edge);
+    let edge = ProcessHost::start_with(&edge_args).await.unwrap();
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let inv = ctl.get_host_inventory(&edge.id).await.unwrap();
+        let counters = inv.components.iter().filter(|c| c.id == "edge_counter-counter").map(|c| c.max_instances).sum::<u32>();
+        if counters == 2 && inv.providers.iter().any(|p| p.id == "edge_counter-httpserver") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the app never came back to the restarted edge host: {inv:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    get_until(addr, "/warm-up", 200, WAIT).await.unwrap();
+    assert_eq!(get(addr, "/visits").await.unwrap().text(), "4\n");
+
     apps.undeploy("edge-counter").await.unwrap();
     let deadline = tokio::time::Instant::now() + LONG;
     while !ctl.get_host_inventory(&edge.id).await.unwrap().components.is_empty() {
         assert!(tokio::time::Instant::now() < deadline, "undeploy left the counter at the edge");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // An orderly stop takes the leaf server down with the host.
+    let mut edge = edge;
+    edge.sigterm().unwrap();
+    assert!(edge.wait(Duration::from_secs(20)).await.unwrap().success());
+    let pid_file = leaf_dir.path().join("nats.pid");
+    assert!(!pid_file.exists(), "the leaf server's pid file outlived the host");
+    assert!(
+        !matches!(trellis_host::nats_server::probe("127.0.0.1", leaf_port.parse().unwrap()).await, Ok(trellis_host::nats_server::Probe::Nats)),
+        "the leaf server outlived the host"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
