@@ -273,10 +273,7 @@ impl Backends {
             StoreKey::Memory { bucket } => Arc::new(MemoryStore::new(bucket)),
             StoreKey::Nats { cluster_uri, js_domain, bucket } => {
                 let client = self.nats_client(cluster_uri.as_deref(), bucket).await?;
-                let js = match js_domain {
-                    Some(domain) => async_nats::jetstream::with_domain(client, domain),
-                    None => async_nats::jetstream::new(client),
-                };
+                let js = trellis_lattice::state::jetstream(client, js_domain.as_deref());
                 Arc::new(NatsStore::open(&js, bucket, settings.auto_create).await?)
             }
             StoreKey::Redis { url, prefix } => Arc::new(RedisStore::new(self.redis_connection(url)?, prefix.clone())),
