@@ -9,11 +9,11 @@ use trellis_host::{Host, HostError};
 use trellis_lattice::app::{AppClient, AppState};
 use trellis_lattice::client::CtlClient;
 use trellis_lattice::ctl::Link;
-use trellis_tests::components::{file_ref, http_kv_counter};
-use trellis_tests::hosts::{ProcessHost, config, host_binary, init_tracing, start_host};
+use trellis_tests::components::{file_ref, http_hello, http_kv_counter};
+use trellis_tests::hosts::{ProcessHost, config, host_binary, http_server_provider_binary, init_tracing, start_host};
 use trellis_tests::http::{free_addr, get, get_until};
 use trellis_tests::nats::NatsServer;
-use trellis_tests::scenario::{WAIT, wait_until};
+use trellis_tests::scenario::{Lattice, WAIT, wait_until};
 
 const LONG: Duration = Duration::from_secs(90);
 
@@ -225,6 +225,16 @@ async fn a_host_behind_a_leaf_shares_the_hubs_registry_and_is_told_what_a_wrong_
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // A provider process the edge host starts gets the domain too: the http-server learns its
+    // link (put at the hub) and serves a component that runs in the cloud.
+    let cloud = start_host(&hub.url(), &[("zone", "cloud")]).await.unwrap();
+    let mut l = Lattice::on(&hub).await;
+    l.start_component(&cloud, "hello", http_hello(), 4, None).await;
+    l.start_provider(&edge, "http", &file_ref(http_server_provider_binary().unwrap()), &[]).await;
+    let addr = free_addr().unwrap();
+    l.link("http", "hello", "edge-hello-addr", &[("address", &addr.to_string())]).await;
+    assert_eq!(get_until(addr, "/", 200, WAIT).await.unwrap().text(), "Hello from Trellis!\n");
+
     // A domain nobody serves: the host refuses to start and says what to fix.
     let mut wrong = config(&leaf.url(), &[]);
     wrong.js_domain = Some("nowhere".into());
@@ -244,6 +254,7 @@ async fn a_host_behind_a_leaf_shares_the_hubs_registry_and_is_told_what_a_wrong_
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("--nats-remote-url needs --js-domain naming the hub's JetStream domain"), "{stderr}");
     edge.stop(Duration::from_secs(2)).await;
+    cloud.stop(Duration::from_secs(2)).await;
 }
 
 async fn wait_for_hosts(ctl: &CtlClient, ids: &[&str]) {
