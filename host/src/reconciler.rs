@@ -9,8 +9,13 @@
 //! and whenever a deployment changes, the leader computes every deployed app's desired state
 //! against the live hosts, compares it with their inventories and the links and config of the
 //! lattice, and acts only through the control interface, as wadm does. Everything it starts
-//! carries [`managed_annotations`]; undeploying removes what carries the app's annotation and
-//! the links and config its manifest defines, and nothing else.
+//! carries [`managed_annotations`]; the links and config it puts for an app are recorded under
+//! [`owned_key`]. Undeploying removes what carries the app's annotation and the links and config
+//! it put or its manifest defines, and nothing else; a new version removes what it no longer
+//! defines once it is in place. A link (source, package, link name) or config that two deployed
+//! apps define alike is shared and stays while either defines it; defined differently, the app
+//! whose definition is in place keeps it (else the one deployed first), and the other is
+//! `Failed`, naming the conflict, without ever putting its own.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -86,13 +91,12 @@ pub(crate) async fn start(ctx: Arc<HostCtx>) -> Result<Vec<JoinHandle<()>>> {
 /// Gives the lease up on an orderly stop, so another host leads at once.
 pub(crate) async fn release(ctx: &HostCtx) {
     let Some(store) = ctx.apps.get() else { return };
-    if let Ok(Some(entry)) = store.entry(LEADER_KEY).await {
-        if let Ok(lease) = serde_json::from_slice::<Lease>(&entry.value) {
-            if lease.host_id == ctx.id {
-                let expired = Lease { host_id: ctx.id.clone(), expires_ms: 0 };
-                let _ = store.update(LEADER_KEY, serde_json::to_vec(&expired).unwrap_or_default().into(), entry.revision).await;
-            }
-        }
+    if let Ok(Some(entry)) = store.entry(LEADER_KEY).await
+        && let Ok(lease) = serde_json::from_slice::<Lease>(&entry.value)
+        && lease.host_id == ctx.id
+    {
+        let expired = Lease { host_id: ctx.id.clone(), expires_ms: 0 };
+        let _ = store.update(LEADER_KEY, serde_json::to_vec(&expired).unwrap_or_default().into(), entry.revision).await;
     }
 }
 
@@ -211,10 +215,10 @@ async fn reconcile_all(
         let Ok(key) = key else { continue };
         if let Some((name, "deployment")) = parse_key(&key) {
             let name = name.to_string();
-            if let Ok(Some(value)) = store.get(&key).await {
-                if let Ok(d) = serde_json::from_slice::<Deployment>(&value) {
-                    deployments.push((name, d));
-                }
+            if let Ok(Some(value)) = store.get(&key).await
+                && let Ok(d) = serde_json::from_slice::<Deployment>(&value)
+            {
+                deployments.push((name, d));
             }
         }
     }
@@ -235,21 +239,70 @@ async fn reconcile_all(
     }
     let links = ctl.get_links().await?;
     let actual = Actual { inventories, links };
-    for (name, deployment) in deployments {
-        if !deployment.active {
-            if let Ok(Some(v)) = store.get(status_key(&name)).await {
-                if serde_json::from_slice::<AppStatus>(&v).is_ok_and(|s| s.state == AppState::Undeployed) {
-                    continue;
-                }
-            }
+    // Undeployed apps first: a link or config one frees, another can take in the same pass.
+    deployments.sort_by(|(a, x), (b, y)| (x.active, a).cmp(&(y.active, b)));
+    let parsed: Vec<(String, Deployment, std::result::Result<Manifest, String>)> =
+        deployments.into_iter().map(|(name, d)| {
+            let m = Manifest::parse(&d.manifest).map_err(|e| e.to_string());
+            (name, d, m)
+        }).collect();
+    let mut owned_of: HashMap<String, Owned> = HashMap::new();
+    for (name, _, _) in &parsed {
+        if let Ok(Some(v)) = store.get(owned_key(name)).await
+            && let Ok(o) = serde_json::from_slice::<Owned>(&v)
+        {
+            owned_of.insert(name.clone(), o);
         }
-        let status = match Manifest::parse(&deployment.manifest) {
+    }
+    // What every deployed app defines, for conflicts and sharing between apps.
+    let defs: Vec<AppDefs> = parsed
+        .iter()
+        .filter(|(_, d, _)| d.active)
+        .filter_map(|(name, d, m)| m.as_ref().ok().map(|m| (name, d, desired_definitions(m))))
+        .map(|(name, d, defined)| AppDefs {
+            name: name.clone(),
+            since_ms: d.since_ms,
+            links: defined.links,
+            configs: defined.configs,
+            owned: owned_of.get(name).cloned().unwrap_or_default(),
+        })
+        .collect();
+    for (name, deployment, manifest) in parsed {
+        if !deployment.active
+            && let Ok(Some(v)) = store.get(status_key(&name)).await
+            && serde_json::from_slice::<AppStatus>(&v).is_ok_and(|s| s.state == AppState::Undeployed)
+        {
+            continue;
+        }
+        let before = owned_of.remove(&name).unwrap_or_default();
+        let mut owned = before.clone();
+        let others: Vec<&AppDefs> = defs.iter().filter(|d| d.name != name).collect();
+        let status = match manifest {
             Err(e) => status(&name, &deployment, AppState::Failed, format!("the stored manifest is invalid: {e}"), vec![]),
-            Ok(m) => reconcile(ctl, &m, &deployment, &actual, failures, pending).await,
+            Ok(m) => reconcile(ctl, &m, &deployment, &actual, failures, pending, &others, &mut owned).await,
         };
+        owned.links.sort();
+        if status.state == AppState::Undeployed {
+            if !before.is_empty() {
+                let _ = store.purge(owned_key(&name)).await;
+            }
+        } else if owned != before
+            && let Err(e) = store.put(owned_key(&name), serde_json::to_vec(&owned).unwrap_or_default().into()).await
+        {
+            tracing::warn!(app = name, error = %e, "cannot record the links and config the app put");
+        }
         let _ = store.put(status_key(&name), serde_json::to_vec(&status).unwrap_or_default().into()).await;
     }
     Ok(())
+}
+
+/// What one deployed app defines (whatever the hosts), and what it put.
+struct AppDefs {
+    name: String,
+    since_ms: u64,
+    links: Vec<Link>,
+    configs: BTreeMap<String, StringMap>,
+    owned: Owned,
 }
 
 fn status(name: &str, d: &Deployment, state: AppState, message: String, details: Vec<String>) -> AppStatus {
@@ -413,6 +466,7 @@ fn fresh(pending: &mut HashMap<String, Instant>, key: String) -> bool {
     true
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn reconcile(
     ctl: &CtlClient,
     m: &Manifest,
@@ -420,16 +474,30 @@ async fn reconcile(
     actual: &Actual,
     failures: &HashMap<String, (String, String)>,
     pending: &mut HashMap<String, Instant>,
+    others: &[&AppDefs],
+    owned: &mut Owned,
 ) -> AppStatus {
     let app = m.name();
     let annotations = managed_annotations(app);
     let want = if deployment.active { desired(m, actual) } else { Desired::default() };
+    let put_before = owned.clone();
     let mut waiting: Vec<String> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
+    // Links and config another deployed app holds with another definition: reported, never
+    // fought over.
+    let mut conflicts: Vec<String> = Vec::new();
+    // How many wanted configs, replicas and providers are not in place yet.
+    let mut starting = 0;
     // Config before anything that names it.
     for (name, values) in &want.configs {
         let current = ctl.get_config(name).await.ok();
+        if let Some(c) = config_conflict(app, deployment.since_ms, name, values, others, current.as_ref()) {
+            conflicts.push(c);
+            continue;
+        }
+        owned.configs.insert(name.clone());
         if current.as_ref() != Some(values) {
+            starting += 1;
             waiting.push(format!("config `{name}`"));
             if let Err(e) = ctl.put_config(name, values).await {
                 errors.push(format!("config `{name}`: {e}"));
@@ -450,7 +518,10 @@ async fn reconcile(
                 let replaced = want.components.iter().filter(|((_, id), _)| !still_wanted || id == &c.id).all(|((h, id), n)| {
                     actual.inventories.iter().find(|i| &i.host_id == h).and_then(|i| i.components.iter().find(|x| &x.id == id)).is_some_and(|x| x.max_instances >= *n && want.images.get(id).is_some_and(|(image, _)| &x.image_ref == image))
                 });
-                if !replaced {
+                // ... and, if it is gone from the app, once no link the app now points
+                // elsewhere still calls it.
+                let still_called = !still_wanted && actual.links.iter().any(|l| l.target == c.id && want.links.iter().any(|w| same_slot(w, l) && w.target != l.target));
+                if !replaced || still_called {
                     continue;
                 }
                 if fresh(pending, format!("scale:{host}:{}:0", c.id)) {
@@ -464,10 +535,20 @@ async fn reconcile(
         for p in &inv.providers {
             if owned_by(&p.annotations, app) && !want.providers.contains(&(host.clone(), p.id.clone())) {
                 waiting.push(format!("stop provider `{}` on host {host}", p.id));
-                if fresh(pending, format!("stop-provider:{host}:{}", p.id)) {
-                    if let Err(e) = ctl.stop_provider(&StopProviderCommand { host_id: host.clone(), provider_id: p.id.clone() }).await {
-                        errors.push(format!("stopping provider `{}` on host {host}: {e}", p.id));
-                    }
+                // New before old, as for components: an instance the app no longer wants here
+                // (a draining or cordoned host, labels that no longer match) goes only once
+                // every wanted instance of that provider runs. One the app no longer has at all
+                // goes at once: a renamed provider may need what the old one holds (an address).
+                let replaced = want.providers.iter().filter(|(_, id)| id == &p.id).all(|(h, id)| {
+                    actual.inventories.iter().find(|i| &i.host_id == h).is_some_and(|i| i.providers.iter().any(|x| &x.id == id))
+                });
+                if !replaced {
+                    continue;
+                }
+                if fresh(pending, format!("stop-provider:{host}:{}", p.id))
+                    && let Err(e) = ctl.stop_provider(&StopProviderCommand { host_id: host.clone(), provider_id: p.id.clone() }).await
+                {
+                    errors.push(format!("stopping provider `{}` on host {host}: {e}", p.id));
                 }
             }
         }
@@ -480,6 +561,7 @@ async fn reconcile(
             continue;
         }
         let have = current.map(|c| c.max_instances).unwrap_or(0);
+        starting += 1;
         waiting.push(format!("`{id}` on host {host}: {have} of {n} replicas"));
         if let Some((h, err)) = failures.get(id) {
             errors.push(format!("`{id}` failed to start on host {h}: {err}"));
@@ -504,6 +586,7 @@ async fn reconcile(
         if inventory(host).is_some_and(|i| i.providers.iter().any(|p| &p.id == id)) {
             continue;
         }
+        starting += 1;
         waiting.push(format!("provider `{id}` on host {host}"));
         if let Some((h, err)) = failures.get(id) {
             errors.push(format!("provider `{id}` failed to start on host {h}: {err}"));
@@ -516,46 +599,82 @@ async fn reconcile(
             }
         }
     }
-    // Links.
+    // Links. Whether every wanted component, provider and config is in place: only then does a
+    // link the app points elsewhere leave its old target (new before old).
+    let placed = starting == 0;
     for link in &want.links {
-        if actual.links.iter().any(|l| same_link(l, link) && l.interfaces == link.interfaces && l.source_config == link.source_config && l.target_config == link.target_config) {
+        if let Some(c) = link_conflict(app, deployment.since_ms, link, others, &actual.links) {
+            conflicts.push(c);
             continue;
         }
-        waiting.push(format!("link {} → {} ({}:{})", link.source_id, link.target, link.wit_namespace, link.wit_package));
+        let in_slot: Vec<&Link> = actual.links.iter().filter(|l| same_slot(l, link)).collect();
+        if in_slot.iter().any(|l| same_definition(l, link)) {
+            hold_link(owned, link);
+            continue;
+        }
+        let shown = show_link(link);
+        // The slot holds a link to another target (the registry takes no second target for an
+        // interface): another app's that it no longer defines and is about to remove, or this
+        // app's own from an earlier version.
+        let old: Vec<&Link> = in_slot.iter().copied().filter(|l| l.target != link.target).collect();
+        if let Some((a, l)) = old.iter().find_map(|l| others.iter().find(|a| a.owned.links.iter().any(|x| same_link(x, l)) && !a.links.iter().any(|x| same_link(x, l))).map(|a| (a, l))) {
+            waiting.push(format!("{shown}, once app `{}` removes its old link to `{}`", a.name, l.target));
+            continue;
+        }
+        let ours: Vec<&Link> = old.iter().copied().filter(|l| put_before.links.iter().any(|x| same_link(x, l))).collect();
+        if !ours.is_empty() {
+            if !placed {
+                waiting.push(format!("{shown}, once every component and provider is in place"));
+                continue;
+            }
+            let req = DeleteLinkRequest { source_id: link.source_id.clone(), name: link.name.clone(), wit_namespace: link.wit_namespace.clone(), wit_package: link.wit_package.clone() };
+            if let Err(e) = ctl.delete_link(&req).await {
+                errors.push(format!("deleting the old {}: {e}", show_link(ours[0])));
+                continue;
+            }
+            owned.links.retain(|x| !(same_slot(x, link) && x.target != link.target));
+        }
+        waiting.push(shown);
+        hold_link(owned, link);
         if let Err(e) = ctl.put_link(link).await {
             errors.push(format!("link {} → {}: {e}", link.source_id, link.target));
         }
     }
     if !deployment.active {
-        // Undeploy: the links and config the manifest defines go too.
+        // Undeploy: the links and config the app put or its manifest defines go too, unless
+        // another deployed app defines them.
         let defined = desired_definitions(m);
-        for link in &defined.links {
-            if actual.links.iter().any(|l| same_link(l, link)) {
-                waiting.push(format!("delete link {} → {}", link.source_id, link.target));
-                let req = DeleteLinkRequest { source_id: link.source_id.clone(), name: link.name.clone(), wit_namespace: link.wit_namespace.clone(), wit_package: link.wit_package.clone() };
-                if let Err(e) = ctl.delete_link(&req).await {
-                    errors.push(format!("deleting link {} → {}: {e}", link.source_id, link.target));
-                }
+        let mut links = put_before.links.clone();
+        for l in defined.links {
+            if !links.iter().any(|x| same_link(x, &l)) {
+                links.push(l);
             }
         }
-        for name in defined.configs.keys() {
-            if ctl.get_config(name).await.is_ok() {
-                waiting.push(format!("delete config `{name}`"));
-                if let Err(e) = ctl.delete_config(name).await {
-                    errors.push(format!("deleting config `{name}`: {e}"));
-                }
-            }
-        }
+        let configs: BTreeSet<String> = put_before.configs.iter().cloned().chain(defined.configs.into_keys()).collect();
+        remove(ctl, &links, &configs, others, actual, owned, &mut waiting, &mut errors).await;
         return if waiting.is_empty() {
             status(app, deployment, AppState::Undeployed, "nothing of the app runs".into(), vec![])
         } else {
             status(app, deployment, AppState::Undeploying, format!("removing {}", waiting.join(", ")), waiting)
         };
     }
-    if !errors.is_empty() {
-        let mut details = errors.clone();
+    // Forget links the app put that are gone and that it still defines elsewhere or not at all.
+    owned.links.retain(|x| want.links.iter().any(|l| same_link(l, x)) || actual.links.iter().any(|a| same_link(a, x)));
+    if waiting.is_empty() && errors.is_empty() {
+        // This version is in place: what the app put before and no longer defines goes (new
+        // before old, as for components).
+        let links: Vec<Link> = put_before.links.iter().filter(|o| !want.links.iter().any(|l| same_slot(l, o))).cloned().collect();
+        let configs: BTreeSet<String> = put_before.configs.iter().filter(|n| !want.configs.contains_key(*n)).cloned().collect();
+        remove(ctl, &links, &configs, others, actual, owned, &mut waiting, &mut errors).await;
+    }
+    if !errors.is_empty() || !conflicts.is_empty() {
+        // A conflict makes the app Failed, not Reconciling: waiting does not end it (changing a
+        // manifest, or undeploying the other app, does), and `wash app deploy` stops waiting
+        // at Failed and shows this message instead of timing out.
+        let message: Vec<String> = conflicts.iter().chain(&errors).cloned().collect();
+        let mut details = message.clone();
         details.extend(want.problems.iter().cloned());
-        return status(app, deployment, AppState::Failed, errors.join("; "), details);
+        return status(app, deployment, AppState::Failed, message.join("; "), details);
     }
     if !want.problems.is_empty() || !waiting.is_empty() {
         let mut details = want.problems.clone();
@@ -563,6 +682,112 @@ async fn reconcile(
         return status(app, deployment, AppState::Reconciling, details.join("; "), details);
     }
     status(app, deployment, AppState::Deployed, "every component, provider, link and config is in place".into(), vec![])
+}
+
+/// Deletes `links` and `configs`, which the app put or defined and no longer wants, unless
+/// another deployed app defines them too: then they stay for it, and the app forgets them. What
+/// is gone already is forgotten; what is deleted now is forgotten once it is seen gone.
+#[allow(clippy::too_many_arguments)]
+async fn remove(
+    ctl: &CtlClient,
+    links: &[Link],
+    configs: &BTreeSet<String>,
+    others: &[&AppDefs],
+    actual: &Actual,
+    owned: &mut Owned,
+    waiting: &mut Vec<String>,
+    errors: &mut Vec<String>,
+) {
+    for link in links {
+        let shared = others.iter().any(|o| o.links.iter().any(|l| same_link(l, link)));
+        if shared || !actual.links.iter().any(|l| same_link(l, link)) {
+            owned.links.retain(|x| !same_link(x, link));
+            continue;
+        }
+        waiting.push(format!("delete {}", show_link(link)));
+        let req = DeleteLinkRequest { source_id: link.source_id.clone(), name: link.name.clone(), wit_namespace: link.wit_namespace.clone(), wit_package: link.wit_package.clone() };
+        if let Err(e) = ctl.delete_link(&req).await {
+            errors.push(format!("deleting {}: {e}", show_link(link)));
+        }
+    }
+    for name in configs {
+        let shared = others.iter().any(|o| o.configs.contains_key(name));
+        if shared || ctl.get_config(name).await.is_err() {
+            owned.configs.remove(name);
+            continue;
+        }
+        waiting.push(format!("delete config `{name}`"));
+        if let Err(e) = ctl.delete_config(name).await {
+            errors.push(format!("deleting config `{name}`: {e}"));
+        }
+    }
+}
+
+/// Records `link` as put by the app (replacing what it recorded for the same target).
+fn hold_link(owned: &mut Owned, link: &Link) {
+    owned.links.retain(|x| !same_link(x, link));
+    owned.links.push(link.clone());
+}
+
+fn show_link(l: &Link) -> String {
+    format!("link `{}` → `{}` ({}:{}, name {})", l.source_id, l.target, l.wit_namespace, l.wit_package, l.name)
+}
+
+/// Same source, package and link name: the links `link.del` removes together.
+fn same_slot(a: &Link, b: &Link) -> bool {
+    a.source_id == b.source_id && a.name == b.name && a.wit_namespace == b.wit_namespace && a.wit_package == b.wit_package
+}
+
+/// The same link in every field.
+fn same_definition(a: &Link, b: &Link) -> bool {
+    same_link(a, b) && a.interfaces == b.interfaces && a.source_config == b.source_config && a.target_config == b.target_config
+}
+
+/// Of the apps defining one thing, the one that keeps it: one whose definition is in place, else
+/// the one deployed first, else by name. `candidates` are (in place, deployed since, app).
+fn keeper<'a>(candidates: impl Iterator<Item = (bool, u64, &'a str)>) -> Option<&'a str> {
+    candidates.min_by_key(|(in_place, since, name)| (!in_place, *since, *name)).map(|(_, _, name)| name)
+}
+
+/// Whether `def`, a link of `app` (deployed since `since`), loses its slot to another deployed
+/// app that defines the slot otherwise: the message naming that app and what to do, if so. Two
+/// apps defining the same link share it.
+fn link_conflict(app: &str, since: u64, def: &Link, others: &[&AppDefs], actual: &[Link]) -> Option<String> {
+    let rivals: Vec<(&AppDefs, &Link)> = others.iter().flat_map(|o| o.links.iter().filter(|l| same_slot(l, def)).map(move |l| (*o, l))).collect();
+    if rivals.iter().all(|(_, l)| same_definition(l, def)) {
+        return None;
+    }
+    let in_place = |l: &Link| actual.iter().any(|a| same_definition(a, l));
+    let winner = keeper(std::iter::once((in_place(def), since, app)).chain(rivals.iter().map(|(o, l)| (in_place(l), o.since_ms, o.name.as_str()))))?;
+    let (o, l) = rivals.iter().find(|(o, _)| o.name == winner)?;
+    if same_definition(l, def) {
+        return None;
+    }
+    let how = if l.target != def.target {
+        format!("→ `{}`", l.target)
+    } else if l.interfaces != def.interfaces {
+        format!("with interfaces [{}]", l.interfaces.join(", "))
+    } else {
+        "with other source or target config".to_string()
+    };
+    Some(format!("{} conflicts with app `{}`, which defines it {how}; change one of the manifests", show_link(def), o.name))
+}
+
+/// Whether config `name` with `values`, defined by `app` (deployed since `since`), loses to
+/// another deployed app that defines it with other values: the message, if so. `current` is
+/// what the lattice holds.
+fn config_conflict(app: &str, since: u64, name: &str, values: &StringMap, others: &[&AppDefs], current: Option<&StringMap>) -> Option<String> {
+    let rivals: Vec<(&AppDefs, &StringMap)> = others.iter().filter_map(|o| o.configs.get(name).map(|v| (*o, v))).collect();
+    if rivals.iter().all(|(_, v)| *v == values) {
+        return None;
+    }
+    let in_place = |v: &StringMap| current == Some(v);
+    let winner = keeper(std::iter::once((in_place(values), since, app)).chain(rivals.iter().map(|(o, v)| (in_place(v), o.since_ms, o.name.as_str()))))?;
+    let (o, v) = rivals.iter().find(|(o, _)| o.name == winner)?;
+    if *v == values {
+        return None;
+    }
+    Some(format!("config `{name}` conflicts with app `{}`, which defines it with other values; change one of the manifests", o.name))
 }
 
 fn same_link(a: &Link, b: &Link) -> bool {
@@ -608,12 +833,11 @@ async fn versions(store: &kv::Store, app: &str) -> std::result::Result<Vec<(u64,
         if !key.starts_with(&prefix) {
             continue;
         }
-        if let Ok(Some(entry)) = store.entry(&key).await {
-            if entry.operation == kv::Operation::Put {
-                if let Ok(v) = serde_json::from_slice::<StoredVersion>(&entry.value) {
-                    out.push((entry.revision, v));
-                }
-            }
+        if let Ok(Some(entry)) = store.entry(&key).await
+            && entry.operation == kv::Operation::Put
+            && let Ok(v) = serde_json::from_slice::<StoredVersion>(&entry.value)
+        {
+            out.push((entry.revision, v));
         }
     }
     out.sort_by_key(|(rev, _)| *rev);
@@ -703,10 +927,10 @@ async fn handle_api(ctx: &HostCtx, store: &kv::Store, subject_: &str, payload: &
             let mut names = BTreeSet::new();
             let mut keys = store.keys().await.map_err(|e| format!("cannot list the apps bucket: {e}"))?;
             while let Some(key) = keys.next().await {
-                if let Ok(key) = key {
-                    if let Some((n, _)) = parse_key(&key) {
-                        names.insert(n.to_string());
-                    }
+                if let Ok(key) = key
+                    && let Some((n, _)) = parse_key(&key)
+                {
+                    names.insert(n.to_string());
                 }
             }
             let mut out = Vec::new();
@@ -732,7 +956,12 @@ async fn handle_api(ctx: &HostCtx, store: &kv::Store, subject_: &str, payload: &
             let n = need_name()?;
             let req: VersionRequest = parse_body(&op, payload)?;
             let v = pick(store, n, req.version.as_deref()).await?;
-            let d = Deployment { version: v.version, manifest: v.manifest, active: true };
+            // A new version of a deployed app keeps the time it was first deployed.
+            let since_ms = match get_json::<Deployment>(store, &deployment_key(n)).await? {
+                Some((_, d)) if d.active => d.since_ms,
+                _ => now_ms(),
+            };
+            let d = Deployment { version: v.version, manifest: v.manifest, active: true, since_ms };
             put_json(store, &deployment_key(n), &d).await?;
             let _ = put_json(store, &status_key(n), &status(n, &d, AppState::Reconciling, "deployed; waiting for the reconciler".into(), vec![])).await;
             Ok(to_json(&d))
@@ -812,7 +1041,7 @@ mod tests {
         let text = format!(
             "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata:\n  name: t\nspec:\n  components:\n    - name: c\n      type: {kind}\n      properties:\n        image: {image}\n{traits}"
         );
-        Manifest::parse(&text).unwrap()
+        Manifest::parse(&text).expect("a valid manifest")
     }
 
     fn placed(d: &Desired) -> Vec<(String, u32)> {
@@ -866,5 +1095,63 @@ mod tests {
         assert_eq!(hosts, ["h1", "h2", "h3"], "5 instances on 2 cloud hosts: once on each");
         let d = desired(&app("", "capability", "builtin://http-server"), &actual);
         assert_eq!(d.providers.len(), 1, "no scaler: one instance");
+    }
+
+    fn http_link(target: &str) -> Link {
+        Link {
+            source_id: "web".into(),
+            target: target.into(),
+            name: "default".into(),
+            wit_namespace: "wasi".into(),
+            wit_package: "http".into(),
+            interfaces: vec!["incoming-handler".into()],
+            source_config: vec![],
+            target_config: vec![],
+        }
+    }
+
+    fn defs(name: &str, since_ms: u64, links: Vec<Link>, configs: &[(&str, &str)]) -> AppDefs {
+        let configs = configs.iter().map(|(n, v)| (n.to_string(), StringMap::from([("v".to_string(), v.to_string())]))).collect();
+        AppDefs { name: name.into(), since_ms, links, configs, owned: Owned::default() }
+    }
+
+    #[test]
+    fn a_link_two_apps_define_differently_stays_with_the_one_that_holds_it_else_the_first_deployed() {
+        let other = defs("other", 20, vec![http_link("c")], &[]);
+        let mine = http_link("b");
+        // Nothing in place: the app deployed first (10 < 20) keeps it; the other is told why.
+        assert_eq!(link_conflict("first", 10, &mine, &[&other], &[]), None);
+        let early = defs("early", 5, vec![http_link("c")], &[]);
+        assert_eq!(
+            link_conflict("late", 10, &mine, &[&early], &[]).as_deref(),
+            Some("link `web` → `b` (wasi:http, name default) conflicts with app `early`, which defines it → `c`; change one of the manifests")
+        );
+        // What is in place wins over who came first.
+        assert_eq!(link_conflict("late", 10, &mine, &[&early], std::slice::from_ref(&mine)), None);
+        assert!(link_conflict("first", 10, &mine, &[&other], &[http_link("c")]).is_some_and(|m| m.contains("app `other`")));
+        // The same definition is shared, whoever came first.
+        assert_eq!(link_conflict("late", 10, &mine, &[&defs("early", 5, vec![mine.clone()], &[])], &[]), None);
+        // Other interfaces, same target.
+        let mut wider = http_link("b");
+        wider.interfaces.push("outgoing-handler".into());
+        let m = link_conflict("late", 10, &mine, &[&defs("early", 5, vec![wider], &[])], &[]).expect("a conflict");
+        assert!(m.ends_with("which defines it with interfaces [incoming-handler, outgoing-handler]; change one of the manifests"), "{m}");
+        // Another slot (link name) is no conflict.
+        let mut named = http_link("c");
+        named.name = "admin".into();
+        assert_eq!(link_conflict("late", 10, &mine, &[&defs("early", 5, vec![named], &[])], &[]), None);
+    }
+
+    #[test]
+    fn a_config_two_apps_define_differently_stays_with_the_one_that_holds_it() {
+        let v = |s: &str| StringMap::from([("v".to_string(), s.to_string())]);
+        let early = defs("early", 5, vec![], &[("cfg", "1")]);
+        assert_eq!(config_conflict("late", 10, "cfg", &v("1"), &[&early], None), None, "same values: shared");
+        assert_eq!(
+            config_conflict("late", 10, "cfg", &v("2"), &[&early], None).as_deref(),
+            Some("config `cfg` conflicts with app `early`, which defines it with other values; change one of the manifests")
+        );
+        assert_eq!(config_conflict("late", 10, "cfg", &v("2"), &[&early], Some(&v("2"))), None, "in place wins");
+        assert_eq!(config_conflict("late", 10, "other", &v("2"), &[&early], None), None);
     }
 }

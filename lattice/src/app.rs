@@ -7,6 +7,8 @@
 //! - `app.{name}.deployment`: the [`Deployment`]: the version to run and its manifest text,
 //!   `active: false` once undeployed (the reconciler then removes what the app created);
 //! - `app.{name}.status`: the [`AppStatus`] the leader last computed;
+//! - `app.{name}.owned`: the [`Owned`] links and config the leader put for the app (so what a
+//!   new version drops, and what undeploy removes, is what the app put and nothing else);
 //! - `leader`: the reconciler's [`Lease`].
 //!
 //! API: `wadm.api.{lattice}.model.{put|list}` and `wadm.api.{lattice}.model.{get|versions|del|
@@ -55,7 +57,13 @@ pub fn status_key(app: &str) -> String {
     format!("app.{app}.status")
 }
 
-/// The app name in a key of the apps bucket, and what follows it (`v.…`, `deployment`, `status`).
+/// The key of the links and config the reconciler put for `app`.
+pub fn owned_key(app: &str) -> String {
+    format!("app.{app}.owned")
+}
+
+/// The app name in a key of the apps bucket, and what follows it (`v.…`, `deployment`, `status`,
+/// `owned`).
 pub fn parse_key(key: &str) -> Option<(&str, &str)> {
     let rest = key.strip_prefix("app.")?;
     rest.split_once('.')
@@ -81,6 +89,31 @@ pub struct Deployment {
     pub manifest: String,
     /// `false` once undeployed: the reconciler removes what the app created.
     pub active: bool,
+    /// When the app was deployed, in milliseconds since the Unix epoch: kept while it stays
+    /// deployed (a new version keeps it), so of two apps defining one link or config
+    /// differently, the one deployed first keeps it. 0 in records stored without it.
+    #[serde(default)]
+    pub since_ms: u64,
+}
+
+/// The links and config the reconciler put for one app (or found in place as the app defines
+/// them): what it removes once a new version no longer defines them, or on undeploy, unless
+/// another deployed app defines them too.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Owned {
+    /// Links, as put.
+    #[serde(default)]
+    pub links: Vec<crate::ctl::Link>,
+    /// Config names.
+    #[serde(default)]
+    pub configs: std::collections::BTreeSet<String>,
+}
+
+impl Owned {
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty() && self.configs.is_empty()
+    }
 }
 
 /// The reconciler's leader lease.
@@ -307,6 +340,7 @@ mod tests {
         assert!(crate::state::is_reserved_bucket(&apps_bucket("default")));
         assert_eq!(version_key("hello", "v1.0"), "app.hello.v.76312e30");
         assert_eq!(parse_key(&deployment_key("hello")), Some(("hello", "deployment")));
+        assert_eq!(parse_key(&owned_key("hello")), Some(("hello", "owned")));
         let s = subject::app_api("default", "model.get", Some("hello"));
         assert_eq!(s, "wadm.api.default.model.get.hello");
         assert_eq!(subject::parse_app_api("default", &s), Some(("model.get".to_string(), Some("hello"))));
