@@ -14,6 +14,11 @@
 //!   (local routing); the [`Invocation`] and [`Response`] are the same either way, and so are
 //!   the errors.
 //! - Delivery is at-most-once: a call is sent once and never retried by this layer.
+//! - A call that has waited [`PROBE_AFTER`] asks every replica of the target, on
+//!   [`calls_subject`], whether one of them still holds it (by its `Trellis-Call-Id`), and
+//!   again each [`PROBE_AFTER`]. When none does, within [`PROBE_TIMEOUT`], the replica that
+//!   took it is gone (its host was killed, say), and the call fails then with
+//!   [`RpcErrorKind::Lost`] rather than at its deadline. Calls answered sooner cost nothing.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -35,6 +40,14 @@ pub const LINK_HEADER: &str = "Trellis-Link";
 pub const TIMEOUT_HEADER: &str = "Trellis-Timeout-Ms";
 /// Header: W3C trace context.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
+/// Header: the caller's id for the call, unique in the lattice (see [`calls_subject`]).
+pub const CALL_ID_HEADER: &str = "Trellis-Call-Id";
+
+/// How long a remote call waits for its reply before it asks whether a replica still holds it,
+/// and how often it asks again.
+pub const PROBE_AFTER: Duration = Duration::from_secs(1);
+/// How long a probe waits for the replica holding the call to say so.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Largest function-specific head accepted (HTTP method, URI and headers, call arguments).
 pub const MAX_HEAD_BYTES: usize = 256 * 1024;
@@ -55,6 +68,13 @@ pub fn subject(lattice: &str, target: &str, interface: &str, function: &str) -> 
 /// What every replica of `target` subscribes to, and the queue group it joins.
 pub fn target_subscription(lattice: &str, target: &str) -> (String, String) {
     (format!("wasmbus.rpc.{lattice}.{target}.>"), format!("wasmbus.rpc.{lattice}.{target}"))
+}
+
+/// Where every replica of `target` answers "do you hold call X?" (payload: the call id): the
+/// one holding it replies, the others stay silent. `$` keeps it apart from any target's
+/// subjects, since ids cannot contain it.
+pub fn calls_subject(lattice: &str, target: &str) -> String {
+    format!("wasmbus.rpc.{lattice}.$calls.{target}")
 }
 
 /// Who calls whom, for routing and for every error message.
@@ -94,6 +114,9 @@ pub enum RpcErrorKind {
     Malformed,
     /// NATS failed below the call.
     Transport,
+    /// The replica that took the call is gone (no replica holds it any more); it may or may
+    /// not have run.
+    Lost,
 }
 
 /// A failed call; its message names lattice, source, target, interface, function and link.
@@ -309,6 +332,7 @@ pub struct Router {
 /// Serving a target on NATS; stops when dropped (calls in progress are cut off), or gracefully
 /// with [`Serving::drain`].
 pub struct Serving {
+    /// Takes calls; on an orderly end it waits for the calls it took (see [`Router::serve`]).
     task: Option<tokio::task::JoinHandle<()>>,
     drain: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -407,9 +431,17 @@ impl Router {
         if let Some(tp) = &inv.traceparent {
             headers.insert(TRACEPARENT_HEADER, tp.as_str());
         }
+        let call_id = self.nats.new_inbox();
+        headers.insert(CALL_ID_HEADER, call_id.as_str());
         let subject = subject(&self.lattice, &call.target, &call.interface, &call.function);
         let request = async_nats::Request::new().payload(payload).headers(headers).timeout(Some(left));
-        let msg = self.nats.send_request(subject, request).await.map_err(|e| match e.kind() {
+        let reply = self.nats.send_request(subject, request);
+        let msg = tokio::select! {
+            biased;
+            r = reply => r,
+            lost = self.watch_call(&call, &call_id) => return Err(lost),
+        };
+        let msg = msg.map_err(|e| match e.kind() {
             async_nats::RequestErrorKind::NoResponders => RpcError::new(
                 RpcErrorKind::NoReplica,
                 &call,
@@ -422,6 +454,33 @@ impl Router {
             Ok(WireReply::Ok(m)) => Ok(Response { head: m.head.into(), body: self.pull_body(m.body.into(), m.more, call, inv.deadline) }),
             Ok(WireReply::Err(e)) => Err(e),
             Err(e) => Err(RpcError::new(RpcErrorKind::Malformed, &call, format!("the reply could not be decoded: {e}"))),
+        }
+    }
+
+    /// Resolves only when the call `call_id` is lost: after [`PROBE_AFTER`], and each
+    /// [`PROBE_AFTER`] after that, it asks the target's replicas whether one holds the call;
+    /// no replica at all, or none that says so within [`PROBE_TIMEOUT`], means the one that
+    /// took it is gone. A probe NATS cannot send (a reconnect, say) proves nothing: the call
+    /// waits on for its reply or its deadline.
+    async fn watch_call(&self, call: &CallInfo, call_id: &str) -> RpcError {
+        let subject = calls_subject(&self.lattice, &call.target);
+        loop {
+            tokio::time::sleep(PROBE_AFTER).await;
+            let probe = async_nats::Request::new().payload(Bytes::copy_from_slice(call_id.as_bytes())).timeout(Some(PROBE_TIMEOUT));
+            match self.nats.send_request(subject.clone(), probe).await {
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), async_nats::RequestErrorKind::NoResponders | async_nats::RequestErrorKind::TimedOut) => {
+                    return RpcError::new(
+                        RpcErrorKind::Lost,
+                        call,
+                        format!(
+                            "the replica of `{}` that took the call is gone (its host stopped or lost NATS) and no other holds it; it may or may not have run, so retry it only if that is safe",
+                            call.target
+                        ),
+                    );
+                }
+                Err(e) => tracing::debug!(error = %e, target = call.target, "cannot ask whether a call is still held; waiting on"),
+            }
         }
     }
 
@@ -502,15 +561,41 @@ impl Router {
             .queue_subscribe(subject.clone(), queue)
             .await
             .map_err(|e| crate::Error::new(crate::ErrorKind::Transport, format!("cannot subscribe to `{subject}`")).with_source(e))?;
-        // Callers elsewhere must find the subscription once we say the target is up.
+        let calls = calls_subject(&self.lattice, target);
+        let mut probes = self
+            .nats
+            .subscribe(calls.clone())
+            .await
+            .map_err(|e| crate::Error::new(crate::ErrorKind::Transport, format!("cannot subscribe to `{calls}`")).with_source(e))?;
+        // Callers elsewhere must find the subscriptions once we say the target is up.
         crate::round_trip(&self.nats).await?;
         let router = self.clone();
         let target = target.to_string();
         let (drain_tx, mut drain_rx) = tokio::sync::oneshot::channel::<()>();
+        // Each answer holds a sender; when all are dropped the calls taken are answered.
+        // Answers run detached, so an abort stops taking calls but cuts none off; and the
+        // probe task, which owns the receiver, says which calls are held until the last one
+        // is answered, whether the serving task ended in order or was aborted.
+        let (answering, mut answered) = tokio::sync::mpsc::channel::<()>(1);
+        let held: Arc<std::sync::Mutex<HashMap<String, usize>>> = Arc::default();
+        let probe_task = {
+            let (nats, held) = (self.nats.clone(), held.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = answered.recv() => break,
+                        Some(probe) = probes.next() => {
+                            let id = String::from_utf8_lossy(&probe.payload);
+                            let holds = held.lock().unwrap_or_else(|p| p.into_inner()).contains_key(id.as_ref());
+                            if let (true, Some(reply)) = (holds, probe.reply) {
+                                let _ = nats.publish(reply, Bytes::new()).await;
+                            }
+                        }
+                    }
+                }
+            })
+        };
         let task = tokio::spawn(async move {
-            // Each answer holds a sender; when all are dropped the calls taken are answered.
-            // Answers run detached, so an abort stops taking calls but cuts none off.
-            let (answering, mut answered) = tokio::sync::mpsc::channel::<()>(1);
             let mut draining = false;
             loop {
                 let msg = tokio::select! {
@@ -527,14 +612,16 @@ impl Router {
                     }
                 };
                 let Some(msg) = msg else { break };
+                let guard = HeldCall::new(&held, &msg);
                 let (router, handler, target, token) = (router.clone(), handler.clone(), target.clone(), answering.clone());
                 tokio::spawn(async move {
                     router.answer(&target, handler, msg).await;
+                    drop(guard);
                     drop(token);
                 });
             }
             drop(answering);
-            let _ = answered.recv().await;
+            let _ = probe_task.await;
         });
         Ok(Serving { task: Some(task), drain: Some(drain_tx) })
     }
@@ -596,6 +683,35 @@ impl Router {
         };
         if let Err(e) = self.nats.publish(reply_to, encode(&reply)).await {
             tracing::warn!(target, error = %e, "cannot send a data-plane reply");
+        }
+    }
+}
+
+/// A call a replica holds, by its id, from when the replica takes it until its answer is sent.
+struct HeldCall {
+    held: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    id: Option<String>,
+}
+
+impl HeldCall {
+    fn new(held: &Arc<std::sync::Mutex<HashMap<String, usize>>>, msg: &async_nats::Message) -> Self {
+        let id = msg.headers.as_ref().and_then(|h| h.get(CALL_ID_HEADER)).map(|v| v.as_str().to_string());
+        if let Some(id) = &id {
+            *held.lock().unwrap_or_else(|p| p.into_inner()).entry(id.clone()).or_default() += 1;
+        }
+        Self { held: held.clone(), id }
+    }
+}
+
+impl Drop for HeldCall {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else { return };
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&id);
+            }
         }
     }
 }

@@ -275,7 +275,7 @@ async fn handle(shared: &Shared, addr: SocketAddr, req: http::Request<Incoming>)
                 RpcErrorKind::Deadline => 408,
                 RpcErrorKind::NoReplica | RpcErrorKind::NoLink | RpcErrorKind::Busy => 503,
                 RpcErrorKind::Unsupported => 501,
-                RpcErrorKind::Malformed | RpcErrorKind::Transport => 502,
+                RpcErrorKind::Malformed | RpcErrorKind::Transport | RpcErrorKind::Lost => 502,
                 _ => 500,
             };
             text(status, e.to_string())
