@@ -1,7 +1,8 @@
 //! Test support for Trellis: real `nats-server` processes ([`nats`]), real `redis-server`
 //! processes ([`redis`]) and the prebuilt wasm components the integration tests deploy
-//! ([`components`]).
+//! ([`components`]), and helpers for app tests ([`apps`]).
 
+pub mod apps;
 pub mod components;
 pub mod nats;
 pub mod hosts;

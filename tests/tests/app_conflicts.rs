@@ -6,13 +6,13 @@
 
 use std::time::Duration;
 
-use trellis_host::Host;
-use trellis_lattice::app::{AppClient, AppState, AppStatus};
+use trellis_lattice::app::{AppClient, AppState};
 use trellis_lattice::client::CtlClient;
 use trellis_lattice::ctl::{Link, StringMap};
 use trellis_lattice::event::CloudEvent;
 use trellis_tests::components::{file_ref, http_hello};
 use trellis_tests::hosts::start_host;
+use trellis_tests::apps::{replicas, wait_replicas, wait_status};
 use trellis_tests::nats::NatsServer;
 use trellis_tests::scenario::lattice;
 
@@ -47,17 +47,6 @@ async fn deploy(apps: &AppClient, text: &str) {
     apps.deploy(&put.name, Some(&put.version)).await.unwrap();
 }
 
-async fn wait_status(apps: &AppClient, app: &str, state: AppState, within: Duration) -> AppStatus {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let s = apps.status(app).await;
-        match &s {
-            Ok(s) if s.state == state => return s.clone(),
-            _ if tokio::time::Instant::now() >= deadline => panic!("app `{app}` did not become {state:?} within {within:?}; last: {s:?}"),
-            _ => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-}
 
 /// The targets of the links from `web`.
 async fn web_targets(ctl: &CtlClient) -> Vec<String> {
@@ -72,27 +61,7 @@ async fn config_v(ctl: &CtlClient, name: &str) -> Option<String> {
     ctl.get_config(name).await.ok().map(|c: StringMap| c.get("v").cloned().unwrap_or_default())
 }
 
-/// Replicas of component `id` per host, from the hosts' inventories.
-async fn replicas(ctl: &CtlClient, hosts: &[&Host], id: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for h in hosts {
-        let inv = ctl.get_host_inventory(h.id()).await.unwrap();
-        out.push(inv.components.iter().filter(|c| c.id == id).map(|c| c.max_instances).sum());
-    }
-    out
-}
 
-async fn wait_replicas(ctl: &CtlClient, hosts: &[&Host], id: &str, want: &[u32], within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let now = replicas(ctl, hosts, id).await;
-        if now == want {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "replicas of `{id}` per host are {now:?}, not {want:?}, after {within:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_apps_defining_one_link_and_config_differently_do_not_fight_and_the_second_takes_over_on_undeploy() {

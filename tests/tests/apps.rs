@@ -8,13 +8,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use trellis_host::Host;
-use trellis_lattice::app::{AppClient, AppState, AppStatus, LEADER_KEY, Lease, apps_bucket};
-use trellis_lattice::client::CtlClient;
+use trellis_lattice::app::{AppClient, AppState, LEADER_KEY, Lease, apps_bucket};
 use trellis_lattice::ctl::{ComponentDescription, StringMap};
 use trellis_lattice::manifest::{APP_SPEC_ANNOTATION, MANAGED_BY_ANNOTATION};
 use trellis_tests::components::{file_ref, http_hello, misbehave};
 use trellis_tests::hosts::start_host;
 use trellis_tests::http::{free_addr, get_until};
+use trellis_tests::apps::{replicas, wait_replicas, wait_status};
 use trellis_tests::nats::NatsServer;
 use trellis_tests::scenario::{WAIT, lattice};
 
@@ -77,27 +77,7 @@ spec:
     text
 }
 
-async fn wait_status(apps: &AppClient, app: &str, state: AppState, within: Duration) -> AppStatus {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let s = apps.status(app).await;
-        match &s {
-            Ok(s) if s.state == state => return s.clone(),
-            _ if tokio::time::Instant::now() >= deadline => panic!("app `{app}` did not become {state:?} within {within:?}; last: {s:?}"),
-            _ => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-}
 
-/// Replicas of component `id` per host, from the hosts' inventories.
-async fn replicas(ctl: &CtlClient, hosts: &[&Host], id: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for h in hosts {
-        let inv = ctl.get_host_inventory(h.id()).await.unwrap();
-        out.push(inv.components.iter().filter(|c| c.id == id).map(|c| c.max_instances).sum());
-    }
-    out
-}
 
 fn managed_by(c: &ComponentDescription, app: &str) -> bool {
     c.annotations.get(APP_SPEC_ANNOTATION).map(String::as_str) == Some(app) && c.annotations.contains_key(MANAGED_BY_ANNOTATION)
@@ -415,17 +395,6 @@ async fn hammer_for(addr: SocketAddr, loops: usize, stop: std::sync::Arc<std::sy
     futures::future::join_all(workers).await.into_iter().flatten().collect()
 }
 
-async fn wait_replicas(ctl: &CtlClient, hosts: &[&Host], id: &str, want: &[u32], within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let now = replicas(ctl, hosts, id).await;
-        if now == want {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "replicas of `{id}` per host are {now:?}, not {want:?}, after {within:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_a_host_under_http_load_loses_no_request_and_cordon_blocks_new_placements() {

@@ -9,6 +9,7 @@ use trellis_host::{Host, HostError};
 use trellis_lattice::app::{AppClient, AppState};
 use trellis_lattice::client::CtlClient;
 use trellis_lattice::ctl::Link;
+use trellis_tests::apps::wait_status;
 use trellis_tests::components::{file_ref, http_hello, http_kv_counter};
 use trellis_tests::hosts::{ProcessHost, config, host_binary, http_server_provider_binary, init_tracing, start_host};
 use trellis_tests::http::{free_addr, get, get_until};
@@ -17,81 +18,17 @@ use trellis_tests::scenario::{Lattice, WAIT, wait_until};
 
 const LONG: Duration = Duration::from_secs(90);
 
-/// The counter at the edge, its key-value provider in the cloud (a JetStream bucket in the
-/// hub's domain), the http-server at the edge on `addr`.
+/// The manifest of `examples/edge-and-cloud` (the counter at the edge, its key-value provider
+/// in the cloud, counts in the hub's bucket `edge-counters`), with this build's component and
+/// the http-server listening on `addr`.
 fn edge_manifest(addr: std::net::SocketAddr) -> String {
-    format!(
-        r#"apiVersion: core.oam.dev/v1beta1
-kind: Application
-metadata:
-  name: edge-counter
-  annotations:
-    version: v1
-spec:
-  components:
-    - name: counter
-      type: component
-      properties:
-        image: {image}
-      traits:
-        - type: spreadscaler
-          properties:
-            instances: 2
-            spread:
-              - name: edge
-                requirements:
-                  zone: edge
-        - type: link
-          properties:
-            namespace: wasi
-            package: keyvalue
-            interfaces: [store, atomics]
-            target:
-              name: keyvalue
-              config:
-                - name: edge-counter-bucket
-                  properties:
-                    bucket: edge-counters
-                    enable_bucket_auto_create: "true"
-    - name: keyvalue
-      type: capability
-      properties:
-        image: builtin://keyvalue
-      traits:
-        - type: spreadscaler
-          properties:
-            instances: 1
-            spread:
-              - name: cloud
-                requirements:
-                  zone: cloud
-    - name: httpserver
-      type: capability
-      properties:
-        image: builtin://http-server
-      traits:
-        - type: spreadscaler
-          properties:
-            instances: 1
-            spread:
-              - name: edge
-                requirements:
-                  zone: edge
-        - type: link
-          properties:
-            namespace: wasi
-            package: http
-            interfaces: [incoming-handler]
-            target:
-              name: counter
-            source:
-              config:
-                - name: edge-counter-http
-                  properties:
-                    address: "{addr}"
-"#,
-        image = file_ref(http_kv_counter())
-    )
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/edge-and-cloud/wadm.yaml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for part in ["file://./target/wasm32-wasip2/release/http_kv_counter.wasm", "address: 0.0.0.0:8002"] {
+        assert!(text.contains(part), "{} no longer holds `{part}`; update this test", path.display());
+    }
+    text.replace("file://./target/wasm32-wasip2/release/http_kv_counter.wasm", &file_ref(http_kv_counter()))
+        .replace("address: 0.0.0.0:8002", &format!("address: \"{addr}\""))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,15 +67,7 @@ async fn an_app_deployed_from_the_hub_counts_at_the_edge_in_a_cloud_bucket() {
     let apps = AppClient::new(hub_client.clone(), "default");
     apps.put(&edge_manifest(addr)).await.unwrap();
     apps.deploy("edge-counter", None).await.unwrap();
-    let deadline = tokio::time::Instant::now() + LONG;
-    loop {
-        let status = apps.status("edge-counter").await.unwrap();
-        if status.state == AppState::Deployed {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the app never became Deployed: {status:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_status(&apps, "edge-counter", AppState::Deployed, LONG).await;
     // Placed where the manifest says: the counter and the http-server at the edge, the
     // key-value provider in the cloud.
     let at_edge = ctl.get_host_inventory(&edge.id).await.unwrap();

@@ -133,11 +133,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// The last non-empty line of a log file, for error messages.
-pub fn last_line(path: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines().rev().map(str::trim).find(|l| !l.is_empty()).map(str::to_string)
-}
+pub use trellis_host::nats_server::last_line;
 
 #[cfg(test)]
 mod tests {
