@@ -40,6 +40,9 @@ pub struct HostConfig {
     pub labels: BTreeMap<String, String>,
     /// How often to publish `host_heartbeat`.
     pub heartbeat_interval: Duration,
+    /// How long a host may go unheard before this host's reconciler, when it leads, presumes
+    /// it lost and places its replicas elsewhere. `None`: 3 heartbeat intervals.
+    pub host_lost_after: Option<Duration>,
     /// Engine sizing and default limits.
     pub runtime: RuntimeConfig,
     /// Whether `file://` references may be loaded.
@@ -67,6 +70,7 @@ impl HostConfig {
             nats: ConnectOptions::new(nats_url),
             labels: BTreeMap::new(),
             heartbeat_interval: Duration::from_secs(10),
+            host_lost_after: None,
             runtime: RuntimeConfig::default(),
             allow_file_load: true,
             max_queued_per_component: 1024,

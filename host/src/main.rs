@@ -66,6 +66,10 @@ struct Args {
     /// Seconds between heartbeats.
     #[arg(long, env = "WASMCLOUD_HEARTBEAT_INTERVAL", default_value_t = 10)]
     heartbeat_interval_seconds: u64,
+    /// Seconds a host may go unheard before it is presumed lost and its app replicas are placed
+    /// elsewhere. Default: 3 heartbeat intervals.
+    #[arg(long, env = "TRELLIS_HOST_LOST_AFTER_SECONDS")]
+    host_lost_after_seconds: Option<u64>,
     /// Wall-clock limit of one component invocation, in milliseconds.
     #[arg(long, env = "WASMCLOUD_MAX_EXECUTION_TIME_MS", default_value_t = 10_000)]
     max_execution_time_ms: u64,
@@ -119,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
         },
         labels,
         heartbeat_interval: Duration::from_secs(args.heartbeat_interval_seconds.max(1)),
+        host_lost_after: args.host_lost_after_seconds.map(|s| Duration::from_secs(s.max(1))),
         runtime: RuntimeConfig {
             limits: Limits {
                 max_execution_time: Duration::from_millis(args.max_execution_time_ms.max(1)),

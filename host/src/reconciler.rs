@@ -5,7 +5,8 @@
 //! (key `leader`, `{host_id, expires_ms}`, created or updated only at the revision read, so two
 //! hosts cannot both win). The leader renews it every [`TICK`]; a host takes over once it has
 //! lapsed ([`LEASE_TTL`]). Hosts are known from `host_heartbeat` events: one not heard from for
-//! [`MISSED_HEARTBEATS`] heartbeat intervals (or that sent `host_stopped`) is gone. Each tick,
+//! [`MISSED_HEARTBEATS`] heartbeat intervals (or `HostConfig::host_lost_after`), or that sent
+//! `host_stopped`, is gone. Each tick,
 //! and whenever a deployment changes, the leader computes every deployed app's desired state
 //! against the live hosts, compares it with their inventories and the links and config of the
 //! lattice, and acts only through the control interface, as wadm does. Everything it starts
@@ -174,7 +175,7 @@ async fn lead(ctx: Arc<HostCtx>, store: kv::Store, live: Arc<Mutex<Live>>, chang
     let mut pending: HashMap<String, Instant> = HashMap::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let gone_after = ctx.config.heartbeat_interval * MISSED_HEARTBEATS;
+    let gone_after = ctx.config.host_lost_after.unwrap_or(ctx.config.heartbeat_interval * MISSED_HEARTBEATS);
     loop {
         tokio::select! {
             _ = tick.tick() => {}

@@ -572,3 +572,35 @@ async fn kill_9_of_a_host_under_http_load_moves_its_replicas_within_15_s_and_fai
     assert_eq!(replicas(&l.ctl, &[&w1, &w2], id).await, [3, 3]);
     assert_eq!(get_until(addr, "/", 200, WAIT).await.unwrap().text(), "Hello from Trellis!\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn how_long_a_silent_host_is_waited_for_is_configurable() {
+    let nats = NatsServer::start().await.unwrap();
+    let url = nats.url();
+    // The only other host waits 8 s (not 3 heartbeats of 1 s) before it presumes one lost.
+    let mut patient = trellis_tests::hosts::config(&url, &[]);
+    patient.host_lost_after = Some(Duration::from_secs(8));
+    let a = Host::start(patient).await.unwrap();
+    let doomed = trellis_tests::hosts::ProcessHost::start(&url, &["--host-lost-after-seconds", "8"]).await.unwrap();
+    let l = lattice(nats).await;
+    let apps = AppClient::new(l.ctl.nats().clone(), "default");
+    apps.put(&manifest("patient", 2, &[], None)).await.unwrap();
+    apps.deploy("patient", None).await.unwrap();
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let on_doomed = l.ctl.get_host_inventory(&doomed.id).await.unwrap().components.iter().filter(|c| c.id == "patient-hello").map(|c| c.max_instances).sum::<u32>();
+        if on_doomed == 1 && replicas(&l.ctl, &[&a], "patient-hello").await == [1] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the app was not spread over both hosts");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(doomed);
+    let killed = tokio::time::Instant::now();
+    // Well past 3 heartbeats (and the lease, should the killed host have held it), not yet 8 s.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(replicas(&l.ctl, &[&a], "patient-hello").await, [1], "re-placed before --host-lost-after-seconds");
+    wait_replicas(&l.ctl, &[&a], "patient-hello", &[2], Duration::from_secs(10)).await;
+    let took = killed.elapsed();
+    assert!(took >= Duration::from_secs(8) && took < Duration::from_secs(15), "re-placed {took:?} after the kill");
+}
