@@ -198,10 +198,13 @@ async fn start_leaf(args: &Args, remote: &str) -> anyhow::Result<(NatsProcess, s
         js_domain: args.nats_js_domain.clone(),
         leaf: Some(nats_server::Leaf { remote_url: remote.to_string(), credentials: args.nats_remote_credsfile.clone() }),
     };
-    let server = NatsProcess::start(&files, &opts).await.context("the leaf nats-server could not start")?;
+    let mut server = NatsProcess::start(&files, &opts).await.context("the leaf nats-server could not start")?;
     // Its own process group keeps it alive past a `kill -9` of this host; the pid lets the
     // next run stop it (see `stop_leftover`).
-    std::fs::write(&pid_file, server.pid().to_string()).with_context(|| format!("cannot write {}", pid_file.display()))?;
+    if let Err(e) = std::fs::write(&pid_file, server.pid().to_string()) {
+        server.stop().await;
+        anyhow::bail!("cannot write {}: {e}; check that --nats-leaf-dir is writable", pid_file.display());
+    }
     tracing::info!(url = server.url, remote, pid = server.pid(), log = %server.log().display(), "leaf nats-server started");
     Ok((server, pid_file))
 }
