@@ -463,11 +463,11 @@ impl Router {
     /// took it is gone. A probe NATS cannot send (a reconnect, say) proves nothing: the call
     /// waits on for its reply or its deadline.
     async fn watch_call(&self, call: &CallInfo, call_id: &str) -> RpcError {
-        let subject = calls_subject(&self.lattice, &call.target);
         loop {
+            // Nothing is allocated before the first wait: most calls end within it.
             tokio::time::sleep(PROBE_AFTER).await;
             let probe = async_nats::Request::new().payload(Bytes::copy_from_slice(call_id.as_bytes())).timeout(Some(PROBE_TIMEOUT));
-            match self.nats.send_request(subject.clone(), probe).await {
+            match self.nats.send_request(calls_subject(&self.lattice, &call.target), probe).await {
                 Ok(_) => {}
                 Err(e) if matches!(e.kind(), async_nats::RequestErrorKind::NoResponders | async_nats::RequestErrorKind::TimedOut) => {
                     return RpcError::new(

@@ -20,12 +20,18 @@ pub async fn wait_status(apps: &AppClient, app: &str, state: AppState, within: D
     }
 }
 
+/// Replicas of component `id` on host `host_id` (an in-process host or a process), from its
+/// inventory.
+pub async fn replicas_on(ctl: &CtlClient, host_id: &str, id: &str) -> u32 {
+    let inv = ctl.get_host_inventory(host_id).await.expect("host inventory");
+    inv.components.iter().filter(|c| c.id == id).map(|c| c.max_instances).sum()
+}
+
 /// Replicas of component `id` per host, from the hosts' inventories.
 pub async fn replicas(ctl: &CtlClient, hosts: &[&Host], id: &str) -> Vec<u32> {
     let mut out = Vec::new();
     for h in hosts {
-        let inv = ctl.get_host_inventory(h.id()).await.expect("host inventory");
-        out.push(inv.components.iter().filter(|c| c.id == id).map(|c| c.max_instances).sum());
+        out.push(replicas_on(ctl, h.id(), id).await);
     }
     out
 }

@@ -14,7 +14,7 @@ use trellis_lattice::manifest::{APP_SPEC_ANNOTATION, MANAGED_BY_ANNOTATION};
 use trellis_tests::components::{file_ref, http_hello, misbehave};
 use trellis_tests::hosts::start_host;
 use trellis_tests::http::{free_addr, get_until};
-use trellis_tests::apps::{replicas, wait_replicas, wait_status};
+use trellis_tests::apps::{replicas, replicas_on, wait_replicas, wait_status};
 use trellis_tests::nats::NatsServer;
 use trellis_tests::scenario::{WAIT, lattice};
 
@@ -510,7 +510,7 @@ async fn kill_9_of_a_host_under_http_load_moves_its_replicas_within_15_s_and_fai
     apps.deploy("drain", None).await.unwrap();
     let deadline = tokio::time::Instant::now() + LONG;
     loop {
-        let on_doomed = l.ctl.get_host_inventory(&doomed.id).await.unwrap().components.iter().filter(|c| c.id == id).map(|c| c.max_instances).sum::<u32>();
+        let on_doomed = replicas_on(&l.ctl, &doomed.id, id).await;
         if on_doomed == 2 && replicas(&l.ctl, &[&w1, &w2], id).await == [2, 2] {
             break;
         }
@@ -588,7 +588,7 @@ async fn how_long_a_silent_host_is_waited_for_is_configurable() {
     apps.deploy("patient", None).await.unwrap();
     let deadline = tokio::time::Instant::now() + LONG;
     loop {
-        let on_doomed = l.ctl.get_host_inventory(&doomed.id).await.unwrap().components.iter().filter(|c| c.id == "patient-hello").map(|c| c.max_instances).sum::<u32>();
+        let on_doomed = replicas_on(&l.ctl, &doomed.id, "patient-hello").await;
         if on_doomed == 1 && replicas(&l.ctl, &[&a], "patient-hello").await == [1] {
             break;
         }
