@@ -20,11 +20,10 @@ use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use trellis_host::Host;
-use trellis_lattice::client::CtlClient;
-use trellis_lattice::ctl::*;
-use trellis_tests::components::{file_ref, http_hello};
-use trellis_tests::hosts::{Events, start_host};
+use trellis_tests::components::http_hello;
+use trellis_tests::hosts::start_host;
 use trellis_tests::http::{free_addr, get_until};
+use trellis_tests::scenario::Lattice;
 
 const RUN: Duration = Duration::from_secs(4);
 
@@ -96,24 +95,12 @@ async fn in_process_server(host: Host) -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-async fn provider(ctl: &CtlClient, events: &mut Events, host: &Host, id: &str, target: &str) -> anyhow::Result<SocketAddr> {
+/// The built-in http-server `id` on `host`, linked to `target` at a fresh address; returns the
+/// address once it answers.
+async fn provider(l: &mut Lattice, host: &Host, id: &str, target: &str) -> anyhow::Result<SocketAddr> {
     let addr = free_addr()?;
-    let cfg = format!("{id}-addr");
-    ctl.put_config(&cfg, &[("address".to_string(), addr.to_string())].into()).await?;
-    ctl.start_provider(&StartProviderCommand { provider_id: id.into(), provider_ref: "builtin://http-server".into(), host_id: host.id().into(), ..Default::default() })
-        .await?;
-    events.wait_for("provider_started", Duration::from_secs(30), |e| e.data["provider_id"] == id).await?;
-    ctl.put_link(&Link {
-        source_id: id.into(),
-        target: target.into(),
-        name: "default".into(),
-        wit_namespace: "wasi".into(),
-        wit_package: "http".into(),
-        interfaces: vec!["incoming-handler".into()],
-        source_config: vec![cfg],
-        target_config: vec![],
-    })
-    .await?;
+    l.start_provider(host, id, "builtin://http-server", &[]).await;
+    l.link(id, target, &format!("{id}-addr"), &[("address", &addr.to_string())]).await;
     get_until(addr, "/", 200, Duration::from_secs(30)).await?;
     Ok(addr)
 }
@@ -145,26 +132,16 @@ async fn main() -> anyhow::Result<()> {
     let nats = trellis_tests::nats::NatsServer::start().await?;
     let a = start_host(&nats.url(), &[]).await?;
     let b = start_host(&nats.url(), &[]).await?;
-    let ctl = CtlClient::new(nats.client().await?, "default");
-    let mut events = Events::subscribe(ctl.nats(), "default").await?;
-    for (host, id) in [(&a, "hello"), (&b, "hello-b")] {
-        ctl.scale_component(&ScaleComponentCommand {
-            component_ref: file_ref(http_hello()),
-            component_id: id.into(),
-            max_instances: 128,
-            host_id: host.id().into(),
-            ..Default::default()
-        })
-        .await?;
-        events.wait_for("component_scaled", Duration::from_secs(30), |e| e.data["component_id"] == id).await?;
-    }
+    let mut l = Lattice::on(&nats).await;
+    l.start_component(&a, "hello", http_hello(), 128, None).await;
+    l.start_component(&b, "hello-b", http_hello(), 128, None).await;
     let baseline = in_process_server(a.clone()).await?;
     // (b): provider on host B, component `hello` only on host A.
-    let lattice = provider(&ctl, &mut events, &b, "http-remote", "hello").await?;
+    let lattice = provider(&mut l, &b, "http-remote", "hello").await?;
     // (c): provider on host B, component `hello-b` on host B too.
-    let local = provider(&ctl, &mut events, &b, "http-local", "hello-b").await?;
+    let local = provider(&mut l, &b, "http-local", "hello-b").await?;
 
-    let (rt50, rt99) = nats_round_trip(ctl.nats()).await?;
+    let (rt50, rt99) = nats_round_trip(l.ctl.nats()).await?;
     println!("http-hello over HTTP, {RUN:?} per cell, keep-alive connections, 2 cores shared with the load generator");
     println!("raw NATS request/reply round trip: p50 {:.0} µs, p99 {:.0} µs", rt50.as_secs_f64() * 1e6, rt99.as_secs_f64() * 1e6);
     println!("{:<44} {:>5} {:>10} {:>9} {:>9} {:>8}", "path", "conc", "req/s", "p50 µs", "p99 µs", "vs (a)");

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use trellis_host::Host;
-use trellis_lattice::client::CtlClient;
-use trellis_lattice::ctl::*;
-use trellis_tests::components::{file_ref, kvbench};
-use trellis_tests::hosts::{Events, start_host};
+use trellis_lattice::ctl::Link;
+use trellis_tests::components::kvbench;
+use trellis_tests::hosts::start_host;
+use trellis_tests::scenario::Lattice;
 
 const CALLS: usize = 3000;
 
@@ -66,39 +66,24 @@ async fn main() -> anyhow::Result<()> {
     let nats = trellis_tests::nats::NatsServer::start().await?;
     let a = start_host(&nats.url(), &[]).await?;
     let b = start_host(&nats.url(), &[]).await?;
-    let ctl = CtlClient::new(nats.client().await?, "default");
-    let mut events = Events::subscribe(ctl.nats(), "default").await?;
+    let mut l = Lattice::on(&nats).await;
     // (component, its host, provider, the provider's host)
     let setups = [("kv-remote", &a, "kv-b", &b), ("kv-local", &a, "kv-a", &a)];
     for (component, host, provider, provider_host) in setups {
-        ctl.scale_component(&ScaleComponentCommand {
-            component_ref: file_ref(kvbench()),
-            component_id: component.into(),
-            max_instances: 4,
-            host_id: host.id().into(),
-            ..Default::default()
-        })
-        .await?;
-        events.wait_for("component_scaled", Duration::from_secs(30), |e| e.data["component_id"] == component).await?;
-        ctl.start_provider(&StartProviderCommand {
-            provider_id: provider.into(),
-            provider_ref: "builtin://keyvalue".into(),
-            host_id: provider_host.id().into(),
-            ..Default::default()
-        })
-        .await?;
-        events.wait_for("provider_started", Duration::from_secs(30), |e| e.data["provider_id"] == provider).await?;
-        ctl.put_link(&Link {
-            source_id: component.into(),
-            target: provider.into(),
-            name: "default".into(),
-            wit_namespace: "wasi".into(),
-            wit_package: "keyvalue".into(),
-            interfaces: vec!["store".into(), "atomics".into()],
-            source_config: vec![],
-            target_config: vec![],
-        })
-        .await?;
+        l.start_component(host, component, kvbench(), 4, None).await;
+        l.start_provider(provider_host, provider, "builtin://keyvalue", &[]).await;
+        l.ctl
+            .put_link(&Link {
+                source_id: component.into(),
+                target: provider.into(),
+                name: "default".into(),
+                wit_namespace: "wasi".into(),
+                wit_package: "keyvalue".into(),
+                interfaces: vec!["store".into(), "atomics".into()],
+                source_config: vec![],
+                target_config: vec![],
+            })
+            .await?;
     }
     // Ready when a call goes through; then warm up.
     for (component, host, ..) in setups {
