@@ -45,12 +45,7 @@ const STRIP_VARS: &[&str] = &[
     "OUT_DIR",
     "NUM_JOBS",
 ];
-const STRIP_PREFIXES: &[&str] = &[
-    "CARGO_CFG_",
-    "CARGO_FEATURE_",
-    "CARGO_PKG_",
-    "CARGO_MANIFEST_",
-];
+const STRIP_PREFIXES: &[&str] = &["CARGO_CFG_", "CARGO_FEATURE_", "CARGO_PKG_", "CARGO_MANIFEST_"];
 
 fn main() {
     if let Err(msg) = run() {
@@ -60,20 +55,11 @@ fn main() {
 }
 
 fn run() -> Result<(), String> {
-    let manifest_dir = PathBuf::from(
-        env::var("CARGO_MANIFEST_DIR").map_err(|e| format!("CARGO_MANIFEST_DIR: {e}"))?,
-    );
-    let root = manifest_dir
-        .parent()
-        .ok_or("tests/ has no parent directory")?
-        .to_path_buf();
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").map_err(|e| format!("CARGO_MANIFEST_DIR: {e}"))?);
+    let root = manifest_dir.parent().ok_or("tests/ has no parent directory")?.to_path_buf();
     let target_dir = root.join("target").join("wasm");
     // Not stripped: these configure the nested build itself.
-    for var in [
-        "RUSTC",
-        "RUSTC_WRAPPER",
-        "CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS",
-    ] {
+    for var in ["RUSTC", "RUSTC_WRAPPER", "CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
 
@@ -91,16 +77,9 @@ fn run() -> Result<(), String> {
 
         cargo_build(&ws_dir.join("Cargo.toml"), &target_dir)?;
 
-        let wasm = target_dir
-            .join(TARGET)
-            .join("release")
-            .join(format!("{}.wasm", krate.replace('-', "_")));
+        let wasm = target_dir.join(TARGET).join("release").join(format!("{}.wasm", krate.replace('-', "_")));
         if !wasm.is_file() {
-            return Err(format!(
-                "{} was built but {} is missing",
-                ws_dir.display(),
-                wasm.display()
-            ));
+            return Err(format!("{} was built but {} is missing", ws_dir.display(), wasm.display()));
         }
         println!("cargo:rustc-env={var}={}", wasm.display());
     }
@@ -124,14 +103,9 @@ fn cargo_build(manifest: &Path, target_dir: &Path) -> Result<(), String> {
             cmd.env_remove(key);
         }
     }
-    let status = cmd
-        .status()
-        .map_err(|e| format!("could not run {}: {e}", Path::new(&cargo).display()))?;
+    let status = cmd.status().map_err(|e| format!("could not run {}: {e}", Path::new(&cargo).display()))?;
     if !status.success() {
-        return Err(format!(
-            "building the wasm components in {} failed ({status}); see the cargo output above",
-            manifest.display()
-        ));
+        return Err(format!("building the wasm components in {} failed ({status}); see the cargo output above", manifest.display()));
     }
     Ok(())
 }
@@ -146,12 +120,7 @@ fn check_target_installed() -> Result<(), String> {
         .map_err(|e| format!("could not run {}: {e}", Path::new(&rustc).display()))?;
     let libdir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     let has_std = out.status.success()
-        && std::fs::read_dir(&libdir)
-            .map(|dir| {
-                dir.flatten()
-                    .any(|e| e.file_name().to_string_lossy().starts_with("libstd-"))
-            })
-            .unwrap_or(false);
+        && std::fs::read_dir(&libdir).map(|dir| dir.flatten().any(|e| e.file_name().to_string_lossy().starts_with("libstd-"))).unwrap_or(false);
     if has_std {
         Ok(())
     } else {

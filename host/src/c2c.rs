@@ -18,11 +18,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::BoxFuture;
+use trellis_lattice::rpc::{self, CallInfo, Invocation, Router};
+use trellis_lattice::wit_value::{self, WitValue};
 use wasmtime::Engine;
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
 use wasmtime::component::{Component, ComponentExportIndex, Linker, ResourceType, Type, Val};
-use trellis_lattice::rpc::{self, CallInfo, Invocation, Router};
-use trellis_lattice::wit_value::{self, WitValue};
 
 use crate::registry::Registry;
 use crate::runtime::{State, provided_by_host};
@@ -111,12 +111,8 @@ impl Outbound for LatticeLinks {
     fn call(&self, c: LinkedCall) -> BoxFuture<'static, Result<Vec<WitValue>, String>> {
         let lattice = self.router.lattice().to_string();
         let i = c.via.as_ref().unwrap_or(&c.interface);
-        let link = self
-            .registry
-            .view()
-            .links_in_slot(&c.source, &i.namespace, &i.package, &c.link_name)
-            .into_iter()
-            .find(|l| l.interfaces.contains(&i.interface));
+        let link =
+            self.registry.view().links_in_slot(&c.source, &i.namespace, &i.package, &c.link_name).into_iter().find(|l| l.interfaces.contains(&i.interface));
         let Some(link) = link else {
             let name_flag = if c.link_name == DEFAULT_LINK_NAME { String::new() } else { format!(" --link-name {}", c.link_name) };
             return Box::pin(std::future::ready(Err(format!(
@@ -152,9 +148,8 @@ impl Outbound for LatticeLinks {
                 body: rpc::full_body(bytes::Bytes::new()),
             };
             let resp = router.call(inv).await.map_err(|e| e.to_string())?;
-            wit_value::decode(&resp.head).map_err(|e| {
-                rpc::RpcError::new(rpc::RpcErrorKind::Malformed, &call, format!("the results could not be decoded: {e}")).to_string()
-            })
+            wit_value::decode(&resp.head)
+                .map_err(|e| rpc::RpcError::new(rpc::RpcErrorKind::Malformed, &call, format!("the results could not be decoded: {e}")).to_string())
         })
     }
 }
@@ -214,9 +209,7 @@ impl Import {
         let args = params
             .iter()
             .zip(ty.params())
-            .map(|(v, (name, _))| {
-                to_wit(v).map_err(|e| wasmtime::Error::msg(format!("parameter `{name}` of `{}.{}` {e}", self.interface, self.function)))
-            })
+            .map(|(v, (name, _))| to_wit(v).map_err(|e| wasmtime::Error::msg(format!("parameter `{name}` of `{}.{}` {e}", self.interface, self.function))))
             .collect::<wasmtime::Result<Vec<_>>>()?;
         let link = state.link_context();
         Ok(LinkedCall {
@@ -646,13 +639,12 @@ mod tests {
         };
         assert_eq!(edit(&|f| f[1].1 = WitValue::U64(1)), "at `.count`: expected u32, got u64");
         assert_eq!(
-            edit(&|f| if let WitValue::List(o) = &mut f[6].1 { o[2] = WitValue::Variant("shout".into(), None) }),
+            edit(&|f| if let WitValue::List(o) = &mut f[6].1 {
+                o[2] = WitValue::Variant("shout".into(), None)
+            }),
             "at `.outcomes[2]`: the variant has no case `shout` (it has pong, refused, silence)"
         );
-        assert_eq!(
-            edit(&|f| f[3].1 = WitValue::Option(Some(Box::new(WitValue::U8(1))))),
-            "at `.reply-to(some)`: expected string, got u8"
-        );
+        assert_eq!(edit(&|f| f[3].1 = WitValue::Option(Some(Box::new(WitValue::U8(1))))), "at `.reply-to(some)`: expected string, got u8");
         assert_eq!(edit(&|f| f.retain(|(n, _)| n != "tags")), "the record has no field `tags`");
         assert_eq!(edit(&|f| f.push(("extra".into(), WitValue::Bool(true)))), "the record has a field `extra` this side does not know");
         assert_eq!(from_wit(WitValue::Flags(vec!["loud".into()]), &Type::Bool).unwrap_err(), "expected bool, got flags");

@@ -206,13 +206,7 @@ impl batch::Host for State {
 }
 
 impl cas::Host for State {
-    async fn compare_and_swap(
-        &mut self,
-        bucket: Resource<Bucket>,
-        key: String,
-        expected: Option<Vec<u8>>,
-        new: Vec<u8>,
-    ) -> KvOutcome<cas::Outcome> {
+    async fn compare_and_swap(&mut self, bucket: Resource<Bucket>, key: String, expected: Option<Vec<u8>>, new: Vec<u8>) -> KvOutcome<cas::Outcome> {
         let bucket = self.bucket_id(&bucket)?;
         Ok(match self.kv(Request::CompareAndSwap { bucket, key, expected, new }).await {
             Ok(Reply::Cas(CasOutcome::Swapped)) => Ok(cas::Outcome::Swapped),

@@ -30,12 +30,7 @@ pub struct Permit(#[allow(dead_code)] OwnedSemaphorePermit);
 impl Gate {
     /// A gate for `max_instances` concurrent invocations and `max_queued` waiting callers.
     pub fn new(max_instances: u32, max_queued: usize) -> Self {
-        Self {
-            slots: Arc::new(Semaphore::new(max_instances.max(1) as usize)),
-            max_instances: max_instances.max(1),
-            queued: AtomicUsize::new(0),
-            max_queued,
-        }
+        Self { slots: Arc::new(Semaphore::new(max_instances.max(1) as usize)), max_instances: max_instances.max(1), queued: AtomicUsize::new(0), max_queued }
     }
 
     /// Takes a slot, waiting at most `wait` in the queue.

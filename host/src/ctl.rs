@@ -170,12 +170,7 @@ async fn handle_op(ctx: &Arc<HostCtx>, op: &CtlOp, payload: &[u8]) -> std::resul
             if !eligible || ctx.components.get(&req.component_id).await.is_some() {
                 return Ok(Reply::Silent);
             }
-            ok(ComponentAuctionAck {
-                component_ref: req.component_ref,
-                component_id: req.component_id,
-                host_id: ctx.id.clone(),
-                constraints: req.constraints,
-            })
+            ok(ComponentAuctionAck { component_ref: req.component_ref, component_id: req.component_id, host_id: ctx.id.clone(), constraints: req.constraints })
         }
         CtlOp::ProviderAuction => {
             let req: ProviderAuctionRequest = parse(op, payload)?;
@@ -187,12 +182,7 @@ async fn handle_op(ctx: &Arc<HostCtx>, op: &CtlOp, payload: &[u8]) -> std::resul
             if !eligible || ctx.providers.contains(&req.provider_id).await {
                 return Ok(Reply::Silent);
             }
-            ok(ProviderAuctionAck {
-                provider_ref: req.provider_ref,
-                provider_id: req.provider_id,
-                host_id: ctx.id.clone(),
-                constraints: req.constraints,
-            })
+            ok(ProviderAuctionAck { provider_ref: req.provider_ref, provider_id: req.provider_id, host_id: ctx.id.clone(), constraints: req.constraints })
         }
         CtlOp::ComponentScale(_) => {
             let cmd: ScaleComponentCommand = parse(op, payload)?;
@@ -278,13 +268,7 @@ async fn handle_op(ctx: &Arc<HostCtx>, op: &CtlOp, payload: &[u8]) -> std::resul
                 _ => None,
             };
             ctx.events
-                .publish(&LinkdefDeleted {
-                    source_id: req.source_id,
-                    name: req.name,
-                    wit_namespace: req.wit_namespace,
-                    wit_package: req.wit_package,
-                    target,
-                })
+                .publish(&LinkdefDeleted { source_id: req.source_id, name: req.name, wit_namespace: req.wit_namespace, wit_package: req.wit_package, target })
                 .await;
             ack()
         }
@@ -348,12 +332,7 @@ async fn start_provider(ctx: &Arc<HostCtx>, cmd: StartProviderCommand) {
             })?;
             config.extend(values);
         }
-        let link_definitions = ctx
-            .registry
-            .known_links()
-            .into_iter()
-            .filter(|l| l.source_id == cmd.provider_id || l.target == cmd.provider_id)
-            .collect();
+        let link_definitions = ctx.registry.known_links().into_iter().filter(|l| l.source_id == cmd.provider_id || l.target == cmd.provider_id).collect();
         // A provider process gets the host's NATS user (read out of a creds file, if that is how
         // the host has it) and CA, and nothing else of the host's.
         let (jwt, seed) = ctx.config.nats.user_credentials().map_err(|e| HostError::Provider(e.to_string()))?;

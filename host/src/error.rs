@@ -21,7 +21,9 @@ pub enum HostError {
     #[error("no component `{0}` runs on this host")]
     NoSuchComponent(String),
     /// Every instance slot is busy and the queue is full.
-    #[error("component `{id}` is busy: all {max_instances} instances are in use and {queued} callers are queued; retry later or scale it up with `wash scale component`")]
+    #[error(
+        "component `{id}` is busy: all {max_instances} instances are in use and {queued} callers are queued; retry later or scale it up with `wash scale component`"
+    )]
     Busy {
         /// The component id.
         id: String,

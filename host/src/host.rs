@@ -11,9 +11,9 @@ use tokio::sync::{Mutex, RwLock, watch};
 use tokio::task::JoinHandle;
 use trellis_lattice::ConnectOptions;
 use trellis_lattice::claims::Claims;
-use trellis_lattice::rpc::{Router, Serving};
 use trellis_lattice::ctl::{Host as HostInfo, HostInventory, Link, StringMap};
 use trellis_lattice::event::{ComponentScaleFailed, ComponentScaled, HostHeartbeat, HostStarted, HostStopped};
+use trellis_lattice::rpc::{Router, Serving};
 
 use crate::components::{self, Components, Gate, RunningComponent};
 use crate::error::{HostError, Result};
@@ -170,14 +170,7 @@ impl Host {
         ctx.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend([server, heartbeat]);
         let reconciler = crate::reconciler::start(ctx.clone()).await?;
         ctx.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend(reconciler);
-        ctx.events
-            .publish_and_flush(&HostStarted {
-                friendly_name: ctx.friendly_name.clone(),
-                labels,
-                uptime_seconds: 0,
-                version: VERSION.into(),
-            })
-            .await;
+        ctx.events.publish_and_flush(&HostStarted { friendly_name: ctx.friendly_name.clone(), labels, uptime_seconds: 0, version: VERSION.into() }).await;
         tracing::info!(host_id = ctx.id, friendly_name = ctx.friendly_name, lattice = ctx.lattice, "host started");
         Ok(Self { ctx })
     }
@@ -331,9 +324,7 @@ impl HostCtx {
         let mut limits = self.runtime.limits();
         let Some(o) = overrides else { return Ok(limits) };
         let num = |k: &str| -> Result<Option<u64>> {
-            o.get(k)
-                .map(|v| v.parse::<u64>().map_err(|_| HostError::Invalid(format!("component_limits.{k} must be a whole number, not `{v}`"))))
-                .transpose()
+            o.get(k).map(|v| v.parse::<u64>().map_err(|_| HostError::Invalid(format!("component_limits.{k} must be a whole number, not `{v}`")))).transpose()
         };
         if let Some(ms) = num("max_execution_time_ms")? {
             limits.max_execution_time = limits.max_execution_time.min(Duration::from_millis(ms.max(1)));

@@ -17,20 +17,15 @@ pub fn new_host_id() -> String {
 /// A name people can tell apart, such as `bold-dew-8526`, as wasmCloud hosts have.
 pub fn friendly_name() -> String {
     const ADJ: &[&str] = &[
-        "bold", "calm", "damp", "eager", "fancy", "gentle", "hidden", "icy", "jolly", "keen", "lively", "misty",
-        "noble", "odd", "proud", "quiet", "rapid", "silent", "tiny", "upbeat", "vivid", "wild", "young", "zesty",
+        "bold", "calm", "damp", "eager", "fancy", "gentle", "hidden", "icy", "jolly", "keen", "lively", "misty", "noble", "odd", "proud", "quiet", "rapid",
+        "silent", "tiny", "upbeat", "vivid", "wild", "young", "zesty",
     ];
     const NOUN: &[&str] = &[
-        "dew", "field", "grove", "hill", "lake", "moon", "oak", "pine", "rain", "river", "sea", "snow", "star",
-        "sun", "tree", "wave", "wind", "brook", "cloud", "dawn", "fern", "frost", "leaf", "meadow",
+        "dew", "field", "grove", "hill", "lake", "moon", "oak", "pine", "rain", "river", "sea", "snow", "star", "sun", "tree", "wave", "wind", "brook",
+        "cloud", "dawn", "fern", "frost", "leaf", "meadow",
     ];
     let mut rng = rand::rng();
-    format!(
-        "{}-{}-{:04}",
-        ADJ.choose(&mut rng).copied().unwrap_or("bold"),
-        NOUN.choose(&mut rng).copied().unwrap_or("dew"),
-        rng.random_range(0..10_000)
-    )
+    format!("{}-{}-{:04}", ADJ.choose(&mut rng).copied().unwrap_or("bold"), NOUN.choose(&mut rng).copied().unwrap_or("dew"), rng.random_range(0..10_000))
 }
 
 /// The labels every host carries.

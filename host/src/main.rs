@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use trellis_host::runtime::{Limits, RuntimeConfig};
 use trellis_host::nats_server::{self, NatsProcess, Probe};
+use trellis_host::runtime::{Limits, RuntimeConfig};
 use trellis_host::{Host, HostConfig, identity};
 use trellis_lattice::ConnectOptions;
 
@@ -134,11 +134,7 @@ async fn main() -> anyhow::Result<()> {
         },
         allow_file_load: args.allow_file_load,
         max_queued_per_component: 1024,
-        builtins: vec![
-            trellis_provider_http_server::builtin(),
-            trellis_provider_keyvalue::builtin(),
-            trellis_provider_messaging_nats::builtin(),
-        ],
+        builtins: vec![trellis_provider_http_server::builtin(), trellis_provider_keyvalue::builtin(), trellis_provider_messaging_nats::builtin()],
         provider_health_interval: Duration::from_secs(args.provider_health_interval_seconds.max(1)),
         allowed_issuers: args.allowed_issuers.into_iter().filter(|k| !k.is_empty()).collect(),
         require_signed: args.require_signed,
@@ -190,7 +186,9 @@ async fn start_leaf(args: &Args, remote: &str) -> anyhow::Result<(NatsProcess, s
     }
     match nats_server::probe("127.0.0.1", port).await? {
         Probe::Free => {}
-        Probe::Nats => anyhow::bail!("a NATS server already answers at 127.0.0.1:{port}; stop it, or join it without --nats-remote-url, or choose another --nats-port"),
+        Probe::Nats => {
+            anyhow::bail!("a NATS server already answers at 127.0.0.1:{port}; stop it, or join it without --nats-remote-url, or choose another --nats-port")
+        }
         Probe::Other => anyhow::bail!("port {port} on 127.0.0.1 is taken by something that is not a NATS server; choose another --nats-port"),
     }
     let opts = nats_server::Options {

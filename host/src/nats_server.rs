@@ -57,11 +57,8 @@ pub fn find() -> Result<(PathBuf, String)> {
 
 fn candidates() -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
-    let scripts = Command::new("python3")
-        .args(["-c", "import sysconfig;print(sysconfig.get_path('scripts'))"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output();
+    let scripts =
+        Command::new("python3").args(["-c", "import sysconfig;print(sysconfig.get_path('scripts'))"]).stdin(Stdio::null()).stderr(Stdio::null()).output();
     if let Ok(out) = scripts.as_ref()
         && out.status.success()
     {
@@ -136,10 +133,8 @@ pub struct Leaf {
 /// leaf's own domain (`--nats-js-domain`) must differ from it.
 pub fn check_leaf_domains(lattice_domain: Option<&str>, leaf_domain: Option<&str>) -> Result<()> {
     let Some(hub) = lattice_domain.filter(|d| !d.is_empty()) else {
-        return Err(err(
-            "--nats-remote-url needs --js-domain naming the hub's JetStream domain (the hub's nats-server has `jetstream { domain: hub }`); \
-             without it this host would keep links, config and apps in the leaf's own JetStream, apart from the rest of the lattice",
-        ));
+        return Err(err("--nats-remote-url needs --js-domain naming the hub's JetStream domain (the hub's nats-server has `jetstream { domain: hub }`); \
+             without it this host would keep links, config and apps in the leaf's own JetStream, apart from the rest of the lattice"));
     };
     if leaf_domain == Some(hub) {
         return Err(err(format!("--nats-js-domain `{hub}` is the hub's domain too; give the leaf's own JetStream another (e.g. `edge`), or drop the flag")));
@@ -216,11 +211,8 @@ impl NatsProcess {
             std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
         }
         std::fs::write(&files.conf, config(opts, &files.store)?).map_err(|e| err(format!("cannot write {}: {e}", files.conf.display())))?;
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&files.log)
-            .map_err(|e| err(format!("cannot open {}: {e}", files.log.display())))?;
+        let out =
+            std::fs::OpenOptions::new().create(true).append(true).open(&files.log).map_err(|e| err(format!("cannot open {}: {e}", files.log.display())))?;
         let err_out = out.try_clone().map_err(|e| err(format!("cannot share the nats-server log file: {e}")))?;
         use std::os::unix::process::CommandExt as _;
         let child = Command::new(&binary)
@@ -288,9 +280,8 @@ impl NatsProcess {
 /// its own, lives on and holds the port. Returns whether one was stopped.
 pub async fn stop_leftover(pid_file: &Path, conf: &Path) -> bool {
     let Some(pid) = std::fs::read_to_string(pid_file).ok().and_then(|s| s.trim().parse::<u32>().ok()) else { return false };
-    let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| c.split(|b| *b == 0).any(|arg| arg == conf.as_os_str().as_encoded_bytes()))
-        .unwrap_or(false);
+    let ours =
+        std::fs::read(format!("/proc/{pid}/cmdline")).map(|c| c.split(|b| *b == 0).any(|arg| arg == conf.as_os_str().as_encoded_bytes())).unwrap_or(false);
     if !ours {
         let _ = std::fs::remove_file(pid_file);
         return false;

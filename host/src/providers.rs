@@ -211,13 +211,8 @@ impl Providers {
         let first = Instance::spawn(&launch, &host_data).await?;
         let (stop_tx, stop_rx) = oneshot::channel();
         let (done_tx, done_rx) = oneshot::channel();
-        let description = ProviderDescription {
-            id: id.clone(),
-            image_ref: Some(launch.reference.clone()),
-            name: None,
-            revision: 0,
-            annotations: launch.annotations.clone(),
-        };
+        let description =
+            ProviderDescription { id: id.clone(), image_ref: Some(launch.reference.clone()), name: None, revision: 0, annotations: launch.annotations.clone() };
         table.insert(id.clone(), Supervised { description, stop: stop_tx, done: done_rx });
         let table = self.table.clone();
         tokio::spawn(async move {

@@ -28,7 +28,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use trellis_lattice::app::*;
 use trellis_lattice::client::CtlClient;
-use trellis_lattice::ctl::{CtlResponse, Schedule, DeleteLinkRequest, HostInventory, Link, ScaleComponentCommand, StartProviderCommand, StopProviderCommand, StringMap};
+use trellis_lattice::ctl::{
+    CtlResponse, DeleteLinkRequest, HostInventory, Link, ScaleComponentCommand, Schedule, StartProviderCommand, StopProviderCommand, StringMap,
+};
 use trellis_lattice::event::CloudEvent;
 use trellis_lattice::manifest::{APP_SPEC_ANNOTATION, ComponentType, ConfigProperty, Manifest, Trait, managed_annotations, spread_counts};
 use trellis_lattice::state::open_bucket;
@@ -242,11 +244,13 @@ async fn reconcile_all(
     let actual = Actual { inventories, links };
     // Undeployed apps first: a link or config one frees, another can take in the same pass.
     deployments.sort_by(|(a, x), (b, y)| (x.active, a).cmp(&(y.active, b)));
-    let parsed: Vec<(String, Deployment, std::result::Result<Manifest, String>)> =
-        deployments.into_iter().map(|(name, d)| {
+    let parsed: Vec<(String, Deployment, std::result::Result<Manifest, String>)> = deployments
+        .into_iter()
+        .map(|(name, d)| {
             let m = Manifest::parse(&d.manifest).map_err(|e| e.to_string());
             (name, d, m)
-        }).collect();
+        })
+        .collect();
     let mut owned_of: HashMap<String, Owned> = HashMap::new();
     for (name, _, _) in &parsed {
         if let Ok(Some(v)) = store.get(owned_key(name)).await
@@ -362,7 +366,12 @@ fn desired(m: &Manifest, actual: &Actual) -> Desired {
         let spreads: Vec<(String, StringMap, u32)> = match scaler {
             None => vec![(String::new(), StringMap::new(), 1)],
             Some(s) if s.spread.is_empty() => vec![(String::new(), StringMap::new(), s.instances)],
-            Some(s) => s.spread.iter().zip(spread_counts(s.instances, &s.spread.iter().map(|x| x.weight).collect::<Vec<_>>())).map(|(x, n)| (x.name.clone(), x.requirements.clone(), n)).collect(),
+            Some(s) => s
+                .spread
+                .iter()
+                .zip(spread_counts(s.instances, &s.spread.iter().map(|x| x.weight).collect::<Vec<_>>()))
+                .map(|(x, n)| (x.name.clone(), x.requirements.clone(), n))
+                .collect(),
         };
         let total: u32 = spreads.iter().map(|s| s.2).sum();
         let mut assigned: BTreeMap<String, u32> = BTreeMap::new();
@@ -517,16 +526,29 @@ async fn reconcile(
                 // renamed component) once every wanted replica of the app runs.
                 let still_wanted = want.components.keys().any(|(_, id)| id == &c.id);
                 let replaced = want.components.iter().filter(|((_, id), _)| !still_wanted || id == &c.id).all(|((h, id), n)| {
-                    actual.inventories.iter().find(|i| &i.host_id == h).and_then(|i| i.components.iter().find(|x| &x.id == id)).is_some_and(|x| x.max_instances >= *n && want.images.get(id).is_some_and(|(image, _)| &x.image_ref == image))
+                    actual
+                        .inventories
+                        .iter()
+                        .find(|i| &i.host_id == h)
+                        .and_then(|i| i.components.iter().find(|x| &x.id == id))
+                        .is_some_and(|x| x.max_instances >= *n && want.images.get(id).is_some_and(|(image, _)| &x.image_ref == image))
                 });
                 // ... and, if it is gone from the app, once no link the app now points
                 // elsewhere still calls it.
-                let still_called = !still_wanted && actual.links.iter().any(|l| l.target == c.id && want.links.iter().any(|w| same_slot(w, l) && w.target != l.target));
+                let still_called =
+                    !still_wanted && actual.links.iter().any(|l| l.target == c.id && want.links.iter().any(|w| same_slot(w, l) && w.target != l.target));
                 if !replaced || still_called {
                     continue;
                 }
                 if fresh(pending, format!("scale:{host}:{}:0", c.id)) {
-                    let cmd = ScaleComponentCommand { component_ref: c.image_ref.clone(), component_id: c.id.clone(), max_instances: 0, host_id: host.clone(), annotations: Some(annotations.clone()), ..Default::default() };
+                    let cmd = ScaleComponentCommand {
+                        component_ref: c.image_ref.clone(),
+                        component_id: c.id.clone(),
+                        max_instances: 0,
+                        host_id: host.clone(),
+                        annotations: Some(annotations.clone()),
+                        ..Default::default()
+                    };
                     if let Err(e) = ctl.scale_component(&cmd).await {
                         errors.push(format!("stopping `{}` on host {host}: {e}", c.id));
                     }
@@ -540,9 +562,11 @@ async fn reconcile(
                 // (a draining or cordoned host, labels that no longer match) goes only once
                 // every wanted instance of that provider runs. One the app no longer has at all
                 // goes at once: a renamed provider may need what the old one holds (an address).
-                let replaced = want.providers.iter().filter(|(_, id)| id == &p.id).all(|(h, id)| {
-                    actual.inventories.iter().find(|i| &i.host_id == h).is_some_and(|i| i.providers.iter().any(|x| &x.id == id))
-                });
+                let replaced = want
+                    .providers
+                    .iter()
+                    .filter(|(_, id)| id == &p.id)
+                    .all(|(h, id)| actual.inventories.iter().find(|i| &i.host_id == h).is_some_and(|i| i.providers.iter().any(|x| &x.id == id)));
                 if !replaced {
                     continue;
                 }
@@ -594,7 +618,13 @@ async fn reconcile(
         }
         if fresh(pending, format!("start-provider:{host}:{id}")) {
             let (image, config) = &want.images[id];
-            let cmd = StartProviderCommand { provider_id: id.clone(), provider_ref: image.clone(), host_id: host.clone(), config: config.clone(), annotations: Some(annotations.clone()) };
+            let cmd = StartProviderCommand {
+                provider_id: id.clone(),
+                provider_ref: image.clone(),
+                host_id: host.clone(),
+                config: config.clone(),
+                annotations: Some(annotations.clone()),
+            };
             if let Err(e) = ctl.start_provider(&cmd).await {
                 errors.push(format!("starting provider `{id}` on host {host}: {e}"));
             }
@@ -618,7 +648,10 @@ async fn reconcile(
         // interface): another app's that it no longer defines and is about to remove, or this
         // app's own from an earlier version.
         let old: Vec<&Link> = in_slot.iter().copied().filter(|l| l.target != link.target).collect();
-        if let Some((a, l)) = old.iter().find_map(|l| others.iter().find(|a| a.owned.links.iter().any(|x| same_link(x, l)) && !a.links.iter().any(|x| same_link(x, l))).map(|a| (a, l))) {
+        if let Some((a, l)) = old
+            .iter()
+            .find_map(|l| others.iter().find(|a| a.owned.links.iter().any(|x| same_link(x, l)) && !a.links.iter().any(|x| same_link(x, l))).map(|a| (a, l)))
+        {
             waiting.push(format!("{shown}, once app `{}` removes its old link to `{}`", a.name, l.target));
             continue;
         }
@@ -628,7 +661,12 @@ async fn reconcile(
                 waiting.push(format!("{shown}, once every component and provider is in place"));
                 continue;
             }
-            let req = DeleteLinkRequest { source_id: link.source_id.clone(), name: link.name.clone(), wit_namespace: link.wit_namespace.clone(), wit_package: link.wit_package.clone() };
+            let req = DeleteLinkRequest {
+                source_id: link.source_id.clone(),
+                name: link.name.clone(),
+                wit_namespace: link.wit_namespace.clone(),
+                wit_package: link.wit_package.clone(),
+            };
             if let Err(e) = ctl.delete_link(&req).await {
                 errors.push(format!("deleting the old {}: {e}", show_link(ours[0])));
                 continue;
@@ -706,7 +744,12 @@ async fn remove(
             continue;
         }
         waiting.push(format!("delete {}", show_link(link)));
-        let req = DeleteLinkRequest { source_id: link.source_id.clone(), name: link.name.clone(), wit_namespace: link.wit_namespace.clone(), wit_package: link.wit_package.clone() };
+        let req = DeleteLinkRequest {
+            source_id: link.source_id.clone(),
+            name: link.name.clone(),
+            wit_namespace: link.wit_namespace.clone(),
+            wit_package: link.wit_package.clone(),
+        };
         if let Err(e) = ctl.delete_link(&req).await {
             errors.push(format!("deleting {}: {e}", show_link(link)));
         }
@@ -864,7 +907,11 @@ async fn pick(store: &kv::Store, app: &str, version: Option<&str>) -> std::resul
     }
     match version {
         None => Ok(all.into_iter().next_back().map(|(_, v)| v).unwrap_or_else(|| unreachable!())),
-        Some(v) => all.into_iter().map(|(_, s)| s).find(|s| s.version == v).ok_or_else(|| format!("app `{app}` has no version `{v}`; `wash app history {app}` lists them")),
+        Some(v) => all
+            .into_iter()
+            .map(|(_, s)| s)
+            .find(|s| s.version == v)
+            .ok_or_else(|| format!("app `{app}` has no version `{v}`; `wash app history {app}` lists them")),
     }
 }
 
@@ -881,7 +928,14 @@ async fn handle_api(ctx: &HostCtx, store: &kv::Store, subject_: &str, payload: &
         "model.put" => {
             let text = std::str::from_utf8(payload).map_err(|_| "the manifest is not UTF-8 text".to_string())?;
             let m = Manifest::parse(text).map_err(|errors| {
-                let lines: Vec<String> = errors.errors().iter().map(|e| match e.line { Some(l) => format!("line {l}: {e}"), None => e.to_string() }).collect();
+                let lines: Vec<String> = errors
+                    .errors()
+                    .iter()
+                    .map(|e| match e.line {
+                        Some(l) => format!("line {l}: {e}"),
+                        None => e.to_string(),
+                    })
+                    .collect();
                 format!("the manifest has {} mistake{}:\n{}", lines.len(), if lines.len() == 1 { "" } else { "s" }, lines.join("\n"))
             })?;
             let created_ms = now_ms();
@@ -973,7 +1027,8 @@ async fn handle_api(ctx: &HostCtx, store: &kv::Store, subject_: &str, payload: &
                 Some((_, d)) if d.active => {
                     let d = Deployment { active: false, ..d };
                     put_json(store, &deployment_key(n), &d).await?;
-                    let _ = put_json(store, &status_key(n), &status(n, &d, AppState::Undeploying, "undeployed; waiting for the reconciler".into(), vec![])).await;
+                    let _ =
+                        put_json(store, &status_key(n), &status(n, &d, AppState::Undeploying, "undeployed; waiting for the reconciler".into(), vec![])).await;
                     Ok(serde_json::Value::Null)
                 }
                 _ => Err(format!("app `{n}` is not deployed")),
@@ -1018,7 +1073,14 @@ async fn handle_api(ctx: &HostCtx, store: &kv::Store, subject_: &str, payload: &
             if let Some(s) = stored {
                 return Ok(to_json(&s));
             }
-            Ok(to_json(&AppStatus { name: n.into(), version: None, state: AppState::Undeployed, message: "never deployed".into(), details: vec![], updated_ms: now_ms() }))
+            Ok(to_json(&AppStatus {
+                name: n.into(),
+                version: None,
+                state: AppState::Undeployed,
+                message: "never deployed".into(),
+                details: vec![],
+                updated_ms: now_ms(),
+            }))
         }
         other => Err(format!(
             "unknown app API operation `{other}`; the operations are model.put, model.get, model.list, model.versions, model.del, model.deploy, model.undeploy and model.status"

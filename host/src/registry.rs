@@ -96,8 +96,15 @@ impl Registry {
                 return Err(HostError::Invalid(format!(
                     "link conflict: `{}` already links {}:{}/{i} under link name `{}` to `{}`; delete that link first \
                      (`wash link del {} {} {} --link-name {}`) or use another link name",
-                    link.source_id, link.wit_namespace, link.wit_package, link.name, other.target,
-                    link.source_id, link.wit_namespace, link.wit_package, link.name
+                    link.source_id,
+                    link.wit_namespace,
+                    link.wit_package,
+                    link.name,
+                    other.target,
+                    link.source_id,
+                    link.wit_namespace,
+                    link.wit_package,
+                    link.name
                 )));
             }
         }
@@ -141,10 +148,7 @@ impl Registry {
 
     async fn keys(&self, store: &kv::Store, prefix: &str) -> Result<Vec<String>> {
         let keys = store.keys().await.map_err(|e| reg_err(format!("cannot list `{}`", store.name), e))?;
-        keys.try_filter(|k| futures::future::ready(k.starts_with(prefix)))
-            .try_collect()
-            .await
-            .map_err(|e| reg_err(format!("cannot list `{}`", store.name), e))
+        keys.try_filter(|k| futures::future::ready(k.starts_with(prefix))).try_collect().await.map_err(|e| reg_err(format!("cannot list `{}`", store.name), e))
     }
 
     /// Every link in the lattice, read from the bucket.
@@ -173,10 +177,7 @@ impl Registry {
         validate_id("config name", name).map_err(|e| HostError::Invalid(e.to_string()))?;
         let bytes = serde_json::to_vec(values).map_err(|e| reg_err("cannot encode config", e))?;
         if bytes.len() > MAX_CONFIG_BYTES {
-            return Err(HostError::Invalid(format!(
-                "config `{name}` is {} bytes; the limit is {MAX_CONFIG_BYTES}",
-                bytes.len()
-            )));
+            return Err(HostError::Invalid(format!("config `{name}` is {} bytes; the limit is {MAX_CONFIG_BYTES}", bytes.len())));
         }
         self.cas_put(&self.config_kv, name, bytes.into()).await
     }
@@ -216,5 +217,4 @@ impl Registry {
         }
         Ok(out)
     }
-
 }

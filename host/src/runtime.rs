@@ -310,9 +310,9 @@ impl Runtime {
             let mut linker = this.linker.clone();
             c2c::link_imports(&mut linker, &this.engine, &component, &this.outbound)?;
             let exports = Exports::index(&this.engine, &component);
-            let pre = linker.instantiate_pre(&component).map_err(|e| {
-                format!("it needs an import this host does not provide: {e:#}; link a provider for it or rebuild the component without it")
-            })?;
+            let pre = linker
+                .instantiate_pre(&component)
+                .map_err(|e| format!("it needs an import this host does not provide: {e:#}; link a provider for it or rebuild the component without it"))?;
             let proxy = ProxyPre::new(pre.clone()).ok();
             Ok(Prepared { pre, proxy, exports, digest: digest2 })
         })
@@ -359,9 +359,7 @@ impl Runtime {
         // Yield to tokio at every epoch tick so a busy component never holds a worker for
         // long, and trap once the wall-clock deadline has passed.
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
-        });
+        store.epoch_deadline_callback(move |_| Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) }));
         store
     }
 
@@ -383,10 +381,7 @@ impl Runtime {
         B: hyper::body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
         P: Send + 'static,
     {
-        let proxy = prepared
-            .proxy
-            .clone()
-            .ok_or_else(|| HostError::NotExported { id: component_id.into(), interface: HTTP_HANDLER.into() })?;
+        let proxy = prepared.proxy.clone().ok_or_else(|| HostError::NotExported { id: component_id.into(), interface: HTTP_HANDLER.into() })?;
         let id: Arc<str> = Arc::from(component_id);
         let fail = |reason: String| HostError::Invocation { id: component_id.into(), reason };
         let mut store = self.new_store(component_id, config, limits);
@@ -436,7 +431,9 @@ impl Runtime {
                 Ok(None) => match tokio::time::timeout_at(deadline, &mut task.0).await {
                     Err(_) => Some((Err(errors.deadline()), None)),
                     Ok(Ok(Err(guest))) => Some((Err(errors.guest(guest)), None)),
-                    Ok(Err(join)) => Some((Err(HostError::Invocation { id: errors.id.to_string(), reason: format!("the invocation task failed: {join}") }), None)),
+                    Ok(Err(join)) => {
+                        Some((Err(HostError::Invocation { id: errors.id.to_string(), reason: format!("the invocation task failed: {join}") }), None))
+                    }
                     Ok(Ok(Ok(()))) => None,
                 },
             }
@@ -538,20 +535,16 @@ impl GuestErrors {
 /// A guest failure in words: the error chain without the wasm backtrace (which goes to the
 /// debug log), e.g. `error while executing at wasm backtrace: … ` becomes the trap's message.
 pub fn guest_error_message(e: &wasmtime::Error) -> String {
-    let parts: Vec<String> = e
-        .chain()
-        .map(|c| c.to_string())
-        .filter(|m| !m.starts_with("error while executing at wasm backtrace"))
-        .collect();
+    let parts: Vec<String> = e.chain().map(|c| c.to_string()).filter(|m| !m.starts_with("error while executing at wasm backtrace")).collect();
     if parts.is_empty() { e.to_string() } else { parts.join(": ") }
 }
 
 /// Tells garbage and core modules apart from components, with a message that says what to do.
 pub fn check_component_header(bytes: &[u8]) -> std::result::Result<(), String> {
     match bytes.get(..8) {
-        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Err(
-            "it is a core WebAssembly module, not a component; build it for wasm32-wasip2 or wrap it with `wasm-tools component new`".into(),
-        ),
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
+            Err("it is a core WebAssembly module, not a component; build it for wasm32-wasip2 or wrap it with `wasm-tools component new`".into())
+        }
         Some([0, b'a', b's', b'm', _, _, 1, 0]) => Ok(()),
         Some([0, b'a', b's', b'm', ..]) => Err("it is WebAssembly of an unknown version or layer".into()),
         _ => Err(format!("it is not WebAssembly ({} bytes that do not start with `\\0asm`)", bytes.len())),

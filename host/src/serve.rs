@@ -53,8 +53,8 @@ pub(crate) fn to_rpc(call: &CallInfo, e: HostError) -> RpcError {
 
 async fn http(ctx: &HostCtx, c: &Arc<RunningComponent>, inv: Invocation) -> Result<Response, RpcError> {
     let call = inv.call;
-    let head: rpc::http::RequestHead = rpc::http::decode(&inv.head)
-        .map_err(|e| RpcError::new(RpcErrorKind::Malformed, &call, format!("the HTTP request head could not be decoded: {e}")))?;
+    let head: rpc::http::RequestHead =
+        rpc::http::decode(&inv.head).map_err(|e| RpcError::new(RpcErrorKind::Malformed, &call, format!("the HTTP request head could not be decoded: {e}")))?;
     let mut builder = http::Request::builder().method(head.method.as_str());
     let mut host = None;
     for (name, value) in &head.headers {
@@ -65,15 +65,8 @@ async fn http(ctx: &HostCtx, c: &Arc<RunningComponent>, inv: Invocation) -> Resu
     }
     // wasi:http needs an authority: from the URI, else the Host header, else localhost.
     let uri = if head.uri.starts_with('/') { format!("http://{}{}", host.as_deref().unwrap_or("localhost"), head.uri) } else { head.uri };
-    let body = StreamBody::new(
-        inv.body
-            .map_ok(Frame::data)
-            .map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string()))),
-    );
-    let req = builder
-        .uri(uri)
-        .body(body)
-        .map_err(|e| RpcError::new(RpcErrorKind::Malformed, &call, format!("invalid HTTP request: {e}")))?;
+    let body = StreamBody::new(inv.body.map_ok(Frame::data).map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string()))));
+    let req = builder.uri(uri).body(body).map_err(|e| RpcError::new(RpcErrorKind::Malformed, &call, format!("invalid HTTP request: {e}")))?;
     let wait = inv.deadline.saturating_duration_since(tokio::time::Instant::now());
     let permit = c.gate.acquire(&c.id, wait).await.map_err(|e| to_rpc(&call, e))?;
     c.invocations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -225,9 +225,7 @@ fn key_type(key: &str) -> Option<KeyPairType> {
 pub fn encode(claims: &Claims, issuer: &KeyPair) -> Result<String, ClaimsError> {
     let header = Header { typ: HEADER_TYPE.into(), alg: HEADER_ALG.into() };
     let signed = format!("{}.{}", json_segment(&header)?, json_segment(claims)?);
-    let sig = issuer
-        .sign(signed.as_bytes())
-        .map_err(|e| ClaimsError::Sign(format!("the issuer key cannot sign ({e}); give a seed (S…), not a public key")))?;
+    let sig = issuer.sign(signed.as_bytes()).map_err(|e| ClaimsError::Sign(format!("the issuer key cannot sign ({e}); give a seed (S…), not a public key")))?;
     Ok(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig)))
 }
 
@@ -237,9 +235,7 @@ fn json_segment<T: Serialize>(value: &T) -> Result<String, ClaimsError> {
 }
 
 fn segment_json<T: serde::de::DeserializeOwned>(what: &str, segment: &str) -> Result<T, ClaimsError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(segment.trim_end_matches('='))
-        .map_err(|e| ClaimsError::Malformed(format!("the {what} is not base64url: {e}")))?;
+    let bytes = URL_SAFE_NO_PAD.decode(segment.trim_end_matches('=')).map_err(|e| ClaimsError::Malformed(format!("the {what} is not base64url: {e}")))?;
     serde_json::from_slice(&bytes).map_err(|e| ClaimsError::Malformed(format!("the {what} is not the expected JSON: {e}")))
 }
 
@@ -271,14 +267,10 @@ pub fn verify_token(token: &str, now: u64) -> Result<Claims, ClaimsError> {
     if key_type(&claims.sub) != Some(KeyPairType::Module) {
         return Err(ClaimsError::Malformed(format!("the subject `{}` is not a module public key (M…)", claims.sub)));
     }
-    let sig = URL_SAFE_NO_PAD
-        .decode(sig.trim_end_matches('='))
-        .map_err(|e| ClaimsError::Malformed(format!("the signature is not base64url: {e}")))?;
+    let sig = URL_SAFE_NO_PAD.decode(sig.trim_end_matches('=')).map_err(|e| ClaimsError::Malformed(format!("the signature is not base64url: {e}")))?;
     let issuer = KeyPair::from_public_key(&claims.iss).map_err(|e| ClaimsError::Malformed(format!("the issuer key: {e}")))?;
     let signed_len = header.len() + 1 + claims_seg.len();
-    issuer
-        .verify(&token.as_bytes()[..signed_len], &sig)
-        .map_err(|_| ClaimsError::BadSignature { issuer: claims.iss.clone() })?;
+    issuer.verify(&token.as_bytes()[..signed_len], &sig).map_err(|_| ClaimsError::BadSignature { issuer: claims.iss.clone() })?;
     if let Some(nbf) = claims.nbf
         && now < nbf
     {
@@ -368,9 +360,7 @@ pub fn extract(wasm: &[u8]) -> Result<Option<String>, ClaimsError> {
         let s = s?;
         if s.id == 0 && s.custom_name()? == Some(SECTION) {
             let (_, data) = s.custom()?;
-            return String::from_utf8(data.to_vec())
-                .map(Some)
-                .map_err(|_| ClaimsError::Malformed("the wasmcloud_jwt section is not UTF-8 text".into()));
+            return String::from_utf8(data.to_vec()).map(Some).map_err(|_| ClaimsError::Malformed("the wasmcloud_jwt section is not UTF-8 text".into()));
         }
     }
     Ok(None)

@@ -18,8 +18,7 @@ pub const DEFAULT_AUCTION_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Encodes a request body; requests without one (`()`) go out empty, as wasmCloud sends them.
 fn encode<B: Serialize + ?Sized>(op: &CtlOp, body: &B) -> Result<Vec<u8>, Error> {
-    let bytes = serde_json::to_vec(body)
-        .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("cannot encode {} request", op.name())).with_source(e))?;
+    let bytes = serde_json::to_vec(body).map_err(|e| Error::new(ErrorKind::InvalidInput, format!("cannot encode {} request", op.name())).with_source(e))?;
     Ok(if bytes == b"null" { Vec::new() } else { bytes })
 }
 
@@ -36,13 +35,7 @@ pub struct CtlClient {
 impl CtlClient {
     /// A client for `lattice` over `nats`, with default timeouts.
     pub fn new(nats: async_nats::Client, lattice: &str) -> Self {
-        Self {
-            nats,
-            lattice: lattice.to_string(),
-            subjects: CtlSubjects::new(lattice),
-            timeout: DEFAULT_TIMEOUT,
-            auction_timeout: DEFAULT_AUCTION_TIMEOUT,
-        }
+        Self { nats, lattice: lattice.to_string(), subjects: CtlSubjects::new(lattice), timeout: DEFAULT_TIMEOUT, auction_timeout: DEFAULT_AUCTION_TIMEOUT }
     }
 
     /// Sets the timeout of single requests.
@@ -105,9 +98,8 @@ impl CtlClient {
             Ok(Err(e)) => return Err(Error::new(ErrorKind::Transport, format!("{} request on `{subject}` failed", op.name())).with_source(e)),
             Ok(Ok(msg)) => msg,
         };
-        let reply: CtlResponse<T> = serde_json::from_slice(&msg.payload).map_err(|e| {
-            Error::new(ErrorKind::Malformed, format!("the reply to {} is not a control-interface envelope", op.name())).with_source(e)
-        })?;
+        let reply: CtlResponse<T> = serde_json::from_slice(&msg.payload)
+            .map_err(|e| Error::new(ErrorKind::Malformed, format!("the reply to {} is not a control-interface envelope", op.name())).with_source(e))?;
         if !reply.success {
             return Err(Error::new(ErrorKind::Refused, reply.message));
         }
@@ -116,9 +108,7 @@ impl CtlClient {
 
     async fn request_value<B: Serialize + ?Sized, T: DeserializeOwned>(&self, op: CtlOp, body: &B) -> Result<T, Error> {
         let name = op.name();
-        self.request(op, body)
-            .await?
-            .ok_or_else(|| Error::new(ErrorKind::Malformed, format!("the reply to {name} carries no response")))
+        self.request(op, body).await?.ok_or_else(|| Error::new(ErrorKind::Malformed, format!("the reply to {name} carries no response")))
     }
 
     async fn ack<B: Serialize + ?Sized>(&self, op: CtlOp, body: &B) -> Result<(), Error> {
@@ -130,11 +120,8 @@ impl CtlClient {
         let subject = self.subjects.subject(&op);
         let payload = encode(&op, body)?;
         let inbox = self.nats.new_inbox();
-        let mut sub = self
-            .nats
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|e| Error::new(ErrorKind::Transport, "cannot subscribe to a reply inbox").with_source(e))?;
+        let mut sub =
+            self.nats.subscribe(inbox.clone()).await.map_err(|e| Error::new(ErrorKind::Transport, "cannot subscribe to a reply inbox").with_source(e))?;
         self.nats
             .publish_with_reply(subject.clone(), inbox, payload.into())
             .await

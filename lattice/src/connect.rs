@@ -39,9 +39,8 @@ impl ConnectOptions {
     pub fn user_credentials(&self) -> Result<(Option<String>, Option<String>), Error> {
         match &self.creds_file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    Error::new(ErrorKind::Connect, format!("cannot read NATS creds file {}", path.display())).with_source(e)
-                })?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| Error::new(ErrorKind::Connect, format!("cannot read NATS creds file {}", path.display())).with_source(e))?;
                 let (jwt, seed) = parse_creds(&text).ok_or_else(|| {
                     Error::new(
                         ErrorKind::Connect,
@@ -74,16 +73,17 @@ pub async fn connect(opts: &ConnectOptions) -> Result<async_nats::Client, Error>
         o = o.name(name);
     }
     if let Some(path) = &opts.creds_file {
-        o = o.credentials_file(path).await.map_err(|e| {
-            Error::new(ErrorKind::Connect, format!("cannot read NATS creds file {}", path.display())).with_source(e)
-        })?;
+        o = o
+            .credentials_file(path)
+            .await
+            .map_err(|e| Error::new(ErrorKind::Connect, format!("cannot read NATS creds file {}", path.display())).with_source(e))?;
     }
     match (&opts.jwt, &opts.nkey_seed) {
         (Some(jwt), Some(seed)) => {
-            let kp = std::sync::Arc::new(nkeys::KeyPair::from_seed(seed).map_err(|e| {
-                Error::new(ErrorKind::Connect, "the NATS nkey seed is not a valid seed (it should start with `SU`)")
-                    .with_source(e)
-            })?);
+            let kp = std::sync::Arc::new(
+                nkeys::KeyPair::from_seed(seed)
+                    .map_err(|e| Error::new(ErrorKind::Connect, "the NATS nkey seed is not a valid seed (it should start with `SU`)").with_source(e))?,
+            );
             o = o.jwt(jwt.clone(), move |nonce| {
                 let kp = kp.clone();
                 async move { kp.sign(&nonce).map_err(async_nats::AuthError::new) }
@@ -91,10 +91,8 @@ pub async fn connect(opts: &ConnectOptions) -> Result<async_nats::Client, Error>
         }
         (Some(_), None) => return Err(Error::new(ErrorKind::Connect, "a NATS user JWT needs its nkey seed as well")),
         (None, Some(seed)) => {
-            nkeys::KeyPair::from_seed(seed).map_err(|e| {
-                Error::new(ErrorKind::Connect, "the NATS nkey seed is not a valid seed (it should start with `SU`)")
-                    .with_source(e)
-            })?;
+            nkeys::KeyPair::from_seed(seed)
+                .map_err(|e| Error::new(ErrorKind::Connect, "the NATS nkey seed is not a valid seed (it should start with `SU`)").with_source(e))?;
             o = o.nkey(seed.clone());
         }
         (None, None) => {}
@@ -168,10 +166,7 @@ mod tests {
                     ************************* IMPORTANT *************************\n\
                     NKEY Seed printed below can be used to sign and prove identity.\n\n\
                     -----BEGIN USER NKEY SEED-----\r\nSUAIO3FHUX5PNV2LQIIP7TZ3N4L7TX3W53MQGEIVYFIGA635OZCKEYHFLM\r\n------END USER NKEY SEED------\n";
-        assert_eq!(
-            parse_creds(text),
-            Some(("eyJ0.eyJ1.c2ln".to_string(), "SUAIO3FHUX5PNV2LQIIP7TZ3N4L7TX3W53MQGEIVYFIGA635OZCKEYHFLM".to_string()))
-        );
+        assert_eq!(parse_creds(text), Some(("eyJ0.eyJ1.c2ln".to_string(), "SUAIO3FHUX5PNV2LQIIP7TZ3N4L7TX3W53MQGEIVYFIGA635OZCKEYHFLM".to_string())));
         assert_eq!(parse_creds("-----BEGIN NATS USER JWT-----\n------END NATS USER JWT------\n"), None);
         assert_eq!(parse_creds("nothing here"), None);
         let dir = tempfile_dir();

@@ -39,11 +39,8 @@ pub const TYPE_PREFIX: &str = "com.wasmcloud.lattice.";
 impl CloudEvent {
     /// Wraps `data` as published by `source` now.
     pub fn new<T: EventData>(source: &str, data: &T) -> Result<Self, Error> {
-        let data = serde_json::to_value(data)
-            .map_err(|e| Error::new(ErrorKind::Malformed, format!("cannot encode {} event", T::NAME)).with_source(e))?;
-        let time = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        let data = serde_json::to_value(data).map_err(|e| Error::new(ErrorKind::Malformed, format!("cannot encode {} event", T::NAME)).with_source(e))?;
+        let time = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
         Ok(Self {
             specversion: "1.0".into(),
             id: uuid::Uuid::new_v4().to_string(),
@@ -57,8 +54,7 @@ impl CloudEvent {
 
     /// Parses an event off the wire.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, Error> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| Error::new(ErrorKind::Malformed, "an event on the bus is not a CloudEvent").with_source(e))
+        serde_json::from_slice(bytes).map_err(|e| Error::new(ErrorKind::Malformed, "an event on the bus is not a CloudEvent").with_source(e))
     }
 
     /// The event name (`host_started`, …).

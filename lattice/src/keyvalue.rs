@@ -301,14 +301,10 @@ impl Request {
             ]))),
             Ok(Reply::Number(n)) => ok(Some(WitValue::U64(*n))),
             Ok(Reply::Values(vs)) => ok(Some(WitValue::List(
-                vs.iter()
-                    .map(|v| WitValue::Option(v.as_ref().map(|(k, v)| Box::new(WitValue::Tuple(vec![WitValue::String(k.clone()), bytes(v)])))))
-                    .collect(),
+                vs.iter().map(|v| WitValue::Option(v.as_ref().map(|(k, v)| Box::new(WitValue::Tuple(vec![WitValue::String(k.clone()), bytes(v)]))))).collect(),
             ))),
             Ok(Reply::Cas(CasOutcome::Swapped)) => ok(Some(WitValue::Variant("swapped".into(), None))),
-            Ok(Reply::Cas(CasOutcome::Conflict(current))) => {
-                ok(Some(WitValue::Variant("conflict".into(), Some(Box::new(opt_bytes(current.as_deref()))))))
-            }
+            Ok(Reply::Cas(CasOutcome::Conflict(current))) => ok(Some(WitValue::Variant("conflict".into(), Some(Box::new(opt_bytes(current.as_deref())))))),
         };
         vec![value]
     }
@@ -464,7 +460,9 @@ impl Args {
 
     fn strings(&mut self, name: &str) -> Result<Vec<String>, String> {
         match self.next(name)? {
-            WitValue::List(items) => items.into_iter().map(string).collect::<Option<_>>().ok_or_else(|| format!("{}: `{name}` must be a list<string>", self.what)),
+            WitValue::List(items) => {
+                items.into_iter().map(string).collect::<Option<_>>().ok_or_else(|| format!("{}: `{name}` must be a list<string>", self.what))
+            }
             other => Err(self.wrong(name, "list<string>", &other)),
         }
     }

@@ -55,9 +55,7 @@ pub fn validate_id(what: &str, value: &str) -> Result<(), Error> {
         return Err(Error::invalid(format!("{what} is {} bytes long; the limit is 256", value.len())));
     }
     if let Some(bad) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
-        return Err(Error::invalid(format!(
-            "{what} `{value}` contains {bad:?}; use only letters, digits, `_` and `-`"
-        )));
+        return Err(Error::invalid(format!("{what} `{value}` contains {bad:?}; use only letters, digits, `_` and `-`")));
     }
     Ok(())
 }

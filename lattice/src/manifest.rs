@@ -331,10 +331,7 @@ pub fn default_component_id(app: &str, component: &str) -> String {
 /// The annotations of everything an app controller starts for application `app`:
 /// [`MANAGED_BY_ANNOTATION`]`=`[`MANAGED_BY_VALUE`] and [`APP_SPEC_ANNOTATION`]`=app`.
 pub fn managed_annotations(app: &str) -> StringMap {
-    StringMap::from([
-        (MANAGED_BY_ANNOTATION.to_string(), MANAGED_BY_VALUE.to_string()),
-        (APP_SPEC_ANNOTATION.to_string(), app.to_string()),
-    ])
+    StringMap::from([(MANAGED_BY_ANNOTATION.to_string(), MANAGED_BY_VALUE.to_string()), (APP_SPEC_ANNOTATION.to_string(), app.to_string())])
 }
 
 /// How many of `instances` each spread gets: `instances × weight / Σweights`, rounded down,
@@ -521,9 +518,7 @@ fn load(text: &str) -> Result<Node, ManifestError> {
         };
         // A flow-style YAML map (`{apiVersion: …}`) is not JSON but is fine; if it is neither,
         // the JSON error is the one that helps.
-        return load_yaml(body).map_err(|_| {
-            whole(format!("not valid JSON: {json_error}"), Some(json_error.line()).filter(|&l| l > 0))
-        });
+        return load_yaml(body).map_err(|_| whole(format!("not valid JSON: {json_error}"), Some(json_error.line()).filter(|&l| l > 0)));
     }
     load_yaml(body)
 }
@@ -812,8 +807,8 @@ const LINK_TARGET_FIELDS: &[&str] = &["name", "config"];
 const IMAGE_EXPECTED: &str = "file://PATH, builtin://NAME or an OCI reference such as ghcr.io/org/name:1.0";
 
 fn child(path: &str, key: &str) -> String {
-    let plain = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let plain =
+        key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     match (path.is_empty(), plain) {
         (true, true) => key.to_string(),
         (false, true) => format!("{path}.{key}"),
@@ -886,11 +881,7 @@ impl Walker {
             self.errors.push(ManifestError { path: String::new(), message: "not a valid manifest".into(), line: None });
         }
         if self.dropped > 0 {
-            self.errors.push(ManifestError {
-                path: String::new(),
-                message: format!("… and {} more mistakes not listed", self.dropped),
-                line: None,
-            });
+            self.errors.push(ManifestError { path: String::new(), message: format!("… and {} more mistakes not listed", self.dropped), line: None });
         }
         ManifestErrors(self.errors)
     }
@@ -1101,7 +1092,11 @@ impl Walker {
                     "provider" | "capability-provider" | "capability_provider" => " (capability providers are `capability`)".to_string(),
                     _ => did_you_mean(other, &["component", "capability"]).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default(),
                 };
-                self.err(&child(path, "type"), f.get("type").map_or(f.line, |n| n.line), format!("must be `component` or `capability`; got {}{hint}", quote(other)));
+                self.err(
+                    &child(path, "type"),
+                    f.get("type").map_or(f.line, |n| n.line),
+                    format!("must be `component` or `capability`; got {}{hint}", quote(other)),
+                );
                 None
             }
         });
@@ -1349,8 +1344,8 @@ impl Walker {
 
     /// A WIT namespace, package or interface name: kebab-case words of letters and digits.
     fn wit_name(&mut self, s: &str, path: &str, line: usize) -> Option<String> {
-        let ok = !s.is_empty()
-            && s.split('-').all(|w| w.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) && w.chars().all(|c| c.is_ascii_alphanumeric()));
+        let ok =
+            !s.is_empty() && s.split('-').all(|w| w.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) && w.chars().all(|c| c.is_ascii_alphanumeric()));
         if ok {
             return Some(s.to_string());
         }
@@ -1372,7 +1367,11 @@ impl Walker {
             match by_name.get(name.as_str()) {
                 Some(&i) => {
                     duplicate[j] = true;
-                    self.err(&format!("spec.components[{j}].name"), line_of(j, "name"), format!("component name {} is already spec.components[{i}]'s name", quote(name)));
+                    self.err(
+                        &format!("spec.components[{j}].name"),
+                        line_of(j, "name"),
+                        format!("component name {} is already spec.components[{i}]'s name", quote(name)),
+                    );
                 }
                 None => {
                     by_name.insert(name, j);
@@ -1418,8 +1417,7 @@ impl Walker {
         // package and link name: the same target replaces, another target may not share an
         // interface).
         let links = std::mem::take(&mut self.links);
-        let known: Vec<&str> =
-            names.iter().zip(&duplicate).filter(|(_, dup)| !**dup).filter_map(|(e, _)| e.as_ref().map(|(n, _)| n.as_str())).collect();
+        let known: Vec<&str> = names.iter().zip(&duplicate).filter(|(_, dup)| !**dup).filter_map(|(e, _)| e.as_ref().map(|(n, _)| n.as_str())).collect();
         let known_list = if known.len() > 20 { format!("{}, …", known[..20].join(", ")) } else { known.join(", ") };
         // (source, namespace, package, link name, target or interface)
         type SlotKey<'k> = (usize, &'k str, &'k str, &'k str, &'k str);
@@ -1590,10 +1588,7 @@ fn check_oci(reference: &str) -> Result<(), &'static str> {
         None => (name_tag, None),
     };
     if let Some(tag) = tag
-        && (tag.is_empty()
-            || tag.len() > 128
-            || tag.starts_with(['.', '-'])
-            || !tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)))
+        && (tag.is_empty() || tag.len() > 128 || tag.starts_with(['.', '-']) || !tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)))
     {
         return Err("a tag is up to 128 letters, digits, `_`, `.` and `-`");
     }

@@ -89,7 +89,11 @@ impl BrokerMessage {
             }
         }
         let missing = |field: &str| format!("the broker-message has no field `{field}`");
-        Ok(Self { subject: subject.ok_or_else(|| missing("subject"))?, body: body.ok_or_else(|| missing("body"))?, reply_to: reply_to.ok_or_else(|| missing("reply-to"))? })
+        Ok(Self {
+            subject: subject.ok_or_else(|| missing("subject"))?,
+            body: body.ok_or_else(|| missing("body"))?,
+            reply_to: reply_to.ok_or_else(|| missing("reply-to"))?,
+        })
     }
 }
 

@@ -50,8 +50,7 @@ pub struct HostData {
 impl HostData {
     /// The stdin line: base64 of the JSON, with a trailing newline.
     pub fn encode(&self) -> Result<String, Error> {
-        let json = serde_json::to_vec(self)
-            .map_err(|e| Error::new(ErrorKind::Malformed, "cannot encode provider host data").with_source(e))?;
+        let json = serde_json::to_vec(self).map_err(|e| Error::new(ErrorKind::Malformed, "cannot encode provider host data").with_source(e))?;
         Ok(format!("{}\n", base64::engine::general_purpose::STANDARD.encode(json)))
     }
 
@@ -60,8 +59,7 @@ impl HostData {
         let json = base64::engine::general_purpose::STANDARD
             .decode(line.trim())
             .map_err(|e| Error::new(ErrorKind::Malformed, "provider host data on stdin is not base64").with_source(e))?;
-        serde_json::from_slice(&json)
-            .map_err(|e| Error::new(ErrorKind::Malformed, "provider host data on stdin is not the expected JSON").with_source(e))
+        serde_json::from_slice(&json).map_err(|e| Error::new(ErrorKind::Malformed, "provider host data on stdin is not the expected JSON").with_source(e))
     }
 }
 

@@ -488,11 +488,8 @@ impl Router {
     /// nobody pulls before `deadline`. Returns the inbox.
     async fn hold(&self, mut rest: Body, call: CallInfo, deadline: Instant) -> Result<String, RpcError> {
         let inbox = self.nats.new_inbox();
-        let mut pulls = self
-            .nats
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|e| RpcError::new(RpcErrorKind::Transport, &call, format!("cannot open a body stream: {e}")))?;
+        let mut pulls =
+            self.nats.subscribe(inbox.clone()).await.map_err(|e| RpcError::new(RpcErrorKind::Transport, &call, format!("cannot open a body stream: {e}")))?;
         let (nats, chunk) = (self.nats.clone(), self.chunk);
         tokio::spawn(async move {
             let mut pending = BytesMut::new();
@@ -537,9 +534,10 @@ impl Router {
             let Some((nats, inbox, call)) = state else { return Ok(None) };
             let left = deadline.saturating_duration_since(Instant::now());
             let req = async_nats::Request::new().payload(Bytes::new()).timeout(Some(left.max(Duration::from_millis(1))));
-            let msg = nats.send_request(inbox.clone(), req).await.map_err(|e| {
-                RpcError::new(RpcErrorKind::Transport, &call, format!("the body stream broke off: {e}"))
-            })?;
+            let msg = nats
+                .send_request(inbox.clone(), req)
+                .await
+                .map_err(|e| RpcError::new(RpcErrorKind::Transport, &call, format!("the body stream broke off: {e}")))?;
             match decode::<WireChunk>(&msg.payload) {
                 Ok(WireChunk::Data(d)) => Ok(Some((Bytes::from(d), Some((nats, inbox, call))))),
                 Ok(WireChunk::End) => Ok(None),
@@ -721,11 +719,7 @@ fn deadline_error(call: &CallInfo) -> RpcError {
 }
 
 fn head_too_large(call: &CallInfo, len: usize) -> RpcError {
-    RpcError::new(
-        RpcErrorKind::Malformed,
-        call,
-        format!("the head (HTTP headers or call arguments) is {len} bytes; the limit is {MAX_HEAD_BYTES}"),
-    )
+    RpcError::new(RpcErrorKind::Malformed, call, format!("the head (HTTP headers or call arguments) is {len} bytes; the limit is {MAX_HEAD_BYTES}"))
 }
 
 /// The error a data-plane reply carries, if it carries one (for tools and tests that talk to

@@ -35,10 +35,7 @@ pub const CLAIMS_PREFIX: &str = "CLAIMS.";
 /// The key of one link: every field that tells two links apart. KV keys allow `[-/_=.a-zA-Z0-9]`;
 /// ids, names and WIT identifiers are validated to `[A-Za-z0-9_-]` before they get here.
 pub fn link_key(link: &Link) -> String {
-    format!(
-        "{LINK_PREFIX}{}.{}.{}.{}.{}",
-        link.source_id, link.wit_namespace, link.wit_package, link.name, link.target
-    )
+    format!("{LINK_PREFIX}{}.{}.{}.{}.{}", link.source_id, link.wit_namespace, link.wit_package, link.name, link.target)
 }
 
 /// The key prefix of every link from `source_id` for one package and link name (any target).

@@ -181,9 +181,7 @@ impl CtlSubjects {
         match op.target_host() {
             Some(host) => self.sub(&format!("{}.{host}", op.name())),
             None => match op {
-                CtlOp::ConfigPut(n) | CtlOp::ConfigGet(n) | CtlOp::ConfigDel(n) => {
-                    self.sub(&format!("{}.{n}", op.name()))
-                }
+                CtlOp::ConfigPut(n) | CtlOp::ConfigGet(n) | CtlOp::ConfigDel(n) => self.sub(&format!("{}.{n}", op.name())),
                 _ => self.sub(op.name()),
             },
         }
@@ -210,9 +208,7 @@ impl CtlSubjects {
                 )),
             }
         };
-        let bare = |op: CtlOp| -> Result<CtlOp, String> {
-            if parts.len() == 2 { Ok(op) } else { Err(format!("`{rest}` has unexpected trailing tokens")) }
-        };
+        let bare = |op: CtlOp| -> Result<CtlOp, String> { if parts.len() == 2 { Ok(op) } else { Err(format!("`{rest}` has unexpected trailing tokens")) } };
         match (parts.first().copied(), parts.get(1).copied()) {
             (Some("host"), Some("ping")) => bare(CtlOp::HostPing),
             (Some("host"), Some("get")) => arg("host id").map(CtlOp::HostGet),

@@ -147,7 +147,9 @@ async fn main() -> anyhow::Result<()> {
     println!("{:<44} {:>5} {:>10} {:>9} {:>9} {:>8}", "path", "conc", "req/s", "p50 µs", "p99 µs", "vs (a)");
     for conc in [1usize, 64] {
         let mut base_rps = 0.0;
-        for (name, addr) in [("(a) in-process (baseline)", baseline), ("(b) provider → NATS → host", lattice), ("(c) local routing (built-in, same host)", local)] {
+        for (name, addr) in
+            [("(a) in-process (baseline)", baseline), ("(b) provider → NATS → host", lattice), ("(c) local routing (built-in, same host)", local)]
+        {
             let f = load(addr, conc).await?;
             if base_rps == 0.0 {
                 base_rps = f.rps;

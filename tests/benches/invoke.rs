@@ -59,10 +59,7 @@ fn request() -> http::Request<Bytes> {
 }
 
 async fn bare_invoke(pre: &ProxyPre<Bare>) -> Bytes {
-    let mut store = Store::new(
-        pre.engine(),
-        Bare { wasi: WasiCtx::builder().build(), http: WasiHttpCtx::new(), table: ResourceTable::new(), hooks: NoHooks },
-    );
+    let mut store = Store::new(pre.engine(), Bare { wasi: WasiCtx::builder().build(), http: WasiHttpCtx::new(), table: ResourceTable::new(), hooks: NoHooks });
     let (parts, body) = request().into_parts();
     let body = Full::new(body).map_err(|never| -> wasmtime_wasi_http::Error { match never {} });
     let req = store.data_mut().http().new_incoming_request(Scheme::Http, http::Request::from_parts(parts, body)).expect("req");

@@ -104,7 +104,8 @@ async fn main() -> anyhow::Result<()> {
         for op in ["get", "increment"] {
             let lat = run(host, component, op, CALLS).await?;
             let (p50, p99) = (pct(&lat, 0.5), pct(&lat, 0.99));
-            let path = if component == "kv-remote" { "component → NATS → provider on another host" } else { "local routing (provider built into the same host)" };
+            let path =
+                if component == "kv-remote" { "component → NATS → provider on another host" } else { "local routing (provider built into the same host)" };
             println!("{:<52} {:>9.0} {:>9.0} {:>11.2}×", format!("{op:<9} {path}"), us(p50), us(p99), p50.as_secs_f64() / raw50.as_secs_f64());
         }
     }

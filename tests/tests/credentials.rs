@@ -23,9 +23,7 @@ fn nkey_user() -> (String, String) {
 
 /// A nats-server that admits only the nkey user `user`.
 async fn nkey_server(user: &str) -> NatsServer {
-    NatsServer::start_with_config(&format!("authorization {{\n  users = [ {{ nkey: {user} }} ]\n}}\n"))
-        .await
-        .expect("nats-server with an nkey user")
+    NatsServer::start_with_config(&format!("authorization {{\n  users = [ {{ nkey: {user} }} ]\n}}\n")).await.expect("nats-server with an nkey user")
 }
 
 /// Runs `trellis-host --nats-url URL ARGS…` with `env` added, expecting it to give up: its exit
@@ -119,24 +117,31 @@ async fn a_host_with_a_wrong_or_no_nkey_seed_exits_saying_authorization_failed()
 /// (CA certificate, server certificate, server key).
 fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("the openssl CLI makes the test certificates; install openssl");
+        let out =
+            std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("the openssl CLI makes the test certificates; install openssl");
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
     openssl(&[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Trellis test CA"]].concat());
     openssl(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat());
-    std::fs::write(
-        dir.join("server.ext"),
-        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join("server.ext"), "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n")
+        .unwrap();
     openssl(&[
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2",
-        "-extfile", "server.ext",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
     ]);
     (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
 }
@@ -146,9 +151,7 @@ async fn over_tls_a_host_with_the_ca_joins_and_one_without_it_exits_saying_why()
     let certs = tempfile::tempdir().unwrap();
     let (ca, cert, key) = make_certs(certs.path());
     let quoted = |p: &Path| serde_json::to_string(p).unwrap();
-    let nats = NatsServer::start_with_config(&format!("tls {{\n  cert_file: {}\n  key_file: {}\n}}\n", quoted(&cert), quoted(&key)))
-        .await
-        .unwrap();
+    let nats = NatsServer::start_with_config(&format!("tls {{\n  cert_file: {}\n  key_file: {}\n}}\n", quoted(&cert), quoted(&key))).await.unwrap();
     let url = format!("tls://127.0.0.1:{}", nats.port());
     let ca_arg = ca.to_str().unwrap();
 

@@ -52,7 +52,13 @@ async fn a_drained_replica_answers_what_it_took_and_takes_nothing_more() {
         futures::future::join_all((0..n).map(move |_| {
             let (caller, call) = (caller.clone(), call.clone());
             async move {
-                let inv = Invocation { call, traceparent: None, deadline: tokio::time::Instant::now() + Duration::from_secs(10), head: Bytes::new(), body: rpc::full_body(Bytes::new()) };
+                let inv = Invocation {
+                    call,
+                    traceparent: None,
+                    deadline: tokio::time::Instant::now() + Duration::from_secs(10),
+                    head: Bytes::new(),
+                    body: rpc::full_body(Bytes::new()),
+                };
                 let r = caller.call(inv).await?;
                 Ok::<_, RpcError>(rpc::collect_body(r.body).await.map_err(|e| e.to_string()).unwrap_or_default())
             }

@@ -39,7 +39,6 @@ async fn a_request_to_a_provider_process_reaches_a_component_on_another_host() {
     // It comes back: served again, nothing restarted.
     l.link("http", "hello", "hello-addr", &[("address", &addr_str(addr))]).await;
     assert_eq!(get_until(addr, "/", 200, WAIT).await.unwrap().text(), "Hello from Trellis!\n");
-
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

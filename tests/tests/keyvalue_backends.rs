@@ -64,11 +64,7 @@ async fn behaves_like_a_store(s: &dyn KeyValueStore) {
     // batch
     s.set_many(&[("b1".into(), b"x".to_vec()), ("b2".into(), b"y".to_vec()), ("b3".into(), Vec::new())]).await.unwrap();
     let got = s.get_many(&["b1".into(), "missing".into(), "b3".into(), "b2".into()]).await.unwrap();
-    assert_eq!(
-        got,
-        vec![Some(("b1".into(), b"x".to_vec())), None, Some(("b3".into(), Vec::new())), Some(("b2".into(), b"y".to_vec()))],
-        "{who}"
-    );
+    assert_eq!(got, vec![Some(("b1".into(), b"x".to_vec())), None, Some(("b3".into(), Vec::new())), Some(("b2".into(), b"y".to_vec()))], "{who}");
     s.delete_many(&["b1".into(), "b2".into(), "missing".into()]).await.unwrap();
     assert_eq!(s.get_many(&["b1".into(), "b2".into(), "b3".into()]).await.unwrap(), vec![None, None, Some(("b3".into(), Vec::new()))]);
     assert_eq!(s.get_many(&[]).await.unwrap(), vec![]);
@@ -176,7 +172,11 @@ async fn all_behaviour(fresh: impl AsyncFn(&str) -> Arc<dyn KeyValueStore>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_backend() {
-    all_behaviour(async |name: &str| -> Arc<dyn KeyValueStore> { let s: Arc<dyn KeyValueStore> = Arc::new(MemoryStore::new(name)); s }).await;
+    all_behaviour(async |name: &str| -> Arc<dyn KeyValueStore> {
+        let s: Arc<dyn KeyValueStore> = Arc::new(MemoryStore::new(name));
+        s
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -186,7 +186,8 @@ async fn nats_backend() {
     all_behaviour(async |name: &str| -> Arc<dyn KeyValueStore> {
         let s: Arc<dyn KeyValueStore> = Arc::new(NatsStore::open(&js, name, true).await.unwrap());
         s
-    }).await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,7 +227,8 @@ async fn redis_backend() {
     all_behaviour(async |name: &str| -> Arc<dyn KeyValueStore> {
         let s: Arc<dyn KeyValueStore> = Arc::new(RedisStore::new(conn.clone(), Some(format!("{name}:"))));
         s
-    }).await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,13 +20,7 @@ fn get(path: &str) -> http::Request<Bytes> {
 }
 
 fn scale(host_id: &str, id: &str, reference: &str, max: u32) -> ScaleComponentCommand {
-    ScaleComponentCommand {
-        component_ref: reference.into(),
-        component_id: id.into(),
-        max_instances: max,
-        host_id: host_id.into(),
-        ..Default::default()
-    }
+    ScaleComponentCommand { component_ref: reference.into(), component_id: id.into(), max_instances: max, host_id: host_id.into(), ..Default::default() }
 }
 
 async fn ctl(nats: &NatsServer) -> CtlClient {
@@ -113,10 +107,8 @@ async fn scale_invoke_update_and_stop_a_component() {
     assert_eq!(inv.components[0].max_instances, 4);
 
     // The heartbeat carries the inventory too.
-    let hb = events
-        .wait_for("host_heartbeat", WAIT, |e| e.source == host.id() && e.data["components"].as_array().is_some_and(|c| !c.is_empty()))
-        .await
-        .unwrap();
+    let hb =
+        events.wait_for("host_heartbeat", WAIT, |e| e.source == host.id() && e.data["components"].as_array().is_some_and(|c| !c.is_empty())).await.unwrap();
     let hb: HostHeartbeat = hb.data_as().unwrap();
     assert_eq!(hb.0.components[0].id, "hello");
 
@@ -149,7 +141,12 @@ async fn scale_invoke_update_and_stop_a_component() {
 
     // Updating something that does not run is refused at once.
     let err = ctl
-        .update_component(&UpdateComponentCommand { component_id: "nope".into(), new_component_ref: other.clone(), host_id: host.id().into(), annotations: None })
+        .update_component(&UpdateComponentCommand {
+            component_id: "nope".into(),
+            new_component_ref: other.clone(),
+            host_id: host.id().into(),
+            annotations: None,
+        })
         .await
         .unwrap_err();
     assert!(err.to_string().contains("`nope` is not running"), "{err}");
@@ -303,10 +300,24 @@ async fn bad_input_gets_clear_errors_and_the_host_keeps_serving() {
     let subjects = CtlSubjects::new("default");
     let h = || host.id().to_string();
     let ops = [
-        CtlOp::HostPing, CtlOp::HostGet(h()), CtlOp::HostStop(h()), CtlOp::ComponentAuction, CtlOp::ComponentScale(h()),
-        CtlOp::ComponentUpdate(h()), CtlOp::ProviderAuction, CtlOp::ProviderStart(h()), CtlOp::ProviderStop(h()),
-        CtlOp::LabelPut(h()), CtlOp::LabelDel(h()), CtlOp::LinkPut, CtlOp::LinkDel, CtlOp::LinkGet, CtlOp::ClaimsGet,
-        CtlOp::ConfigPut("c".into()), CtlOp::ConfigGet("c".into()), CtlOp::ConfigDel("c".into()),
+        CtlOp::HostPing,
+        CtlOp::HostGet(h()),
+        CtlOp::HostStop(h()),
+        CtlOp::ComponentAuction,
+        CtlOp::ComponentScale(h()),
+        CtlOp::ComponentUpdate(h()),
+        CtlOp::ProviderAuction,
+        CtlOp::ProviderStart(h()),
+        CtlOp::ProviderStop(h()),
+        CtlOp::LabelPut(h()),
+        CtlOp::LabelDel(h()),
+        CtlOp::LinkPut,
+        CtlOp::LinkDel,
+        CtlOp::LinkGet,
+        CtlOp::ClaimsGet,
+        CtlOp::ConfigPut("c".into()),
+        CtlOp::ConfigGet("c".into()),
+        CtlOp::ConfigDel("c".into()),
     ];
     for op in &ops {
         for body in [&b"{\"truncated"[..], b"[1,2", &[0xff, 0xfe, 0x00]] {
@@ -324,7 +335,11 @@ async fn bad_input_gets_clear_errors_and_the_host_keeps_serving() {
     let v = reply(subjects.subject(&CtlOp::ComponentScale(h())), br#"{"component_ref": 5, "component_id": "x", "host_id": "y"}"#.to_vec()).await;
     assert_eq!(v["success"], false);
     assert!(v["message"].as_str().unwrap().contains("component.scale"), "{v}");
-    let v = reply(subjects.subject(&CtlOp::ComponentScale(h())), br#"{"component_ref": "file:///x", "component_id": "a.b", "host_id": "y", "max_instances": 1}"#.to_vec()).await;
+    let v = reply(
+        subjects.subject(&CtlOp::ComponentScale(h())),
+        br#"{"component_ref": "file:///x", "component_id": "a.b", "host_id": "y", "max_instances": 1}"#.to_vec(),
+    )
+    .await;
     assert!(v["message"].as_str().unwrap().contains("a.b"), "{v}");
     let v = reply(subjects.subject(&CtlOp::ConfigPut("c".into())), vec![b' '; trellis_host::MAX_CTL_PAYLOAD + 1]).await;
     assert!(v["message"].as_str().unwrap().contains("limited to"), "{v}");
@@ -341,11 +356,18 @@ async fn bad_input_gets_clear_errors_and_the_host_keeps_serving() {
     assert_eq!(host.invoke_http("hello", get("/")).await.unwrap().body().as_ref(), b"Hello from Trellis!\n");
 
     // A provider with a bad ref fails with provider_start_failed.
-    for (i, (reference, why)) in [("file:///does/not/exist", "cannot read provider"), ("builtin://nope", "no built-in provider"), ("ftp://x", "not supported")].iter().enumerate() {
+    for (i, (reference, why)) in
+        [("file:///does/not/exist", "cannot read provider"), ("builtin://nope", "no built-in provider"), ("ftp://x", "not supported")].iter().enumerate()
+    {
         let id = format!("p{i}");
-        ctl.start_provider(&StartProviderCommand { provider_id: id.clone(), provider_ref: reference.to_string(), host_id: host.id().into(), ..Default::default() })
-            .await
-            .unwrap();
+        ctl.start_provider(&StartProviderCommand {
+            provider_id: id.clone(),
+            provider_ref: reference.to_string(),
+            host_id: host.id().into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
         let ev = events.wait_for("provider_start_failed", WAIT, |e| e.data["provider_id"] == id.as_str()).await.unwrap();
         assert!(ev.data["error"].as_str().unwrap().contains(why), "{}", ev.data);
     }

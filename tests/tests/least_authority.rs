@@ -42,11 +42,7 @@ fn logs() -> Captured {
     LOGS.get_or_init(|| {
         let captured = Captured::default();
         let writer = captured.clone();
-        tracing_subscriber::fmt()
-            .with_env_filter("warn")
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .init();
+        tracing_subscriber::fmt().with_env_filter("warn").with_ansi(false).with_writer(move || writer.clone()).init();
         captured
     })
     .clone()

@@ -29,9 +29,15 @@ async fn forty_kinds_of_bad_input_each_get_an_error_and_change_nothing() {
     let mut events = Events::subscribe(&client, "default").await.unwrap();
 
     // State to protect: a component, a config, a link.
-    ctl.scale_component(&ScaleComponentCommand { component_ref: file_ref(http_hello()), component_id: "hello".into(), max_instances: 2, host_id: host.id().into(), ..Default::default() })
-        .await
-        .unwrap();
+    ctl.scale_component(&ScaleComponentCommand {
+        component_ref: file_ref(http_hello()),
+        component_id: "hello".into(),
+        max_instances: 2,
+        host_id: host.id().into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     events.wait_for("component_scaled", WAIT, |_| true).await.unwrap();
     let config: StringMap = [("address".to_string(), "127.0.0.1:1".to_string())].into();
     ctl.put_config("addr", &config).await.unwrap();
@@ -63,7 +69,11 @@ async fn forty_kinds_of_bad_input_each_get_an_error_and_change_nothing() {
         (sub(CtlOp::HostStop(h.clone())), b"{".to_vec(), "host.stop"),
         // Wrong types.
         (sub(CtlOp::ComponentScale(h.clone())), br#"{"component_ref": 5, "component_id": "x", "host_id": "h"}"#.to_vec(), "component.scale"),
-        (sub(CtlOp::ComponentScale(h.clone())), br#"{"component_ref": "file:///x", "component_id": "x", "host_id": "h", "max_instances": "many"}"#.to_vec(), "component.scale"),
+        (
+            sub(CtlOp::ComponentScale(h.clone())),
+            br#"{"component_ref": "file:///x", "component_id": "x", "host_id": "h", "max_instances": "many"}"#.to_vec(),
+            "component.scale",
+        ),
         (sub(CtlOp::LinkPut), br#"{"source_id": "a", "target": "b", "wit_namespace": "w", "wit_package": "p", "interfaces": "i"}"#.to_vec(), "link.put"),
         (sub(CtlOp::LabelPut(h.clone())), br#"{"key": "k", "value": {"nested": true}}"#.to_vec(), "label.put"),
         (sub(CtlOp::ConfigPut("c".into())), br#"{"k": 1}"#.to_vec(), "string"),
@@ -72,8 +82,16 @@ async fn forty_kinds_of_bad_input_each_get_an_error_and_change_nothing() {
         (sub(CtlOp::ProviderStart(h.clone())), br#"[1, 2, 3]"#.to_vec(), "provider.start"),
         (sub(CtlOp::LinkDel), br#""just a string""#.to_vec(), "link.del"),
         // Huge strings.
-        (sub(CtlOp::ComponentScale(h.clone())), format!(r#"{{"component_ref": "file:///x", "component_id": "{big}", "host_id": "h", "max_instances": 1}}"#).into_bytes(), "limit is 256"),
-        (sub(CtlOp::LinkPut), format!(r#"{{"source_id": "{big}", "target": "b", "wit_namespace": "w", "wit_package": "p", "interfaces": ["i"]}}"#).into_bytes(), "limit is 256"),
+        (
+            sub(CtlOp::ComponentScale(h.clone())),
+            format!(r#"{{"component_ref": "file:///x", "component_id": "{big}", "host_id": "h", "max_instances": 1}}"#).into_bytes(),
+            "limit is 256",
+        ),
+        (
+            sub(CtlOp::LinkPut),
+            format!(r#"{{"source_id": "{big}", "target": "b", "wit_namespace": "w", "wit_package": "p", "interfaces": ["i"]}}"#).into_bytes(),
+            "limit is 256",
+        ),
         (sub(CtlOp::LabelPut(h.clone())), format!(r#"{{"key": "{big}", "value": "v"}}"#).into_bytes(), "limit is 4096"),
         (sub(CtlOp::LabelPut(h.clone())), format!(r#"{{"key": "k", "value": "{big}"}}"#).into_bytes(), "limit is 4096"),
         (sub(CtlOp::ConfigPut("c".into())), huge_config.into_bytes(), "the limit is"),
@@ -92,12 +110,24 @@ async fn forty_kinds_of_bad_input_each_get_an_error_and_change_nothing() {
         ("wasmbus.ctl.v1.default.config.put".into(), b"{}".to_vec(), "config name"),
         ("wasmbus.ctl.v1.default.host.ping.extra".into(), vec![], "trailing"),
         // Bogus ids and refused values.
-        (sub(CtlOp::ComponentScale(h.clone())), br#"{"component_ref": "file:///x", "component_id": "a b", "host_id": "h", "max_instances": 1}"#.to_vec(), "`a b`"),
+        (
+            sub(CtlOp::ComponentScale(h.clone())),
+            br#"{"component_ref": "file:///x", "component_id": "a b", "host_id": "h", "max_instances": 1}"#.to_vec(),
+            "`a b`",
+        ),
         (sub(CtlOp::ComponentScale(h.clone())), br#"{"component_ref": "file:///x", "component_id": "", "host_id": "h", "max_instances": 1}"#.to_vec(), "empty"),
         (sub(CtlOp::LinkPut), br#"{"source_id": "a", "target": "t*", "wit_namespace": "w", "wit_package": "p", "interfaces": ["i"]}"#.to_vec(), "`t*`"),
         (sub(CtlOp::LinkPut), br#"{"source_id": "a", "target": "b", "wit_namespace": "w", "wit_package": "p", "interfaces": []}"#.to_vec(), "no interface"),
-        (sub(CtlOp::LinkPut), br#"{"source_id": "a", "target": "b", "wit_namespace": "w", "wit_package": "p", "interfaces": ["i"], "source_config": ["ghost"]}"#.to_vec(), "does not exist"),
-        (sub(CtlOp::LinkPut), br#"{"source_id": "web", "target": "other", "wit_namespace": "wasi", "wit_package": "http", "interfaces": ["incoming-handler"]}"#.to_vec(), "link conflict"),
+        (
+            sub(CtlOp::LinkPut),
+            br#"{"source_id": "a", "target": "b", "wit_namespace": "w", "wit_package": "p", "interfaces": ["i"], "source_config": ["ghost"]}"#.to_vec(),
+            "does not exist",
+        ),
+        (
+            sub(CtlOp::LinkPut),
+            br#"{"source_id": "web", "target": "other", "wit_namespace": "wasi", "wit_package": "http", "interfaces": ["incoming-handler"]}"#.to_vec(),
+            "link conflict",
+        ),
         (sub(CtlOp::LinkDel), br#"{"source_id": "a.b", "wit_namespace": "w", "wit_package": "p"}"#.to_vec(), "`a.b`"),
         (sub(CtlOp::LabelPut(h.clone())), br#"{"key": "hostcore.os", "value": "x"}"#.to_vec(), "reserved"),
         (sub(CtlOp::LabelDel(h.clone())), br#"{"key": "never-set"}"#.to_vec(), "no label"),

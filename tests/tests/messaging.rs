@@ -13,8 +13,8 @@ use trellis_lattice::ctl::*;
 use trellis_tests::assert_contains_all;
 use trellis_tests::components::{file_ref, messaging_echo, messenger};
 use trellis_tests::hosts::workspace_binary;
-use trellis_tests::scenario::{Lattice, WAIT, lattice};
 use trellis_tests::nats::NatsServer;
+use trellis_tests::scenario::{Lattice, WAIT, lattice};
 
 const PROVIDER: &str = "messaging";
 
@@ -108,7 +108,8 @@ async fn a_nats_request_to_a_subscribed_subject_gets_the_components_answer() {
     assert_eq!(request(nats, "echo.empty", b"").await.unwrap().as_ref(), b"");
 
     // Concurrent requests, each with its own answer.
-    let replies = futures::future::join_all((0..24).map(|i| async move { (i, request(nats, &format!("echo.n{i}"), format!("msg {i}").as_bytes()).await) })).await;
+    let replies =
+        futures::future::join_all((0..24).map(|i| async move { (i, request(nats, &format!("echo.n{i}"), format!("msg {i}").as_bytes()).await) })).await;
     for (i, r) in replies {
         assert_eq!(r.unwrap().as_ref(), format!("MSG {i}").as_bytes());
     }
@@ -158,7 +159,8 @@ async fn a_queue_subscription_on_two_hosts_answers_each_request_exactly_once() {
 
     const N: u64 = 60;
     let (a0, b0) = (a.invocations("echo").await, b.invocations("echo").await);
-    let replies = futures::future::join_all((0..N).map(|i| async move { (i, request(nats, &format!("work.job{i}"), format!("job {i}").as_bytes()).await) })).await;
+    let replies =
+        futures::future::join_all((0..N).map(|i| async move { (i, request(nats, &format!("work.job{i}"), format!("job {i}").as_bytes()).await) })).await;
     for (i, r) in replies {
         assert_eq!(r.unwrap().as_ref(), format!("JOB {i}").as_bytes());
     }
@@ -179,7 +181,10 @@ async fn consumer_failures_are_error_values_that_name_subject_and_cause() {
     // No consumer link: the import has nowhere to go and the host says which link is missing.
     let req = http::Request::post("http://localhost/request/anyone").body(Bytes::new()).unwrap();
     let err = a.invoke_http("messenger", req).await.unwrap_err().to_string();
-    assert_contains_all(&err, &["no link from component `messenger` for `wasmcloud:messaging/consumer`", "wash link put messenger <target> wasmcloud messaging --interface consumer"]);
+    assert_contains_all(
+        &err,
+        &["no link from component `messenger` for `wasmcloud:messaging/consumer`", "wash link put messenger <target> wasmcloud messaging --interface consumer"],
+    );
 
     lattice.put_link_seen(&[&a], &consumer_link("messenger", &[])).await;
     let (status, body) = messenger_call(&a, "/request/nobody.home", b"hello?").await;

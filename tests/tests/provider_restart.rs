@@ -5,10 +5,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use trellis_lattice::ctl::StopProviderCommand;
 use trellis_tests::components::{file_ref, http_hello};
 use trellis_tests::hosts::{child_pids, http_server_provider_binary, start_host};
 use trellis_tests::http::{free_addr, get_until};
-use trellis_lattice::ctl::StopProviderCommand;
 use trellis_tests::nats::NatsServer;
 use trellis_tests::scenario::{WAIT, lattice};
 

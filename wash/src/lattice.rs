@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use trellis_lattice::{ConnectOptions, ErrorKind};
 use trellis_lattice::client::CtlClient;
 use trellis_lattice::ctl::HostInventory;
+use trellis_lattice::{ConnectOptions, ErrorKind};
 
 use crate::cli::Global;
 
@@ -40,9 +40,7 @@ pub async fn ctl_at(g: &Global, url: &str, lattice: &str) -> anyhow::Result<CtlC
     let nats = tokio::time::timeout(timeout(g).max(Duration::from_secs(2)), connecting)
         .await
         .with_context(|| format!("connecting to NATS at {url} timed out; check --ctl-host/--ctl-port or start one with `wash up`"))??;
-    Ok(CtlClient::new(nats, lattice)
-        .with_timeout(timeout(g))
-        .with_auction_timeout(Duration::from_millis(g.auction_timeout_ms.max(1))))
+    Ok(CtlClient::new(nats, lattice).with_timeout(timeout(g)).with_auction_timeout(Duration::from_millis(g.auction_timeout_ms.max(1))))
 }
 
 /// A control client for the lattice the global flags name.
@@ -53,11 +51,7 @@ pub async fn ctl(g: &Global) -> anyhow::Result<CtlClient> {
 /// Awaits a request addressed to `host_id`. Hosts also listen on a catch-all subject, so a
 /// request to a host that does not exist times out rather than finding no responders; a timeout
 /// is therefore checked with a ping and, if the host is absent, reported as an unknown host.
-pub async fn on_host<T>(
-    ctl: &CtlClient,
-    host_id: &str,
-    request: impl Future<Output = Result<T, trellis_lattice::Error>>,
-) -> anyhow::Result<T> {
+pub async fn on_host<T>(ctl: &CtlClient, host_id: &str, request: impl Future<Output = Result<T, trellis_lattice::Error>>) -> anyhow::Result<T> {
     match request.await {
         Ok(v) => Ok(v),
         Err(e) if e.kind() == ErrorKind::Timeout => match ctl.ping_hosts().await {

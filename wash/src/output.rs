@@ -181,11 +181,7 @@ pub struct Step {
 impl Step {
     /// Starts spinning with `message`.
     pub fn start(format: Format, message: impl Into<String>) -> Self {
-        let bar = if format == Format::Text {
-            indicatif::ProgressBar::new_spinner()
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
+        let bar = if format == Format::Text { indicatif::ProgressBar::new_spinner() } else { indicatif::ProgressBar::hidden() };
         bar.set_message(message.into());
         bar.enable_steady_tick(Duration::from_millis(100));
         Self { bar }

@@ -36,10 +36,7 @@ async fn components_start_scale_update_and_stop() {
     assert_eq!(host.invoke_http("hello", get("/")).await.expect("served").body().as_ref(), b"Hello from Trellis!\n");
 
     // JSON, constraints, a file:// ref and a limit.
-    let v = wash
-        .run_async(&["-o", "json", "start", "component", &file_ref(http_hello()), "hello2", "--max-instances", "2", "-c", "zone=test"])
-        .await
-        .json();
+    let v = wash.run_async(&["-o", "json", "start", "component", &file_ref(http_hello()), "hello2", "--max-instances", "2", "-c", "zone=test"]).await.json();
     assert_eq!(v["component_id"], "hello2");
     assert_eq!(v["host_id"], host.id());
     assert_eq!(v["max_instances"], 2);

@@ -49,9 +49,7 @@ async fn links_put_get_and_del() {
     let wash = Wash::on(&nats);
     wash.run_async(&["config", "put", "addr", "address=127.0.0.1:8080"]).await.ok();
 
-    let out = wash
-        .run_async(&["link", "put", "http", "hello", "wasi", "http", "--interface", "incoming-handler", "--source-config", "addr"])
-        .await;
+    let out = wash.run_async(&["link", "put", "http", "hello", "wasi", "http", "--interface", "incoming-handler", "--source-config", "addr"]).await;
     assert!(out.ok().contains("Linked http -> hello for wasi:http/incoming-handler (link name `default`)"), "{}", out.stdout);
     events.wait_for("linkdef_set", WAIT, |e| e.data["target"] == "hello").await.expect("linkdef_set");
     let link = Link {
@@ -68,9 +66,7 @@ async fn links_put_get_and_del() {
 
     // A second link under another name, with JSON output and two interfaces.
     let v = wash
-        .run_async(&[
-            "-o", "json", "link", "put", "hello", "kv", "wasi", "keyvalue", "--interface", "store", "--interface", "atomics", "--link-name", "cache",
-        ])
+        .run_async(&["-o", "json", "link", "put", "hello", "kv", "wasi", "keyvalue", "--interface", "store", "--interface", "atomics", "--link-name", "cache"])
         .await
         .json();
     assert_eq!(v["link"]["name"], "cache");
@@ -165,10 +161,8 @@ async fn claims_are_listed() {
     // What a host stores when it runs a signed component (the host opened the bucket).
     let js = async_nats::jetstream::new(nats.client().await.expect("client"));
     let kv = js.get_key_value(trellis_lattice::state::lattice_bucket("default")).await.expect("bucket");
-    let claims: StringMap = [("name", "Hello"), ("sub", "MSUBJECT"), ("iss", "AISSUER"), ("rev", "3")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let claims: StringMap =
+        [("name", "Hello"), ("sub", "MSUBJECT"), ("iss", "AISSUER"), ("rev", "3")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     kv.put(trellis_lattice::state::claims_key("MSUBJECT"), serde_json::to_vec(&claims).expect("json").into()).await.expect("put");
 
     let text = wash.run_async(&["get", "claims"]).await.ok().to_string();

@@ -159,10 +159,7 @@ spec:
     assert_eq!(message("apiVersion"), "must be `core.oam.dev/v1beta1`; got `core.oam.dev/v1`");
     assert!(message("metadata.name").contains("application name `my app` contains ' '"), "{}", message("metadata.name"));
     assert!(message("spec.components[0].type").contains("(capability providers are `capability`)"), "{}", message("spec.components[0].type"));
-    assert_eq!(
-        message("spec.components[1].properties.confg"),
-        "unknown field; did you mean `config`? expected one of: image, id, config"
-    );
+    assert_eq!(message("spec.components[1].properties.confg"), "unknown field; did you mean `config`? expected one of: image, id, config");
     assert_eq!(message("spec.components[1].traits[0].properties.instances"), "must be a positive integer (1 to 4294967295); got the number `0`");
     assert_eq!(
         message("spec.components[1].traits[0].properties.spread[0].requirements.zone"),
@@ -416,10 +413,7 @@ fn structural_mistakes() {
     let shown: Vec<String> = Manifest::parse(&text).expect_err("bad").errors().iter().map(ToString::to_string).collect();
     assert_eq!(
         shown,
-        [
-            "kind: is given twice",
-            "spec.components[0].propertes: unknown field; did you mean `properties`? expected one of: name, type, properties, traits",
-        ]
+        ["kind: is given twice", "spec.components[0].propertes: unknown field; did you mean `properties`? expected one of: name, type, properties, traits",]
     );
     let e = one_error(&with_component("").replace("file:///echo.wasm\n", "file:///echo.wasm\n        secrets: []\n"));
     assert_eq!(e.to_string(), "spec.components[0].properties.secrets: `secrets` is not supported by Trellis yet; remove it");
@@ -457,13 +451,12 @@ fn link_mistakes() {
             "spec.components[0].traits[0].properties.interfaces"
         ]
     );
-    let shown: Vec<String> =
-        Manifest::parse(&link("{namespace: Wasi.x, package: key value, interfaces: [store, store, 3], name: a b, target: echo}"))
-            .expect_err("bad")
-            .errors()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+    let shown: Vec<String> = Manifest::parse(&link("{namespace: Wasi.x, package: key value, interfaces: [store, store, 3], name: a b, target: echo}"))
+        .expect_err("bad")
+        .errors()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     let p = "spec.components[0].traits[0].properties";
     assert_eq!(
         shown,
@@ -565,7 +558,21 @@ fn error_lists_are_capped() {
 
 #[test]
 fn scalars_follow_yaml_1_2() {
-    for (raw, want) in [("~", "null"), ("null", "null"), ("True", "bool"), ("0x1F", "int"), ("0o17", "int"), ("-12", "int"), ("1.5e3", "float"), (".inf", "float"), ("1.0.0", "str"), ("yes", "str"), ("on", "str"), ("0.1.0", "str"), ("e5", "str")] {
+    for (raw, want) in [
+        ("~", "null"),
+        ("null", "null"),
+        ("True", "bool"),
+        ("0x1F", "int"),
+        ("0o17", "int"),
+        ("-12", "int"),
+        ("1.5e3", "float"),
+        (".inf", "float"),
+        ("1.0.0", "str"),
+        ("yes", "str"),
+        ("on", "str"),
+        ("0.1.0", "str"),
+        ("e5", "str"),
+    ] {
         let got = match resolve_plain(raw) {
             Value::Null => "null",
             Value::Bool(_) => "bool",

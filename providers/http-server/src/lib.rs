@@ -62,9 +62,8 @@ impl Settings {
             Some(other) => return Err(ProviderError::Failed(format!("routing_mode `{other}` is not supported; use `address` or `path`"))),
         };
         let default_address = c.get("default_address").map(String::as_str).unwrap_or("0.0.0.0:8000");
-        let default_address = default_address
-            .parse()
-            .map_err(|_| ProviderError::Failed(format!("default_address `{default_address}` is not an IP:port address")))?;
+        let default_address =
+            default_address.parse().map_err(|_| ProviderError::Failed(format!("default_address `{default_address}` is not an IP:port address")))?;
         let timeout = match c.get("timeout_ms") {
             Some(ms) => Duration::from_millis(ms.parse().map_err(|_| ProviderError::Failed(format!("timeout_ms `{ms}` is not a number of milliseconds")))?),
             None => Duration::from_secs(30),
@@ -245,9 +244,8 @@ async fn handle(shared: &Shared, addr: SocketAddr, req: http::Request<Incoming>)
         link_name: route.link.name.clone(),
     };
     let body_call = call.clone();
-    let body = BodyDataStream::new(body)
-        .map_err(move |e| RpcError::new(RpcErrorKind::Transport, &body_call, format!("reading the request body failed: {e}")))
-        .boxed();
+    let body =
+        BodyDataStream::new(body).map_err(move |e| RpcError::new(RpcErrorKind::Transport, &body_call, format!("reading the request body failed: {e}"))).boxed();
     let inv = Invocation {
         call,
         traceparent: parts.headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string),

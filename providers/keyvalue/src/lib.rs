@@ -116,7 +116,8 @@ pub fn run(ctx: ProviderContext) -> BoxFuture<'static, Result<(), ProviderError>
 }
 
 async fn serve(ctx: ProviderContext) -> Result<(), ProviderError> {
-    let handler = Arc::new(KvHandler { inner: Arc::new(Inner { backends: Backends::new(ctx.nats().clone(), ctx.host_data().js_domain.clone()), ctx: ctx.clone() }) });
+    let handler =
+        Arc::new(KvHandler { inner: Arc::new(Inner { backends: Backends::new(ctx.nats().clone(), ctx.host_data().js_domain.clone()), ctx: ctx.clone() }) });
     let serving = ctx.router().serve(ctx.id(), handler.clone()).await?;
     ctx.router().register_local(ctx.id(), handler);
     ctx.set_health(true, None);
@@ -192,11 +193,7 @@ impl Settings {
 
     /// The bucket name `identifier` opens (memory and NATS).
     pub fn bucket_name(&self, identifier: &str) -> String {
-        if self.is_configured_bucket(identifier) {
-            self.bucket.clone().unwrap_or_else(|| DEFAULT_BUCKET.to_string())
-        } else {
-            identifier.to_string()
-        }
+        if self.is_configured_bucket(identifier) { self.bucket.clone().unwrap_or_else(|| DEFAULT_BUCKET.to_string()) } else { identifier.to_string() }
     }
 }
 
@@ -452,7 +449,8 @@ mod tests {
 
     #[test]
     fn nats_buckets_on_the_lattice_connection_default_to_the_lattice_domain() {
-        let nats = |cfg: &[(&str, &str)], lattice: Option<&str>| match Backends::key(&Settings::from_config(&map(cfg), &map(&[])).unwrap(), "default", lattice) {
+        let nats = |cfg: &[(&str, &str)], lattice: Option<&str>| match Backends::key(&Settings::from_config(&map(cfg), &map(&[])).unwrap(), "default", lattice)
+        {
             StoreKey::Nats { js_domain, .. } => js_domain,
             other => panic!("{other:?}"),
         };

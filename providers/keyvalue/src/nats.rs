@@ -40,10 +40,7 @@ pub fn is_valid_bucket_name(bucket: &str) -> bool {
 }
 
 fn is_valid_key(key: &str) -> bool {
-    !key.is_empty()
-        && !key.starts_with('.')
-        && !key.ends_with('.')
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-/_=.".contains(&b))
+    !key.is_empty() && !key.starts_with('.') && !key.ends_with('.') && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-/_=.".contains(&b))
 }
 
 /// Whether `err` (or what caused it) is JetStream's "stream not found".
@@ -68,9 +65,7 @@ impl NatsStore {
     pub async fn open(js: &jetstream::Context, bucket: &str, auto_create: bool) -> Result<Self, KvError> {
         let who = format!("nats backend (bucket `{bucket}`)");
         if !is_valid_bucket_name(bucket) {
-            return Err(KvError::Other(format!(
-                "{who}: `{bucket}` is not a valid JetStream KV bucket name (letters, digits, `-` and `_` only)"
-            )));
+            return Err(KvError::Other(format!("{who}: `{bucket}` is not a valid JetStream KV bucket name (letters, digits, `-` and `_` only)")));
         }
         let err = match js.get_key_value(bucket).await {
             Ok(kv) => return Ok(Self { js: js.clone(), kv, who }),
@@ -108,10 +103,7 @@ impl NatsStore {
         if is_valid_key(key) {
             Ok(())
         } else {
-            Err(KvError::Other(format!(
-                "{}: `{key}` is not a valid NATS KV key (letters, digits and `-/_=.`, not starting or ending with `.`)",
-                self.who
-            )))
+            Err(KvError::Other(format!("{}: `{key}` is not a valid NATS KV key (letters, digits and `-/_=.`, not starting or ending with `.`)", self.who)))
         }
     }
 

@@ -71,8 +71,7 @@ impl RedisConnection {
     /// connected until the first command. Fails only when `url` cannot be parsed.
     pub fn new(url: &str) -> Result<Self, KvError> {
         let shown = redact(url);
-        let client = redis::Client::open(url)
-            .map_err(|e| KvError::Other(format!("redis backend ({shown}): `URL` is not a usable Redis URL: {e}")))?;
+        let client = redis::Client::open(url).map_err(|e| KvError::Other(format!("redis backend ({shown}): `URL` is not a usable Redis URL: {e}")))?;
         Ok(Self { client, shown, conn: tokio::sync::Mutex::new(None), generation: Default::default() })
     }
 
@@ -94,10 +93,9 @@ impl RedisConnection {
         if let Some((generation, conn)) = slot.as_ref() {
             return Ok((*generation, conn.clone()));
         }
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        let conn = self.client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| KvError::Other(format!("{who}: {what}: {}", cause(&e))))?;
+        let config = redis::AsyncConnectionConfig::new().set_connection_timeout(Some(CONNECT_TIMEOUT)).set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let conn =
+            self.client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| KvError::Other(format!("{who}: {what}: {}", cause(&e))))?;
         let generation = self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         tracing::info!(redis = self.shown, "connected to Redis");
         *slot = Some((generation, conn.clone()));

@@ -100,17 +100,11 @@ pub async fn execute(store: &dyn KeyValueStore, req: Request) -> KvResult {
 
 /// Reads a counter: ASCII decimal digits (what wasmCloud stores); `who` names the backend.
 pub(crate) fn parse_counter(who: &str, key: &str, value: &[u8]) -> Result<u64, KvError> {
-    std::str::from_utf8(value)
-        .ok()
-        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|s| s.parse::<u64>().ok())
-        .ok_or_else(|| {
-            let shown = String::from_utf8_lossy(&value[..value.len().min(40)]).into_owned();
-            let more = if value.len() > 40 { "…" } else { "" };
-            KvError::Other(format!(
-                "{who}: cannot increment key `{key}`: its value `{shown}{more}` is not a decimal number (counters are stored as ASCII digits)"
-            ))
-        })
+    std::str::from_utf8(value).ok().filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).and_then(|s| s.parse::<u64>().ok()).ok_or_else(|| {
+        let shown = String::from_utf8_lossy(&value[..value.len().min(40)]).into_owned();
+        let more = if value.len() > 40 { "…" } else { "" };
+        KvError::Other(format!("{who}: cannot increment key `{key}`: its value `{shown}{more}` is not a decimal number (counters are stored as ASCII digits)"))
+    })
 }
 
 /// `current + delta`, or an error naming the key when it would pass `u64::MAX`.

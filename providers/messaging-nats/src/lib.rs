@@ -400,7 +400,9 @@ async fn deliver(shared: &Shared, sub: &Subscription, msg: async_nats::Message) 
     };
     match outcome {
         Ok(Ok(())) => tracing::trace!(subject = message.subject, target = sub.target, "delivered"),
-        Ok(Err(e)) => tracing::warn!(subject = message.subject, target = sub.target, link = sub.link_name, error = e, "the component's handle-message returned an error"),
+        Ok(Err(e)) => {
+            tracing::warn!(subject = message.subject, target = sub.target, link = sub.link_name, error = e, "the component's handle-message returned an error")
+        }
         Err(e) => tracing::warn!(subject = message.subject, target = sub.target, link = sub.link_name, error = e, "cannot deliver a message"),
     }
 }
@@ -510,7 +512,10 @@ async fn publish(client: &async_nats::Client, m: &BrokerMessage) -> ConsumerResu
         return Err(format!("publish to `{subject}` failed: `{subject}` is not a subject one can publish to: {why}"));
     }
     if let Some(why) = m.reply_to.as_deref().and_then(unpublishable) {
-        return Err(format!("publish to `{subject}` failed: the reply-to `{}` is not a subject one can reply to: {why}", m.reply_to.as_deref().unwrap_or_default()));
+        return Err(format!(
+            "publish to `{subject}` failed: the reply-to `{}` is not a subject one can reply to: {why}",
+            m.reply_to.as_deref().unwrap_or_default()
+        ));
     }
     let max = client.server_info().max_payload;
     if max > 0 && m.body.len() > max {

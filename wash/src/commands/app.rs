@@ -227,10 +227,7 @@ fn validate(file: &Path) -> anyhow::Result<Report> {
         Ok(m) => {
             let (components, links) = (m.spec.components.len(), m.links().count());
             let text = format!("{shown}: valid ({components} component{}, {links} link{})", plural(components), plural(links));
-            Ok(Report::new(
-                text,
-                json!({"file": shown, "valid": true, "name": m.name(), "version": m.version(), "components": components, "links": links}),
-            ))
+            Ok(Report::new(text, json!({"file": shown, "valid": true, "name": m.name(), "version": m.version(), "components": components, "links": links})))
         }
         Err(errors) => {
             let details = errors

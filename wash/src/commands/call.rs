@@ -62,8 +62,8 @@ pub async fn run(g: &Global, args: &CallArgs) -> anyhow::Result<Report> {
     let deadline = tokio::time::Instant::now() + lattice::timeout(g);
     let inv = Invocation { call: call.clone(), traceparent: None, deadline, head: rpc::http::encode(&head), body };
     let resp = router.call(inv).await?;
-    let head: rpc::http::ResponseHead = rpc::http::decode(&resp.head)
-        .map_err(|e| RpcError::new(RpcErrorKind::Malformed, &call, format!("the response head could not be decoded: {e}")))?;
+    let head: rpc::http::ResponseHead =
+        rpc::http::decode(&resp.head).map_err(|e| RpcError::new(RpcErrorKind::Malformed, &call, format!("the response head could not be decoded: {e}")))?;
 
     match g.output {
         Format::Text => {

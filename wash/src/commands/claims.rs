@@ -161,9 +161,7 @@ fn sign(args: &SignArgs) -> anyhow::Result<Report> {
 fn inspect(args: &InspectArgs) -> anyhow::Result<Report> {
     let file = &args.file;
     let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let token = claims::extract(&wasm)
-        .with_context(|| format!("cannot read {}", file.display()))?
-        .ok_or_else(|| no_claims(file))?;
+    let token = claims::extract(&wasm).with_context(|| format!("cannot read {}", file.display()))?.ok_or_else(|| no_claims(file))?;
     if args.jwt_only {
         return Ok(Report::new(token.clone(), json!({"token": token})));
     }
@@ -185,17 +183,9 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<Report> {
     ];
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     let text = rows.iter().map(|(k, v)| format!("{k:<width$}  {v}")).collect::<Vec<_>>().join("\n");
-    Ok(Report::new(
-        text,
-        json!({"file": file, "claims": c, "map": c.to_map(), "valid": problem.is_none(), "problem": problem, "token": token}),
-    ))
+    Ok(Report::new(text, json!({"file": file, "claims": c, "map": c.to_map(), "valid": problem.is_none(), "problem": problem, "token": token})))
 }
 
 fn no_claims(file: &Path) -> anyhow::Error {
-    anyhow::anyhow!(
-        "{} carries no claims (no `{}` section); sign it with `wash claims sign {} --name NAME`",
-        file.display(),
-        claims::SECTION,
-        file.display()
-    )
+    anyhow::anyhow!("{} carries no claims (no `{}` section); sign it with `wash claims sign {} --name NAME`", file.display(), claims::SECTION, file.display())
 }

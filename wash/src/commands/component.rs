@@ -18,12 +18,7 @@ use super::{check_configs_exist, constraints_text};
 
 /// The outcome event for `component_id` on `host_id` that `accept` agrees is ours: the scaled
 /// data, or the host's error.
-fn outcome(
-    event: &CloudEvent,
-    host_id: &str,
-    component_id: &str,
-    accept: &dyn Fn(&ComponentScaled) -> bool,
-) -> Option<Result<ComponentScaled, String>> {
+fn outcome(event: &CloudEvent, host_id: &str, component_id: &str, accept: &dyn Fn(&ComponentScaled) -> bool) -> Option<Result<ComponentScaled, String>> {
     let ours = |h: &str, c: &str| c == component_id && (h == host_id || event.source == host_id);
     if let Some(d) = event.data_as::<ComponentScaled>() {
         return (ours(&d.host_id, &d.component_id) && accept(&d)).then_some(Ok(d));
@@ -98,10 +93,7 @@ pub async fn start(g: &Global, args: &StartComponentArgs) -> anyhow::Result<Repo
         return Ok(Report::new(format!("Host {host_id} accepted component `{id}` ({component_ref}); not waiting for it to start"), result));
     }
     let done = await_outcome(&mut watch, lattice::timeout(g), &host_id, id, |d| d.max_instances > 0).await?;
-    Ok(Report::new(
-        format!("Component `{id}` started on host {host_id} from {} (max instances {})", done.image_ref, done.max_instances),
-        result,
-    ))
+    Ok(Report::new(format!("Component `{id}` started on host {host_id} from {} (max instances {})", done.image_ref, done.max_instances), result))
 }
 
 /// `wash stop component`: scales it to 0.

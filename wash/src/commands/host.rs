@@ -17,8 +17,7 @@ pub async fn get_hosts(g: &Global) -> anyhow::Result<Report> {
     let ctl = lattice::ctl(g).await?;
     let mut hosts = ctl.ping_hosts().await?;
     hosts.sort_by(|a, b| a.id.cmp(&b.id));
-    let rows: Vec<Vec<String>> =
-        hosts.iter().map(|h| vec![h.id.clone(), h.friendly_name.clone(), h.uptime_human.clone(), pairs(&h.labels)]).collect();
+    let rows: Vec<Vec<String>> = hosts.iter().map(|h| vec![h.id.clone(), h.friendly_name.clone(), h.uptime_human.clone(), pairs(&h.labels)]).collect();
     let text = table(&["HOST ID", "FRIENDLY NAME", "UPTIME", "LABELS"], &rows);
     Ok(Report::new(text, json!({"hosts": hosts})))
 }
@@ -30,12 +29,10 @@ fn inventory_text(out: &mut String, inv: &HostInventory) {
         let _ = writeln!(out, "Scheduling: {}", inv.schedule.as_str());
     }
     let _ = writeln!(out);
-    let components: Vec<Vec<String>> =
-        inv.components.iter().map(|c| vec![c.id.clone(), c.image_ref.clone(), c.max_instances.to_string()]).collect();
+    let components: Vec<Vec<String>> = inv.components.iter().map(|c| vec![c.id.clone(), c.image_ref.clone(), c.max_instances.to_string()]).collect();
     out.push_str(&table(&["COMPONENT ID", "REFERENCE", "MAX INSTANCES"], &components));
     let _ = writeln!(out);
-    let providers: Vec<Vec<String>> =
-        inv.providers.iter().map(|p| vec![p.id.clone(), p.image_ref.clone().unwrap_or_else(|| "-".into())]).collect();
+    let providers: Vec<Vec<String>> = inv.providers.iter().map(|p| vec![p.id.clone(), p.image_ref.clone().unwrap_or_else(|| "-".into())]).collect();
     out.push_str(&table(&["PROVIDER ID", "REFERENCE"], &providers));
 }
 
@@ -76,7 +73,10 @@ pub async fn label_put(g: &Global, host_id: &str, labels: &[(String, String)]) -
         lattice::on_host(&ctl, host_id, ctl.put_label(host_id, k, v)).await?;
     }
     let set: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    Ok(Report::new(format!("Host {host_id} labelled {}", list(&set)), json!({"host_id": host_id, "labels": labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()})))
+    Ok(Report::new(
+        format!("Host {host_id} labelled {}", list(&set)),
+        json!({"host_id": host_id, "labels": labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()}),
+    ))
 }
 
 /// `wash label del HOST k…`.

@@ -148,10 +148,7 @@ pub fn resolve_key(arg: &str, want: KeyPairType, flag: &str) -> anyhow::Result<K
         let dir = keys_dir()?;
         let path = key_path(&dir, arg);
         if !path.is_file() {
-            bail!(
-                "{flag} `{arg}` is not a seed (S…), a seed file, or a key in {}; `wash keys list` shows the keys there",
-                dir.display()
-            );
+            bail!("{flag} `{arg}` is not a seed (S…), a seed file, or a key in {}; `wash keys list` shows the keys there", dir.display());
         }
         read_key(&path)?
     };

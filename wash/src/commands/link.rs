@@ -46,11 +46,7 @@ pub async fn del(g: &Global, args: &LinkDelArgs) -> anyhow::Result<Report> {
     let doomed: Vec<Link> = ctl.get_links().await?.into_iter().filter(|l| matching(l)).collect();
     ctl.delete_link(&req).await?;
     let what = format!("{}:{} from `{}` (link name `{}`)", req.wit_namespace, req.wit_package, req.source_id, req.name);
-    let text = if doomed.is_empty() {
-        format!("No link for {what}; nothing deleted")
-    } else {
-        format!("Deleted {} link(s) for {what}", doomed.len())
-    };
+    let text = if doomed.is_empty() { format!("No link for {what}; nothing deleted") } else { format!("Deleted {} link(s) for {what}", doomed.len()) };
     Ok(Report::new(text, json!({"deleted": doomed})))
 }
 

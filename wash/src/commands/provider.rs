@@ -24,11 +24,8 @@ pub async fn start(g: &Global, args: &StartProviderArgs) -> anyhow::Result<Repor
     let host_id = match &p.host_id {
         Some(h) => h.clone(),
         None => {
-            let req = ProviderAuctionRequest {
-                provider_ref: provider_ref.clone(),
-                provider_id: id.clone(),
-                constraints: p.constraints.iter().cloned().collect(),
-            };
+            let req =
+                ProviderAuctionRequest { provider_ref: provider_ref.clone(), provider_id: id.clone(), constraints: p.constraints.iter().cloned().collect() };
             match ctl.perform_provider_auction(&req).await?.into_iter().next() {
                 Some(ack) => ack.host_id,
                 None => bail!(
@@ -76,17 +73,15 @@ pub async fn start(g: &Global, args: &StartProviderArgs) -> anyhow::Result<Repor
 pub async fn stop(g: &Global, args: &StopTargetArgs) -> anyhow::Result<Report> {
     let id = &args.id;
     let ctl = lattice::ctl(g).await?;
-    let (host_id, ()) =
-        find_running(&ctl, args.host_id.as_deref(), "provider", id, |inv| inv.providers.iter().any(|p| &p.id == id).then_some(())).await?;
+    let (host_id, ()) = find_running(&ctl, args.host_id.as_deref(), "provider", id, |inv| inv.providers.iter().any(|p| &p.id == id).then_some(())).await?;
     let mut watch = Watch::start(&ctl).await?;
     let cmd = StopProviderCommand { host_id: host_id.clone(), provider_id: id.clone() };
     lattice::on_host(&ctl, &host_id, ctl.stop_provider(&cmd)).await?;
     let result = json!({"provider_id": id, "host_id": host_id});
     if !args.skip_wait {
         let timeout = lattice::timeout(g);
-        let stopped = watch
-            .wait(timeout, |e| e.data_as::<ProviderStopped>().filter(|d| &d.provider_id == id && (d.host_id == host_id || e.source == host_id)))
-            .await;
+        let stopped =
+            watch.wait(timeout, |e| e.data_as::<ProviderStopped>().filter(|d| &d.provider_id == id && (d.host_id == host_id || e.source == host_id))).await;
         if stopped.is_none() {
             return Err(timed_out(timeout, "provider_stopped", &format!("provider `{id}`"), &host_id));
         }

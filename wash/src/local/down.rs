@@ -57,8 +57,7 @@ pub async fn run(g: &Global, args: &DownArgs) -> anyhow::Result<Report> {
 
     let mut purged = false;
     if args.purge_jetstream && home.jetstream_dir().exists() {
-        std::fs::remove_dir_all(home.jetstream_dir())
-            .map_err(|e| anyhow::anyhow!("cannot delete {}: {e}", home.jetstream_dir().display()))?;
+        std::fs::remove_dir_all(home.jetstream_dir()).map_err(|e| anyhow::anyhow!("cannot delete {}: {e}", home.jetstream_dir().display()))?;
         lines.push(format!("Deleted the JetStream store {}", home.jetstream_dir().display()));
         purged = true;
     }
@@ -81,9 +80,7 @@ async fn stop_host(g: &Global, home: &Home, record: &HostRecord) -> anyhow::Resu
     if let Err(e) = &asked {
         tracing::debug!(host_id = record.host_id, error = %e, "host.stop failed; signalling its wash up instead");
     }
-    if !process::wait_gone(record.pid, if asked.is_ok() { EXIT_GRACE } else { Duration::ZERO }).await
-        && process::looks_like(record.pid, "wash")
-    {
+    if !process::wait_gone(record.pid, if asked.is_ok() { EXIT_GRACE } else { Duration::ZERO }).await && process::looks_like(record.pid, "wash") {
         // SIGTERM makes `wash up` stop its host and its nats-server in order.
         process::terminate(record.pid, EXIT_GRACE).await?;
     }

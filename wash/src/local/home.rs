@@ -106,11 +106,8 @@ impl Home {
     /// Every recorded host (unreadable records are skipped).
     pub fn records(&self) -> Vec<HostRecord> {
         let Ok(entries) = std::fs::read_dir(self.hosts_dir()) else { return Vec::new() };
-        let mut out: Vec<HostRecord> = entries
-            .flatten()
-            .filter_map(|e| std::fs::read(e.path()).ok())
-            .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
-            .collect();
+        let mut out: Vec<HostRecord> =
+            entries.flatten().filter_map(|e| std::fs::read(e.path()).ok()).filter_map(|bytes| serde_json::from_slice(&bytes).ok()).collect();
         out.sort_by(|a, b| a.host_id.cmp(&b.host_id));
         out
     }

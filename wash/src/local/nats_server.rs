@@ -1,8 +1,8 @@
 //! The local `nats-server` of `wash up`: the host crate's [`trellis_host::nats_server`], with its
 //! files in wash's home.
 
-pub use trellis_host::nats_server::{NatsProcess, Probe, probe};
 use trellis_host::nats_server::{Files, Leaf, Options};
+pub use trellis_host::nats_server::{NatsProcess, Probe, probe};
 
 use super::home::Home;
 
@@ -11,10 +11,6 @@ use super::home::Home;
 pub async fn start(home: &Home, port: u16, remote: Option<&str>, js_domain: Option<&str>) -> anyhow::Result<NatsProcess> {
     home.ensure()?;
     let files = Files { conf: home.nats_conf(), store: home.jetstream_dir(), log: home.nats_log() };
-    let opts = Options {
-        port,
-        js_domain: js_domain.map(str::to_string),
-        leaf: remote.map(|r| Leaf { remote_url: r.to_string(), credentials: None }),
-    };
+    let opts = Options { port, js_domain: js_domain.map(str::to_string), leaf: remote.map(|r| Leaf { remote_url: r.to_string(), credentials: None }) };
     Ok(NatsProcess::start(&files, &opts).await?)
 }

@@ -60,7 +60,9 @@ async fn foreground(g: &Global, args: &UpArgs, home: &Home) -> anyhow::Result<Re
         Probe::Nats => {
             step.done(format!("Reusing the NATS server at {host}:{port}"));
             if args.nats_remote_url.is_some() || args.nats_js_domain.is_some() {
-                bail!("a NATS server already answers at {host}:{port}, so --nats-remote-url and --nats-js-domain have nothing to configure; stop that server or drop the flags");
+                bail!(
+                    "a NATS server already answers at {host}:{port}, so --nats-remote-url and --nats-js-domain have nothing to configure; stop that server or drop the flags"
+                );
             }
             None
         }
@@ -203,11 +205,7 @@ async fn wait_pingable(g: &Global, url: &str, host_id: &str, timeout: Duration) 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
     use std::io::IsTerminal as _;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).try_init();
 }
 
 /// Starts `wash up` in the background, in a session of its own, and waits until its host is up.
@@ -236,11 +234,9 @@ async fn detach(g: &Global, args: &UpArgs, home: &Home) -> anyhow::Result<Report
     for (k, v) in &args.labels {
         cmd.arg("--label").arg(format!("{k}={v}"));
     }
-    for (flag, value) in [
-        ("--nats-remote-url", &args.nats_remote_url),
-        ("--nats-js-domain", &args.nats_js_domain),
-        ("--wasmcloud-js-domain", &args.wasmcloud_js_domain),
-    ] {
+    for (flag, value) in
+        [("--nats-remote-url", &args.nats_remote_url), ("--nats-js-domain", &args.nats_js_domain), ("--wasmcloud-js-domain", &args.wasmcloud_js_domain)]
+    {
         if let Some(value) = value {
             cmd.arg(flag).arg(value);
         }

@@ -118,8 +118,8 @@ impl Out {
     /// Asserts it succeeded with JSON on stdout carrying `"success": true`; returns it.
     #[track_caller]
     pub fn json(&self) -> serde_json::Value {
-        let v: serde_json::Value = serde_json::from_str(self.ok().trim())
-            .unwrap_or_else(|e| panic!("`wash {}` printed no JSON ({e}): {}", self.args, self.stdout));
+        let v: serde_json::Value =
+            serde_json::from_str(self.ok().trim()).unwrap_or_else(|e| panic!("`wash {}` printed no JSON ({e}): {}", self.args, self.stdout));
         assert_eq!(v["success"], true, "{v}");
         v
     }
