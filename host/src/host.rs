@@ -108,8 +108,8 @@ pub(crate) struct HostCtx {
     pub stopping: AtomicBool,
     pub stopped_tx: watch::Sender<bool>,
     pub tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
-    /// The apps bucket, once the reconciler has opened it.
-    pub apps: std::sync::OnceLock<async_nats::jetstream::kv::Store>,
+    /// The app API and reconciler, once started.
+    pub apps: std::sync::OnceLock<crate::apps::Apps>,
     /// Whether the host takes new placements (cordon, uncordon, drain).
     pub schedule: std::sync::Mutex<trellis_lattice::ctl::Schedule>,
 }
@@ -168,8 +168,16 @@ impl Host {
         let server = ctl::serve(ctx.clone()).await?;
         let heartbeat = tokio::spawn(heartbeat(ctx.clone()));
         ctx.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend([server, heartbeat]);
-        let reconciler = crate::reconciler::start(ctx.clone()).await?;
-        ctx.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend(reconciler);
+        let (apps, tasks) = crate::apps::start(crate::apps::Context {
+            lattice: ctx.lattice.clone(),
+            host_id: ctx.id.clone(),
+            nats: ctx.nats.clone(),
+            js: ctx.js.clone(),
+            host_lost_after: ctx.config.host_lost_after.unwrap_or(ctx.config.heartbeat_interval * crate::apps::MISSED_HEARTBEATS),
+        })
+        .await?;
+        let _ = ctx.apps.set(apps);
+        ctx.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend(tasks);
         ctx.events.publish_and_flush(&HostStarted { friendly_name: ctx.friendly_name.clone(), labels, uptime_seconds: 0, version: VERSION.into() }).await;
         tracing::info!(host_id = ctx.id, friendly_name = ctx.friendly_name, lattice = ctx.lattice, "host started");
         Ok(Self { ctx })
@@ -519,7 +527,9 @@ impl HostCtx {
         for task in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
             task.abort();
         }
-        crate::reconciler::release(&self).await;
+        if let Some(apps) = self.apps.get() {
+            apps.release().await;
+        }
         let _guard = self.lifecycle.lock().await;
         let components = self.components.clear().await;
         for c in &components {

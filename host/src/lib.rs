@@ -21,6 +21,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod apps;
 pub mod c2c;
 pub mod capabilities;
 mod claims;
@@ -33,7 +34,6 @@ mod host;
 pub mod identity;
 pub mod nats_server;
 pub mod providers;
-mod reconciler;
 pub mod registry;
 pub mod runtime;
 mod serve;

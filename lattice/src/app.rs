@@ -12,7 +12,7 @@
 //! - `leader`: the reconciler's [`Lease`].
 //!
 //! API: `wadm.api.{lattice}.model.{put|list}` and `wadm.api.{lattice}.model.{get|versions|del|
-//! deploy|undeploy|status}.{name}` (subjects from [`crate::subject::app_api`]), served by one
+//! deploy|undeploy|status}.{name}` (subjects from [`crate::subject::AppOp`]), served by one
 //! host of a queue group. Replies use the control envelope `{success, message, response}`;
 //! `model.put` takes the manifest text (YAML or JSON) as its body, the others a small JSON
 //! object (or nothing).
@@ -23,7 +23,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::ctl::CtlResponse;
-use crate::{Error, ErrorKind, subject};
+use crate::subject::AppOp;
+use crate::{Error, ErrorKind};
 
 /// The bucket holding manifests, deployments, statuses and the leader lease of `lattice`.
 pub fn apps_bucket(lattice: &str) -> String {
@@ -252,11 +253,11 @@ impl AppClient {
         self
     }
 
-    async fn request<T: DeserializeOwned>(&self, op: &str, name: Option<&str>, body: Vec<u8>) -> Result<Option<T>, Error> {
-        if let Some(n) = name {
+    async fn request<T: DeserializeOwned>(&self, op: AppOp, body: Vec<u8>) -> Result<Option<T>, Error> {
+        if let Some(n) = op.app() {
             crate::validate_id("application name", n)?;
         }
-        let subject = subject::app_api(&self.lattice, op, name);
+        let (subject, name) = (op.subject(&self.lattice), op.name());
         let msg = match tokio::time::timeout(self.timeout, self.nats.request(subject.clone(), body.into())).await {
             Err(_) => {
                 return Err(Error::new(
@@ -267,67 +268,69 @@ impl AppClient {
             Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
                 return Err(Error::new(
                     ErrorKind::NoResponders,
-                    format!("{op} failed: no host of lattice `{}` is running; start one with `wash up`", self.lattice),
+                    format!("{name} failed: no host of lattice `{}` is running; start one with `wash up`", self.lattice),
                 ));
             }
-            Ok(Err(e)) => return Err(Error::new(ErrorKind::Transport, format!("{op} request on `{subject}` failed")).with_source(e)),
+            Ok(Err(e)) => return Err(Error::new(ErrorKind::Transport, format!("{name} request on `{subject}` failed")).with_source(e)),
             Ok(Ok(m)) => m,
         };
         let reply: CtlResponse<T> = serde_json::from_slice(&msg.payload)
-            .map_err(|e| Error::new(ErrorKind::Malformed, format!("the reply to {op} is not an app API envelope")).with_source(e))?;
+            .map_err(|e| Error::new(ErrorKind::Malformed, format!("the reply to {name} is not an app API envelope")).with_source(e))?;
         if !reply.success {
             return Err(Error::new(ErrorKind::Refused, reply.message));
         }
         Ok(reply.response)
     }
 
-    async fn value<T: DeserializeOwned>(&self, op: &str, name: Option<&str>, body: Vec<u8>) -> Result<T, Error> {
-        self.request(op, name, body).await?.ok_or_else(|| Error::new(ErrorKind::Malformed, format!("the reply to {op} carries no response")))
+    async fn value<T: DeserializeOwned>(&self, op: AppOp, body: Vec<u8>) -> Result<T, Error> {
+        let name = op.name();
+        self.request(op, body).await?.ok_or_else(|| Error::new(ErrorKind::Malformed, format!("the reply to {name} carries no response")))
     }
 
-    fn version_body(version: Option<&str>) -> Vec<u8> {
-        serde_json::to_vec(&VersionRequest { version: version.map(str::to_string) }).unwrap_or_default()
+    fn version_body(version: Option<&str>) -> Result<Vec<u8>, Error> {
+        serde_json::to_vec(&VersionRequest { version: version.map(str::to_string) })
+            .map_err(|e| Error::new(ErrorKind::Malformed, "cannot encode the version request").with_source(e))
     }
 
     /// `model.put`: stores a manifest (YAML or JSON) as a new version. A bad manifest is refused
     /// with every mistake, one per line.
     pub async fn put(&self, manifest: &str) -> Result<PutResponse, Error> {
-        self.value("model.put", None, manifest.as_bytes().to_vec()).await
+        self.value(AppOp::Put, manifest.as_bytes().to_vec()).await
     }
 
     /// `model.get.{name}`: a version's manifest (the latest without `version`).
     pub async fn get(&self, name: &str, version: Option<&str>) -> Result<GetResponse, Error> {
-        self.value("model.get", Some(name), Self::version_body(version)).await
+        self.value(AppOp::Get(name.into()), Self::version_body(version)?).await
     }
 
     /// `model.list`: every app.
     pub async fn list(&self) -> Result<Vec<AppSummary>, Error> {
-        Ok(self.request("model.list", None, Vec::new()).await?.unwrap_or_default())
+        Ok(self.request(AppOp::List, Vec::new()).await?.unwrap_or_default())
     }
 
     /// `model.versions.{name}`: every stored version, oldest first.
     pub async fn versions(&self, name: &str) -> Result<Vec<VersionInfo>, Error> {
-        Ok(self.request("model.versions", Some(name), Vec::new()).await?.unwrap_or_default())
+        Ok(self.request(AppOp::Versions(name.into()), Vec::new()).await?.unwrap_or_default())
     }
 
     /// `model.del.{name}`: deletes one version, or every version (a deployed app is undeployed).
     pub async fn delete(&self, name: &str, version: Option<&str>) -> Result<(), Error> {
-        self.request::<serde_json::Value>("model.del", Some(name), Self::version_body(version)).await.map(|_| ())
+        self.request::<serde_json::Value>(AppOp::Del(name.into()), Self::version_body(version)?).await.map(|_| ())
     }
 
     /// `model.deploy.{name}`: deploys a version (the latest without `version`).
     pub async fn deploy(&self, name: &str, version: Option<&str>) -> Result<Deployment, Error> {
-        self.value("model.deploy", Some(name), Self::version_body(version)).await
+        self.value(AppOp::Deploy(name.into()), Self::version_body(version)?).await
     }
 
     /// `model.undeploy.{name}`: removes everything the app created.
     pub async fn undeploy(&self, name: &str) -> Result<(), Error> {
-        self.request::<serde_json::Value>("model.undeploy", Some(name), Vec::new()).await.map(|_| ())
+        self.request::<serde_json::Value>(AppOp::Undeploy(name.into()), Vec::new()).await.map(|_| ())
     }
 
     /// `model.status.{name}`.
     pub async fn status(&self, name: &str) -> Result<AppStatus, Error> {
-        self.value("model.status", Some(name), Vec::new()).await
+        self.value(AppOp::Status(name.into()), Vec::new()).await
     }
 }
 
@@ -341,9 +344,5 @@ mod tests {
         assert_eq!(version_key("hello", "v1.0"), "app.hello.v.76312e30");
         assert_eq!(parse_key(&deployment_key("hello")), Some(("hello", "deployment")));
         assert_eq!(parse_key(&owned_key("hello")), Some(("hello", "owned")));
-        let s = subject::app_api("default", "model.get", Some("hello"));
-        assert_eq!(s, "wadm.api.default.model.get.hello");
-        assert_eq!(subject::parse_app_api("default", &s), Some(("model.get".to_string(), Some("hello"))));
-        assert_eq!(subject::parse_app_api("default", "wadm.api.default.model.put"), Some(("model.put".to_string(), None)));
     }
 }

@@ -342,8 +342,11 @@ pub struct HostLabelIdentifier {
     pub key: String,
 }
 
+/// The link name of a link that names none (wasmCloud's default).
+pub const DEFAULT_LINK_NAME: &str = "default";
+
 fn default_link_name() -> String {
-    "default".to_string()
+    DEFAULT_LINK_NAME.to_string()
 }
 
 /// A link: `source_id` may call `interfaces` of `wit_namespace:wit_package` on `target`,
@@ -384,6 +387,30 @@ pub struct DeleteLinkRequest {
     pub wit_namespace: String,
     /// The WIT package.
     pub wit_package: String,
+}
+
+impl Link {
+    /// The slot this link fills: its source, package and link name. The registry holds one
+    /// target per slot and interface, and `link.del` removes a whole slot.
+    pub fn slot(&self) -> DeleteLinkRequest {
+        DeleteLinkRequest {
+            source_id: self.source_id.clone(),
+            name: self.name.clone(),
+            wit_namespace: self.wit_namespace.clone(),
+            wit_package: self.wit_package.clone(),
+        }
+    }
+
+    /// Whether `other` fills the same slot (see [`Link::slot`]).
+    pub fn same_slot(&self, other: &Link) -> bool {
+        self.source_id == other.source_id && self.name == other.name && self.wit_namespace == other.wit_namespace && self.wit_package == other.wit_package
+    }
+
+    /// Whether `other` is the same link: the same slot and target (one registry key,
+    /// [`crate::state::link_key`]), whatever its interfaces and config.
+    pub fn same_target(&self, other: &Link) -> bool {
+        self.same_slot(other) && self.target == other.target
+    }
 }
 
 #[cfg(test)]

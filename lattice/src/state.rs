@@ -75,6 +75,12 @@ mod tests {
         let key = link_key(&link);
         assert_eq!(key, "LINKDEF.http.wasi.http.default.hello");
         assert!(key.starts_with(&link_slot_prefix("http", "wasi", "http", "default")));
+        let slot = link.slot();
+        assert_eq!(link_slot_prefix(&slot.source_id, &slot.wit_namespace, &slot.wit_package, &slot.name), "LINKDEF.http.wasi.http.default.");
+        let other_target = Link { target: "other".into(), ..link.clone() };
+        assert!(link.same_slot(&other_target) && !link.same_target(&other_target));
+        let other_name = Link { name: "admin".into(), ..link.clone() };
+        assert!(!link.same_slot(&other_name));
     }
 }
 

@@ -34,15 +34,6 @@ pub fn app_api_prefix(lattice: &str) -> String {
     format!("wadm.api.{lattice}")
 }
 
-/// The subject of app API operation `op` (`model.put`, `model.get`, …), with the app name as
-/// last token when the operation takes one: `wadm.api.{lattice}.{op}[.{name}]`.
-pub fn app_api(lattice: &str, op: &str, name: Option<&str>) -> String {
-    match name {
-        Some(n) => format!("{}.{op}.{n}", app_api_prefix(lattice)),
-        None => format!("{}.{op}", app_api_prefix(lattice)),
-    }
-}
-
 /// What every host subscribes to (in queue group [`APP_API_QUEUE`]) to serve the app API.
 pub fn app_api_wildcard(lattice: &str) -> String {
     format!("{}.>", app_api_prefix(lattice))
@@ -51,14 +42,98 @@ pub fn app_api_wildcard(lattice: &str) -> String {
 /// The queue group of the app API: one host answers each request.
 pub const APP_API_QUEUE: &str = "trellis-app-api";
 
-/// Splits an app API subject into `(op, name)`: `wadm.api.default.model.get.hello` →
-/// `("model.get", Some("hello"))`; `None` when it is not under [`app_api_prefix`].
-pub fn parse_app_api<'a>(lattice: &str, subject: &'a str) -> Option<(String, Option<&'a str>)> {
-    let prefix = app_api_prefix(lattice);
-    let rest = subject.strip_prefix(&prefix)?.strip_prefix('.')?;
-    let mut parts = rest.splitn(3, '.');
-    let (noun, verb) = (parts.next()?, parts.next()?);
-    Some((format!("{noun}.{verb}"), parts.next()))
+/// One app API operation, as identified by its subject `wadm.api.{lattice}.model.{verb}[.{app}]`.
+/// The client formats subjects with [`AppOp::subject`] and the server parses them with
+/// [`AppOp::parse`], so the two cannot drift (a test below round-trips every operation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppOp {
+    /// `model.put`: store a manifest as a new version.
+    Put,
+    /// `model.list`: every app.
+    List,
+    /// `model.get.{app}`: a stored manifest.
+    Get(String),
+    /// `model.versions.{app}`: the stored versions.
+    Versions(String),
+    /// `model.del.{app}`: delete one or every version.
+    Del(String),
+    /// `model.deploy.{app}`: deploy a version.
+    Deploy(String),
+    /// `model.undeploy.{app}`: remove what the app created.
+    Undeploy(String),
+    /// `model.status.{app}`: where the app stands.
+    Status(String),
+}
+
+/// Every app API operation's name, for messages.
+const APP_OPS: &str = "model.put, model.get, model.list, model.versions, model.del, model.deploy, model.undeploy and model.status";
+
+impl AppOp {
+    /// The operation's name with the app left out, e.g. `model.get`; used in messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AppOp::Put => "model.put",
+            AppOp::List => "model.list",
+            AppOp::Get(_) => "model.get",
+            AppOp::Versions(_) => "model.versions",
+            AppOp::Del(_) => "model.del",
+            AppOp::Deploy(_) => "model.deploy",
+            AppOp::Undeploy(_) => "model.undeploy",
+            AppOp::Status(_) => "model.status",
+        }
+    }
+
+    /// The app the operation is about, for those that name one.
+    pub fn app(&self) -> Option<&str> {
+        match self {
+            AppOp::Put | AppOp::List => None,
+            AppOp::Get(a) | AppOp::Versions(a) | AppOp::Del(a) | AppOp::Deploy(a) | AppOp::Undeploy(a) | AppOp::Status(a) => Some(a),
+        }
+    }
+
+    /// The subject of this operation in `lattice`.
+    pub fn subject(&self, lattice: &str) -> String {
+        match self.app() {
+            Some(app) => format!("{}.{}.{app}", app_api_prefix(lattice), self.name()),
+            None => format!("{}.{}", app_api_prefix(lattice), self.name()),
+        }
+    }
+
+    /// Parses an app API subject of `lattice`. The error names what was wrong (not an app API
+    /// subject, an unknown operation, a missing or invalid app name), for the failure reply.
+    pub fn parse(lattice: &str, subject: &str) -> Result<AppOp, crate::Error> {
+        let invalid = crate::Error::invalid;
+        let prefix = app_api_prefix(lattice);
+        let rest = subject
+            .strip_prefix(prefix.as_str())
+            .and_then(|r| r.strip_prefix('.'))
+            .ok_or_else(|| invalid(format!("`{subject}` is not an app API subject (under `{prefix}`)")))?;
+        let mut parts = rest.splitn(3, '.');
+        let op = format!("{}.{}", parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+        let app = parts.next();
+        let named = |make: fn(String) -> AppOp| -> Result<AppOp, crate::Error> {
+            let app = app.ok_or_else(|| invalid(format!("{op} needs the app name as the last token of the subject")))?;
+            crate::validate_id("application name", app)?;
+            Ok(make(app.to_string()))
+        };
+        let bare = |op_: AppOp| -> Result<AppOp, crate::Error> {
+            match app {
+                None => Ok(op_),
+                Some(extra) => Err(invalid(format!("{op} takes no app name, but the subject ends in `{extra}`"))),
+            }
+        };
+        match op.as_str() {
+            "model.put" => bare(AppOp::Put),
+            "model.list" => bare(AppOp::List),
+            "model.get" => named(AppOp::Get),
+            "model.versions" => named(AppOp::Versions),
+            "model.del" => named(AppOp::Del),
+            "model.deploy" => named(AppOp::Deploy),
+            "model.undeploy" => named(AppOp::Undeploy),
+            "model.status" => named(AppOp::Status),
+            other => Err(invalid(format!("unknown app API operation `{other}`; the operations are {APP_OPS}"))),
+        }
+    }
 }
 
 /// One control operation, as identified by its subject.
@@ -330,6 +405,33 @@ mod tests {
         assert_eq!(s.subject(&CtlOp::ConfigPut("c".into())), "wasmbus.ctl.v1.lat.config.put.c");
         assert_eq!(s.subject(&CtlOp::LinkPut), "wasmbus.ctl.v1.lat.link.put");
         assert_eq!(event("lat", "host_started"), "wasmbus.evt.lat.host_started");
+    }
+
+    #[test]
+    fn every_app_operation_reaches_the_app_api_and_parses_back() {
+        let all = [
+            AppOp::Put,
+            AppOp::List,
+            AppOp::Get("hello".into()),
+            AppOp::Versions("hello".into()),
+            AppOp::Del("hello".into()),
+            AppOp::Deploy("hello".into()),
+            AppOp::Undeploy("hello".into()),
+            AppOp::Status("hello".into()),
+        ];
+        for op in all {
+            let subject = op.subject("lat");
+            assert!(matches(&app_api_wildcard("lat"), &subject), "{subject}");
+            assert_eq!(AppOp::parse("lat", &subject).ok().as_ref(), Some(&op), "{subject}");
+        }
+        assert_eq!(AppOp::Get("hello".into()).subject("default"), "wadm.api.default.model.get.hello");
+        assert_eq!(AppOp::Put.subject("default"), "wadm.api.default.model.put");
+        let err = |s: &str| AppOp::parse("lat", s).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err("wadm.api.lat.model.frob").contains("unknown app API operation `model.frob`"));
+        assert!(err("wadm.api.lat.model.get").contains("needs the app name"));
+        assert!(err("wadm.api.lat.model.get.a.b").contains("application name `a.b`"));
+        assert!(err("wadm.api.lat.model.list.x").contains("takes no app name"));
+        assert!(err("wadm.api.other.model.list").contains("not an app API subject"));
     }
 
     #[test]
