@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::BoxFuture;
+use trellis_lattice::ctl::DEFAULT_LINK_NAME;
 use trellis_lattice::rpc::{self, CallInfo, Invocation, Router};
 use trellis_lattice::wit_value::{self, WitValue};
 use wasmtime::Engine;
@@ -26,9 +27,6 @@ use wasmtime::component::{Component, ComponentExportIndex, Linker, ResourceType,
 
 use crate::registry::Registry;
 use crate::runtime::{State, provided_by_host};
-
-/// The link name a call travels under when the component has not chosen one.
-pub const DEFAULT_LINK_NAME: &str = "default";
 
 /// One call a component makes through an import that a link satisfies.
 #[derive(Debug, Clone)]

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use sha2::{Digest, Sha256};
+use trellis_lattice::ctl::DEFAULT_LINK_NAME;
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable, Val};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -29,14 +30,11 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::c2c::{self, DEFAULT_LINK_NAME, ExportedFunc, Exports, InterfaceName, Outbound};
+use crate::c2c::{self, ExportedFunc, Exports, InterfaceName, Outbound};
 use crate::error::{HostError, Result};
 
 /// How often the epoch advances; the granularity of deadlines and of yielding to tokio.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
-
-/// The interface name of the HTTP export, for messages.
-pub const HTTP_HANDLER: &str = "wasi:http/incoming-handler";
 
 /// The packages whose interfaces the host's own linker supplies (wasmtime-wasi and
 /// wasi-http). An instance import from any other package is satisfied through a link.
@@ -381,7 +379,10 @@ impl Runtime {
         B: hyper::body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
         P: Send + 'static,
     {
-        let proxy = prepared.proxy.clone().ok_or_else(|| HostError::NotExported { id: component_id.into(), interface: HTTP_HANDLER.into() })?;
+        let proxy = prepared
+            .proxy
+            .clone()
+            .ok_or_else(|| HostError::NotExported { id: component_id.into(), interface: trellis_lattice::rpc::http::INTERFACE.into() })?;
         let id: Arc<str> = Arc::from(component_id);
         let fail = |reason: String| HostError::Invocation { id: component_id.into(), reason };
         let mut store = self.new_store(component_id, config, limits);
