@@ -101,7 +101,7 @@ mod view {
     //! route, providers to learn their links and config; a change bumps a counter that
     //! subscribers can await.
 
-    use std::collections::{BTreeMap, HashMap};
+    use std::collections::BTreeMap;
     use std::sync::{Arc, RwLock};
     use std::time::Duration;
 
@@ -115,7 +115,7 @@ mod view {
     #[derive(Debug, Default)]
     struct View {
         links: BTreeMap<String, Link>,
-        config: HashMap<String, StringMap>,
+        config: BTreeMap<String, StringMap>,
     }
 
     /// The live view; cheap to clone.
@@ -268,32 +268,27 @@ mod view {
     }
 
     fn apply_link(view: &mut View, entry: &kv::Entry) {
-        if !entry.key.starts_with(super::LINK_PREFIX) {
-            return;
-        }
-        match entry.operation {
-            kv::Operation::Put => match serde_json::from_slice::<Link>(&entry.value) {
-                Ok(link) => {
-                    view.links.insert(entry.key.clone(), link);
-                }
-                Err(e) => tracing::warn!(key = entry.key, error = %e, "ignoring an unreadable link"),
-            },
-            kv::Operation::Delete | kv::Operation::Purge => {
-                view.links.remove(&entry.key);
-            }
+        if entry.key.starts_with(super::LINK_PREFIX) {
+            apply(&mut view.links, entry, "link");
         }
     }
 
     fn apply_config(view: &mut View, entry: &kv::Entry) {
+        apply(&mut view.config, entry, "config");
+    }
+
+    /// Applies one KV change to `map` (keyed by the KV key); an unreadable value is logged
+    /// and left out.
+    fn apply<T: serde::de::DeserializeOwned>(map: &mut BTreeMap<String, T>, entry: &kv::Entry, what: &str) {
         match entry.operation {
-            kv::Operation::Put => match serde_json::from_slice::<StringMap>(&entry.value) {
-                Ok(map) => {
-                    view.config.insert(entry.key.clone(), map);
+            kv::Operation::Put => match serde_json::from_slice::<T>(&entry.value) {
+                Ok(v) => {
+                    map.insert(entry.key.clone(), v);
                 }
-                Err(e) => tracing::warn!(key = entry.key, error = %e, "ignoring unreadable config"),
+                Err(e) => tracing::warn!(key = entry.key, error = %e, "ignoring an unreadable {what}"),
             },
             kv::Operation::Delete | kv::Operation::Purge => {
-                view.config.remove(&entry.key);
+                map.remove(&entry.key);
             }
         }
     }
