@@ -39,5 +39,5 @@ pub mod runtime;
 mod serve;
 
 pub use ctl::MAX_CTL_PAYLOAD;
-pub use error::{HostError, Result};
+pub use error::{HostError, HostErrorKind, Result};
 pub use host::{Host, HostConfig, MAX_COMPONENT_BYTES, VERSION};

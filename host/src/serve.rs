@@ -15,7 +15,7 @@ use trellis_lattice::wit_value;
 
 use crate::c2c;
 use crate::components::RunningComponent;
-use crate::error::HostError;
+use crate::error::{HostError, HostErrorKind};
 use crate::host::HostCtx;
 
 /// Answers data-plane calls for component `id` with whatever version of it runs now.
@@ -41,11 +41,11 @@ impl Handler for ComponentHandler {
 
 /// Maps a host error to the data-plane error of `call`.
 pub(crate) fn to_rpc(call: &CallInfo, e: HostError) -> RpcError {
-    let kind = match &e {
-        HostError::Busy { .. } => RpcErrorKind::Busy,
-        HostError::Deadline { .. } => RpcErrorKind::Deadline,
-        HostError::NotExported { .. } => RpcErrorKind::Unsupported,
-        HostError::NoSuchComponent(_) => RpcErrorKind::NoReplica,
+    let kind = match e.kind() {
+        HostErrorKind::Busy => RpcErrorKind::Busy,
+        HostErrorKind::Deadline => RpcErrorKind::Deadline,
+        HostErrorKind::Unsupported => RpcErrorKind::Unsupported,
+        HostErrorKind::NotFound => RpcErrorKind::NoReplica,
         _ => RpcErrorKind::Handler,
     };
     RpcError::new(kind, call, e.to_string())
