@@ -365,7 +365,7 @@ impl HostCtx {
                 }
                 _ => {
                     let bytes = self.fetch(&cmd.component_ref).await?;
-                    let (bytes, claims) = crate::claims::check(&self.config, &cmd.component_ref, bytes).await?;
+                    let (bytes, claims) = crate::claims::check(&crate::claims::Policy::of(&self.config), &cmd.component_ref, bytes).await?;
                     (self.runtime.prepare(&cmd.component_ref, bytes).await?, claims)
                 }
             };
@@ -457,7 +457,7 @@ impl HostCtx {
         let outcome: Result<(Arc<RunningComponent>, Option<Claims>)> = async {
             let old = self.components.get(&cmd.component_id).await.ok_or_else(|| HostError::NoSuchComponent(cmd.component_id.clone()))?;
             let bytes = self.fetch(&cmd.new_component_ref).await?;
-            let (bytes, claims) = crate::claims::check(&self.config, &cmd.new_component_ref, bytes).await?;
+            let (bytes, claims) = crate::claims::check(&crate::claims::Policy::of(&self.config), &cmd.new_component_ref, bytes).await?;
             let prepared = self.runtime.prepare(&cmd.new_component_ref, bytes).await?;
             if let Some(c) = &claims {
                 self.registry.put_claims(&c.sub, &c.to_map()).await?;
