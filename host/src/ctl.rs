@@ -146,18 +146,11 @@ async fn handle_op(ctx: &Arc<HostCtx>, op: &CtlOp, payload: &[u8]) -> std::resul
         }
         CtlOp::HostCordon(_) | CtlOp::HostUncordon(_) | CtlOp::HostDrain(_) => {
             expect_no_body(op, payload)?;
-            {
-                let mut s = ctx.schedule.lock().unwrap_or_else(|p| p.into_inner());
-                *s = match op {
-                    CtlOp::HostUncordon(_) => Schedule::Schedulable,
-                    // Draining or drained stays so; a cordon does not stop a drain.
-                    CtlOp::HostCordon(_) if s.is_draining() => *s,
-                    CtlOp::HostCordon(_) => Schedule::Cordoned,
-                    _ if s.is_draining() => *s,
-                    _ => Schedule::Draining,
-                };
-                tracing::info!(schedule = s.as_str(), "host scheduling changed");
-            }
+            match op {
+                CtlOp::HostCordon(_) => ctx.schedule.cordon(),
+                CtlOp::HostUncordon(_) => ctx.schedule.uncordon(),
+                _ => ctx.schedule.drain(),
+            };
             ok(HostScheduleReply { host_id: ctx.id.clone(), schedule: ctx.schedule().await })
         }
         CtlOp::ComponentAuction => {

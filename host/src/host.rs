@@ -111,7 +111,7 @@ pub(crate) struct HostCtx {
     /// The apps bucket, once the reconciler has opened it.
     pub apps: std::sync::OnceLock<async_nats::jetstream::kv::Store>,
     /// Whether the host takes new placements (cordon, uncordon, drain).
-    pub schedule: std::sync::Mutex<trellis_lattice::ctl::Schedule>,
+    pub schedule: crate::schedule::Scheduling,
 }
 
 /// A running Trellis host. Dropping it does not stop it; call [`Host::stop`].
@@ -161,7 +161,7 @@ impl Host {
             stopped_tx,
             tasks: std::sync::Mutex::new(Vec::new()),
             apps: std::sync::OnceLock::new(),
-            schedule: std::sync::Mutex::new(trellis_lattice::ctl::Schedule::Schedulable),
+            schedule: Default::default(),
             config,
             id,
         });
@@ -271,20 +271,7 @@ impl HostCtx {
 
     /// The host's scheduling state; a draining host with no managed replica left is drained.
     pub(crate) async fn schedule(&self) -> trellis_lattice::ctl::Schedule {
-        use trellis_lattice::ctl::Schedule;
-        let now = *self.schedule.lock().unwrap_or_else(|p| p.into_inner());
-        if now != Schedule::Draining {
-            return now;
-        }
-        let managed = self.components.list().await.iter().any(|c| c.annotations.contains_key(trellis_lattice::manifest::MANAGED_BY_ANNOTATION));
-        if managed {
-            return now;
-        }
-        let mut s = self.schedule.lock().unwrap_or_else(|p| p.into_inner());
-        if *s == Schedule::Draining {
-            *s = Schedule::Drained;
-        }
-        *s
+        self.schedule.current(&self.components).await
     }
 
     pub(crate) async fn inventory(&self) -> HostInventory {

@@ -36,6 +36,7 @@ pub mod providers;
 mod reconciler;
 pub mod registry;
 pub mod runtime;
+mod schedule;
 mod serve;
 
 pub use ctl::MAX_CTL_PAYLOAD;
