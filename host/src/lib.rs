@@ -31,6 +31,7 @@ mod error;
 pub mod events;
 mod host;
 pub mod identity;
+mod lifecycle;
 pub mod nats_server;
 pub mod providers;
 mod reconciler;

@@ -66,14 +66,14 @@ struct Live {
 
 /// Starts the app API server and the reconciler; returns their tasks.
 pub(crate) async fn start(ctx: Arc<HostCtx>) -> Result<Vec<JoinHandle<()>>> {
-    let store = open_bucket(&ctx.js, &apps_bucket(&ctx.lattice)).await?;
-    let _ = ctx.apps.set(store.clone());
+    let store = open_bucket(ctx.js(), &apps_bucket(ctx.lattice())).await?;
+    let _ = ctx.apps().set(store.clone());
     let api = ctx
-        .nats
-        .queue_subscribe(subject::app_api_wildcard(&ctx.lattice), subject::APP_API_QUEUE.into())
+        .nats()
+        .queue_subscribe(subject::app_api_wildcard(ctx.lattice()), subject::APP_API_QUEUE.into())
         .await
         .map_err(|e| kv_err("cannot subscribe to the app API", e))?;
-    let events = ctx.nats.subscribe(subject::events_wildcard(&ctx.lattice)).await.map_err(|e| kv_err("cannot subscribe to lattice events", e))?;
+    let events = ctx.nats().subscribe(subject::events_wildcard(ctx.lattice())).await.map_err(|e| kv_err("cannot subscribe to lattice events", e))?;
     let watch = store.watch("app.*.deployment").await.map_err(|e| kv_err("cannot watch deployments", e))?;
     let live = Arc::new(Mutex::new(Live::default()));
     let changed = Arc::new(Notify::new());
@@ -93,19 +93,19 @@ pub(crate) async fn start(ctx: Arc<HostCtx>) -> Result<Vec<JoinHandle<()>>> {
 
 /// Gives the lease up on an orderly stop, so another host leads at once.
 pub(crate) async fn release(ctx: &HostCtx) {
-    let Some(store) = ctx.apps.get() else { return };
+    let Some(store) = ctx.apps().get() else { return };
     if let Ok(Some(entry)) = store.entry(LEADER_KEY).await
         && let Ok(lease) = serde_json::from_slice::<Lease>(&entry.value)
-        && lease.host_id == ctx.id
+        && lease.host_id == ctx.id()
     {
-        let expired = Lease { host_id: ctx.id.clone(), expires_ms: 0 };
+        let expired = Lease { host_id: ctx.id().to_string(), expires_ms: 0 };
         let _ = store.update(LEADER_KEY, serde_json::to_vec(&expired).unwrap_or_default().into(), entry.revision).await;
     }
 }
 
 async fn follow_events(ctx: Arc<HostCtx>, live: Arc<Mutex<Live>>, changed: Arc<Notify>, mut events: async_nats::Subscriber) {
     // Seed the table with the hosts up now.
-    let ctl = CtlClient::new(ctx.nats.clone(), &ctx.lattice).with_auction_timeout(Duration::from_millis(500));
+    let ctl = CtlClient::new(ctx.nats().clone(), ctx.lattice()).with_auction_timeout(Duration::from_millis(500));
     if let Ok(hosts) = ctl.ping_hosts().await {
         let mut l = live.lock().unwrap_or_else(|p| p.into_inner());
         for h in hosts {
@@ -173,17 +173,17 @@ async fn hold_lease(store: &kv::Store, host_id: &str) -> bool {
 }
 
 async fn lead(ctx: Arc<HostCtx>, store: kv::Store, live: Arc<Mutex<Live>>, changed: Arc<Notify>) {
-    let ctl = CtlClient::new(ctx.nats.clone(), &ctx.lattice).with_timeout(Duration::from_secs(3));
+    let ctl = CtlClient::new(ctx.nats().clone(), ctx.lattice()).with_timeout(Duration::from_secs(3));
     let mut pending: HashMap<String, Instant> = HashMap::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let gone_after = ctx.config.host_lost_after.unwrap_or(ctx.config.heartbeat_interval * MISSED_HEARTBEATS);
+    let gone_after = ctx.host_lost_after().unwrap_or(ctx.heartbeat_interval() * MISSED_HEARTBEATS);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = changed.notified() => {}
         }
-        if !hold_lease(&store, &ctx.id).await {
+        if !hold_lease(&store, ctx.id()).await {
             pending.clear();
             continue;
         }
@@ -856,7 +856,7 @@ async fn serve_api(ctx: Arc<HostCtx>, store: kv::Store, mut sub: async_nats::Sub
                 Err(e) => serde_json::to_vec(&CtlResponse::<()>::error(e)),
             }
             .unwrap_or_default();
-            let _ = ctx.nats.publish(reply, body.into()).await;
+            let _ = ctx.nats().publish(reply, body.into()).await;
         });
     }
 }
@@ -916,7 +916,7 @@ async fn pick(store: &kv::Store, app: &str, version: Option<&str>) -> std::resul
 }
 
 async fn handle_api(ctx: &HostCtx, store: &kv::Store, subject_: &str, payload: &[u8]) -> std::result::Result<serde_json::Value, String> {
-    let Some((op, name)) = subject::parse_app_api(&ctx.lattice, subject_) else {
+    let Some((op, name)) = subject::parse_app_api(ctx.lattice(), subject_) else {
         return Err(format!("`{subject_}` is not an app API subject"));
     };
     let need_name = || -> std::result::Result<&str, String> {
