@@ -116,10 +116,11 @@ impl RunningComponent {
 }
 
 /// The table of running components. Entries are swapped whole (`Arc`), so an invocation keeps
-/// the version it started with while an update or scale replaces the entry.
-#[derive(Default)]
+/// the version it started with while an update or scale replaces the entry. Clones share the
+/// table.
+#[derive(Default, Clone)]
 pub struct Components {
-    table: RwLock<HashMap<String, Arc<RunningComponent>>>,
+    table: Arc<RwLock<HashMap<String, Arc<RunningComponent>>>>,
 }
 
 impl Components {

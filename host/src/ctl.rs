@@ -11,15 +11,13 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use trellis_lattice::ctl::*;
-use trellis_lattice::event::{ConfigDeleted, ConfigSet, LabelsChanged, LinkdefDeleted, LinkdefSet, LinkdefSetFailed, ProviderStartFailed};
-use trellis_lattice::provider::HostData;
+use trellis_lattice::event::{ConfigDeleted, ConfigSet, LabelsChanged, LinkdefDeleted, LinkdefSet, LinkdefSetFailed};
 use trellis_lattice::subject::{CtlOp, CtlSubjects};
 use trellis_lattice::validate_id;
 
 use crate::error::{HostError, Result};
 use crate::host::HostCtx;
 use crate::identity::RESERVED_LABEL_PREFIX;
-use crate::providers;
 
 /// Largest control payload accepted, well below NATS' default max_payload of 1 MiB.
 pub const MAX_CTL_PAYLOAD: usize = 512 * 1024;
@@ -35,8 +33,11 @@ enum Reply {
 }
 
 fn reply<T: Serialize>(r: CtlResponse<T>) -> Reply {
-    // Serialising our own types cannot fail; fall back to a fixed failure just in case.
-    Reply::Json(serde_json::to_vec(&r).unwrap_or_else(|_| br#"{"success":false,"message":"cannot encode reply"}"#.to_vec()))
+    // Serialising our own types cannot fail; should it, the caller still gets an answer.
+    Reply::Json(serde_json::to_vec(&r).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot encode a control reply");
+        br#"{"success":false,"message":"cannot encode reply"}"#.to_vec()
+    }))
 }
 
 fn ok<T: Serialize>(v: T) -> Reply {
@@ -69,19 +70,19 @@ fn expect_no_body(op: &CtlOp, payload: &[u8]) -> std::result::Result<(), String>
 
 /// Subscribes to this host's control subjects and serves them until aborted.
 pub(crate) async fn serve(ctx: Arc<HostCtx>) -> Result<tokio::task::JoinHandle<()>> {
-    let subjects = CtlSubjects::new(&ctx.lattice);
+    let subjects = CtlSubjects::new(ctx.lattice());
     let mut streams = Vec::new();
-    for sub in subjects.host_subscriptions(&ctx.id) {
+    for sub in subjects.host_subscriptions(ctx.id()) {
         let s = match &sub.queue {
-            Some(q) => ctx.nats.queue_subscribe(sub.subject.clone(), q.clone()).await,
-            None => ctx.nats.subscribe(sub.subject.clone()).await,
+            Some(q) => ctx.nats().queue_subscribe(sub.subject.clone(), q.clone()).await,
+            None => ctx.nats().subscribe(sub.subject.clone()).await,
         }
         .map_err(|e| HostError::Registry(format!("cannot subscribe to `{}`: {e}", sub.subject)))?;
         let catch_all = sub.catch_all;
         streams.push(s.map(move |m| (m, catch_all)).boxed());
     }
     // The server must have the subscriptions before the host says it is up.
-    trellis_lattice::round_trip(&ctx.nats).await?;
+    trellis_lattice::round_trip(ctx.nats()).await?;
     let mut all = futures::stream::select_all(streams);
     Ok(tokio::spawn(async move {
         while let Some((msg, catch_all)) = all.next().await {
@@ -112,12 +113,12 @@ async fn handle(ctx: Arc<HostCtx>, subjects: CtlSubjects, msg: async_nats::Messa
             _ => return,
         },
     };
-    if let Err(e) = ctx.nats.publish(reply_to, body.into()).await {
+    if let Err(e) = ctx.nats().publish(reply_to, body.into()).await {
         tracing::warn!(subject = %msg.subject, error = %e, "cannot send control reply");
     }
     if let Some(grace) = stop {
         // The stop unsubscribes us; the ack must be on the wire first.
-        let _ = ctx.nats.flush().await;
+        let _ = ctx.nats().flush().await;
         ctx.shutdown(grace).await;
     }
 }
@@ -146,43 +147,41 @@ async fn handle_op(ctx: &Arc<HostCtx>, op: &CtlOp, payload: &[u8]) -> std::resul
         }
         CtlOp::HostCordon(_) | CtlOp::HostUncordon(_) | CtlOp::HostDrain(_) => {
             expect_no_body(op, payload)?;
-            {
-                let mut s = ctx.schedule.lock().unwrap_or_else(|p| p.into_inner());
-                *s = match op {
-                    CtlOp::HostUncordon(_) => Schedule::Schedulable,
-                    // Draining or drained stays so; a cordon does not stop a drain.
-                    CtlOp::HostCordon(_) if s.is_draining() => *s,
-                    CtlOp::HostCordon(_) => Schedule::Cordoned,
-                    _ if s.is_draining() => *s,
-                    _ => Schedule::Draining,
-                };
-                tracing::info!(schedule = s.as_str(), "host scheduling changed");
-            }
-            ok(HostScheduleReply { host_id: ctx.id.clone(), schedule: ctx.schedule().await })
+            match op {
+                CtlOp::HostCordon(_) => ctx.scheduling().cordon(),
+                CtlOp::HostUncordon(_) => ctx.scheduling().uncordon(),
+                _ => ctx.scheduling().drain(),
+            };
+            ok(HostScheduleReply { host_id: ctx.id().to_string(), schedule: ctx.schedule().await })
         }
         CtlOp::ComponentAuction => {
             let req: ComponentAuctionRequest = parse(op, payload)?;
             if !ctx.schedule().await.is_schedulable() {
                 return Ok(Reply::Silent);
             }
-            let labels = ctx.labels.read().await;
+            let labels = ctx.labels().await;
             let eligible = req.constraints.iter().all(|(k, v)| labels.get(k) == Some(v));
-            if !eligible || ctx.components.get(&req.component_id).await.is_some() {
+            if !eligible || ctx.components().get(&req.component_id).await.is_some() {
                 return Ok(Reply::Silent);
             }
-            ok(ComponentAuctionAck { component_ref: req.component_ref, component_id: req.component_id, host_id: ctx.id.clone(), constraints: req.constraints })
+            ok(ComponentAuctionAck {
+                component_ref: req.component_ref,
+                component_id: req.component_id,
+                host_id: ctx.id().to_string(),
+                constraints: req.constraints,
+            })
         }
         CtlOp::ProviderAuction => {
             let req: ProviderAuctionRequest = parse(op, payload)?;
             if !ctx.schedule().await.is_schedulable() {
                 return Ok(Reply::Silent);
             }
-            let labels = ctx.labels.read().await;
+            let labels = ctx.labels().await;
             let eligible = req.constraints.iter().all(|(k, v)| labels.get(k) == Some(v));
-            if !eligible || ctx.providers.contains(&req.provider_id).await {
+            if !eligible || ctx.workloads().providers().contains(&req.provider_id).await {
                 return Ok(Reply::Silent);
             }
-            ok(ProviderAuctionAck { provider_ref: req.provider_ref, provider_id: req.provider_id, host_id: ctx.id.clone(), constraints: req.constraints })
+            ok(ProviderAuctionAck { provider_ref: req.provider_ref, provider_id: req.provider_id, host_id: ctx.id().to_string(), constraints: req.constraints })
         }
         CtlOp::ComponentScale(_) => {
             let cmd: ScaleComponentCommand = parse(op, payload)?;
@@ -191,31 +190,31 @@ async fn handle_op(ctx: &Arc<HostCtx>, op: &CtlOp, payload: &[u8]) -> std::resul
                 return Err("component_ref must not be empty; give file:///path/to/component.wasm".into());
             }
             let ctx = ctx.clone();
-            tokio::spawn(async move { ctx.scale_component(cmd).await });
+            tokio::spawn(async move { ctx.workloads().scale_component(cmd).await });
             ack()
         }
         CtlOp::ComponentUpdate(_) => {
             let cmd: UpdateComponentCommand = parse(op, payload)?;
             validate_id("component_id", &cmd.component_id).map_err(|e| e.to_string())?;
-            if ctx.components.get(&cmd.component_id).await.is_none() {
-                return Err(format!("component `{}` is not running on host `{}`; start it first", cmd.component_id, ctx.id));
+            if ctx.components().get(&cmd.component_id).await.is_none() {
+                return Err(format!("component `{}` is not running on host `{}`; start it first", cmd.component_id, ctx.id()));
             }
             let ctx = ctx.clone();
-            tokio::spawn(async move { ctx.update_component(cmd).await });
+            tokio::spawn(async move { ctx.workloads().update_component(cmd).await });
             ack()
         }
         CtlOp::ProviderStart(_) => {
             let cmd: StartProviderCommand = parse(op, payload)?;
             validate_id("provider_id", &cmd.provider_id).map_err(|e| e.to_string())?;
             let ctx = ctx.clone();
-            tokio::spawn(async move { start_provider(&ctx, cmd).await });
+            tokio::spawn(async move { ctx.workloads().start_provider(cmd).await });
             ack()
         }
         CtlOp::ProviderStop(_) => {
             let cmd: StopProviderCommand = parse(op, payload)?;
             validate_id("provider_id", &cmd.provider_id).map_err(|e| e.to_string())?;
-            if !ctx.providers.stop(&cmd.provider_id).await {
-                return Err(format!("provider `{}` is not running on host `{}`", cmd.provider_id, ctx.id));
+            if !ctx.workloads().providers().stop(&cmd.provider_id).await {
+                return Err(format!("provider `{}` is not running on host `{}`", cmd.provider_id, ctx.id()));
             }
             ack()
         }
@@ -225,78 +224,70 @@ async fn handle_op(ctx: &Arc<HostCtx>, op: &CtlOp, payload: &[u8]) -> std::resul
             if label.value.len() > MAX_LABEL_BYTES {
                 return Err(format!("the value of label `{}` is {} bytes long; the limit is {MAX_LABEL_BYTES}", label.key, label.value.len()));
             }
-            let labels = {
-                let mut labels = ctx.labels.write().await;
-                labels.insert(label.key, label.value);
-                labels.clone()
-            };
-            ctx.events.publish(&LabelsChanged { host_id: ctx.id.clone(), labels }).await;
+            let labels = ctx.put_label(label.key, label.value).await;
+            ctx.events().publish(&LabelsChanged { host_id: ctx.id().to_string(), labels }).await;
             ack()
         }
         CtlOp::LabelDel(_) => {
             let label: HostLabelIdentifier = parse(op, payload)?;
             check_label_key(&label.key)?;
-            let labels = {
-                let mut labels = ctx.labels.write().await;
-                if labels.remove(&label.key).is_none() {
-                    return Err(format!("host `{}` has no label `{}`", ctx.id, label.key));
-                }
-                labels.clone()
+            let Some(labels) = ctx.remove_label(&label.key).await else {
+                return Err(format!("host `{}` has no label `{}`", ctx.id(), label.key));
             };
-            ctx.events.publish(&LabelsChanged { host_id: ctx.id.clone(), labels }).await;
+            ctx.events().publish(&LabelsChanged { host_id: ctx.id().to_string(), labels }).await;
             ack()
         }
         CtlOp::LinkPut => {
             let link: Link = parse(op, payload)?;
-            match ctx.registry.put_link(&link).await {
+            match ctx.registry().put_link(&link).await {
                 Ok(()) => {
-                    ctx.events.publish(&LinkdefSet(link)).await;
+                    ctx.events().publish(&LinkdefSet(link)).await;
                     ack()
                 }
                 Err(e) => {
                     let error = e.to_string();
-                    ctx.events.publish(&LinkdefSetFailed { link, error: error.clone() }).await;
+                    ctx.events().publish(&LinkdefSetFailed { link, error: error.clone() }).await;
                     return Err(error);
                 }
             }
         }
         CtlOp::LinkDel => {
             let req: DeleteLinkRequest = parse(op, payload)?;
-            let deleted = ctx.registry.delete_links(&req).await.map_err(err)?;
+            let deleted = ctx.registry().delete_links(&req).await.map_err(err)?;
             let target = match deleted.as_slice() {
                 [one] => Some(one.target.clone()),
                 _ => None,
             };
-            ctx.events
+            ctx.events()
                 .publish(&LinkdefDeleted { source_id: req.source_id, name: req.name, wit_namespace: req.wit_namespace, wit_package: req.wit_package, target })
                 .await;
             ack()
         }
         CtlOp::LinkGet => {
             expect_no_body(op, payload)?;
-            ok(ctx.registry.links().await.map_err(err)?)
+            ok(ctx.registry().links().await.map_err(err)?)
         }
         CtlOp::ClaimsGet => {
             expect_no_body(op, payload)?;
-            ok(ctx.registry.claims().await.map_err(err)?)
+            ok(ctx.registry().claims().await.map_err(err)?)
         }
         CtlOp::ConfigPut(name) => {
             let values: StringMap = parse(op, payload).map_err(|e| format!("{e}; config is a JSON object of string keys to string values"))?;
-            ctx.registry.put_config(name, &values).await.map_err(err)?;
-            ctx.events.publish(&ConfigSet { config_name: name.clone() }).await;
+            ctx.registry().put_config(name, &values).await.map_err(err)?;
+            ctx.events().publish(&ConfigSet { config_name: name.clone() }).await;
             ack()
         }
         CtlOp::ConfigGet(name) => {
             expect_no_body(op, payload)?;
-            match ctx.registry.get_config(name).await.map_err(err)? {
+            match ctx.registry().get_config(name).await.map_err(err)? {
                 Some(values) => ok(values),
-                None => return Err(format!("no config named `{name}` in lattice `{}`; create it with `wash config put {name} KEY=VALUE`", ctx.lattice)),
+                None => return Err(format!("no config named `{name}` in lattice `{}`; create it with `wash config put {name} KEY=VALUE`", ctx.lattice())),
             }
         }
         CtlOp::ConfigDel(name) => {
             expect_no_body(op, payload)?;
-            ctx.registry.delete_config(name).await.map_err(err)?;
-            ctx.events.publish(&ConfigDeleted { config_name: name.clone() }).await;
+            ctx.registry().delete_config(name).await.map_err(err)?;
+            ctx.events().publish(&ConfigDeleted { config_name: name.clone() }).await;
             ack()
         }
     })
@@ -316,60 +307,4 @@ fn check_label_key(key: &str) -> std::result::Result<(), String> {
         return Err(format!("label `{key}` is reserved: `{RESERVED_LABEL_PREFIX}*` labels are set by the host itself"));
     }
     Ok(())
-}
-
-async fn start_provider(ctx: &Arc<HostCtx>, cmd: StartProviderCommand) {
-    let annotations = cmd.annotations.clone().unwrap_or_default();
-    let outcome = async {
-        if ctx.providers.contains(&cmd.provider_id).await {
-            return Err(HostError::Provider(format!("provider `{}` already runs on host `{}`", cmd.provider_id, ctx.id)));
-        }
-        let source = providers::resolve_ref(&cmd.provider_ref, ctx.config.allow_file_load, &ctx.config.builtins)?;
-        let mut config = StringMap::new();
-        for name in &cmd.config {
-            let values = ctx.registry.get_config(name).await?.ok_or_else(|| {
-                HostError::Provider(format!("config `{name}` given to provider `{}` does not exist; create it with `wash config put`", cmd.provider_id))
-            })?;
-            config.extend(values);
-        }
-        let link_definitions = ctx.registry.known_links().into_iter().filter(|l| l.source_id == cmd.provider_id || l.target == cmd.provider_id).collect();
-        // A provider process gets the host's NATS user (read out of a creds file, if that is how
-        // the host has it) and CA, and nothing else of the host's.
-        let (jwt, seed) = ctx.config.nats.user_credentials().map_err(|e| HostError::Provider(e.to_string()))?;
-        let host_data = HostData {
-            host_id: ctx.id.clone(),
-            lattice_rpc_url: ctx.config.nats.url.clone(),
-            lattice: ctx.lattice.clone(),
-            provider_key: cmd.provider_id.clone(),
-            instance_id: String::new(),
-            config,
-            link_definitions,
-            lattice_rpc_user_jwt: jwt,
-            lattice_rpc_user_seed: seed,
-            lattice_rpc_tls_ca_file: ctx.config.nats.tls_ca_file.clone(),
-            js_domain: ctx.config.js_domain.clone(),
-            log_level: None,
-        };
-        ctx.providers
-            .start(providers::Launch {
-                source,
-                reference: cmd.provider_ref.clone(),
-                annotations: annotations.clone(),
-                host_data,
-                events: ctx.events.clone(),
-                nats: ctx.nats.clone(),
-                router: ctx.router.clone(),
-                state: ctx.registry.view().clone(),
-                health_interval: ctx.config.provider_health_interval,
-            })
-            .await
-    }
-    .await;
-    // Success is announced by the supervisor (provider_started), on this and every restart.
-    if let Err(e) = outcome {
-        tracing::warn!(provider_id = cmd.provider_id, error = %e, "provider start failed");
-        ctx.events
-            .publish(&ProviderStartFailed { provider_ref: cmd.provider_ref, provider_id: cmd.provider_id, host_id: ctx.id.clone(), error: e.to_string() })
-            .await
-    }
 }

@@ -1,4 +1,5 @@
-//! The host library's error: what failed, in words that say what to do.
+//! The host library's error: what failed, in words that say what to do, and a
+//! [`HostErrorKind`] to branch on without matching every variant.
 
 use thiserror::Error;
 
@@ -73,5 +74,83 @@ pub enum HostError {
     NatsServer(String),
 }
 
+/// What kind of failure a [`HostError`] is, for callers that branch on the failure rather than
+/// on the variant (the data plane maps it to an `RpcErrorKind`, a client may retry `Busy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HostErrorKind {
+    /// Talking to the lattice (NATS, the lattice crate) failed: [`HostError::Lattice`].
+    Lattice,
+    /// A component could not be loaded, verified or compiled: [`HostError::Load`].
+    Load,
+    /// The component asked for does not run on this host: [`HostError::NoSuchComponent`].
+    NotFound,
+    /// Every instance slot is busy and the queue is full; retry later: [`HostError::Busy`].
+    Busy,
+    /// An invocation ran out of time: [`HostError::Deadline`].
+    Deadline,
+    /// The component trapped or returned an error: [`HostError::Invocation`].
+    Invocation,
+    /// The component does not export what was asked of it: [`HostError::NotExported`].
+    Unsupported,
+    /// The registry (JetStream KV) refused or failed an operation: [`HostError::Registry`].
+    Registry,
+    /// A request was invalid; sending it again will not help: [`HostError::Invalid`].
+    Invalid,
+    /// The WebAssembly engine could not be set up: [`HostError::Engine`].
+    Engine,
+    /// A provider could not be started or stopped: [`HostError::Provider`].
+    Provider,
+    /// A local nats-server could not be found, started or reached: [`HostError::NatsServer`].
+    NatsServer,
+}
+
+impl HostError {
+    /// The kind of this error.
+    pub fn kind(&self) -> HostErrorKind {
+        match self {
+            HostError::Lattice(_) => HostErrorKind::Lattice,
+            HostError::Load { .. } => HostErrorKind::Load,
+            HostError::NoSuchComponent(_) => HostErrorKind::NotFound,
+            HostError::Busy { .. } => HostErrorKind::Busy,
+            HostError::Deadline { .. } => HostErrorKind::Deadline,
+            HostError::Invocation { .. } => HostErrorKind::Invocation,
+            HostError::NotExported { .. } => HostErrorKind::Unsupported,
+            HostError::Registry(_) => HostErrorKind::Registry,
+            HostError::Invalid(_) => HostErrorKind::Invalid,
+            HostError::Engine(_) => HostErrorKind::Engine,
+            HostError::Provider(_) => HostErrorKind::Provider,
+            HostError::NatsServer(_) => HostErrorKind::NatsServer,
+        }
+    }
+}
+
 /// Shorthand for results of this crate.
 pub type Result<T, E = HostError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_has_its_kind() {
+        let s = || String::from("x");
+        let cases = [
+            (HostError::Lattice(trellis_lattice::Error::new(trellis_lattice::ErrorKind::InvalidInput, s())), HostErrorKind::Lattice),
+            (HostError::Load { reference: s(), reason: s() }, HostErrorKind::Load),
+            (HostError::NoSuchComponent(s()), HostErrorKind::NotFound),
+            (HostError::Busy { id: s(), max_instances: 1, queued: 1 }, HostErrorKind::Busy),
+            (HostError::Deadline { id: s(), deadline_ms: 1 }, HostErrorKind::Deadline),
+            (HostError::Invocation { id: s(), reason: s() }, HostErrorKind::Invocation),
+            (HostError::NotExported { id: s(), interface: s() }, HostErrorKind::Unsupported),
+            (HostError::Registry(s()), HostErrorKind::Registry),
+            (HostError::Invalid(s()), HostErrorKind::Invalid),
+            (HostError::Engine(s()), HostErrorKind::Engine),
+            (HostError::Provider(s()), HostErrorKind::Provider),
+            (HostError::NatsServer(s()), HostErrorKind::NatsServer),
+        ];
+        for (e, kind) in cases {
+            assert_eq!(e.kind(), kind, "{e:?}");
+        }
+    }
+}

@@ -1,26 +1,29 @@
 //! A host: identity, connection, runtime, registry, control server and heartbeat, tied
-//! together; and the component lifecycle operations the control server calls.
+//! together in [`HostCtx`], whose parts each consumer gets through a narrow accessor: the
+//! component and provider lifecycle ([`crate::lifecycle`]), the scheduling state
+//! ([`crate::schedule`]), the lattice connection.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream;
 use bytes::Bytes;
-use tokio::sync::{Mutex, RwLock, watch};
+use tokio::sync::{RwLock, watch};
 use tokio::task::JoinHandle;
 use trellis_lattice::ConnectOptions;
-use trellis_lattice::claims::Claims;
-use trellis_lattice::ctl::{Host as HostInfo, HostInventory, Link, StringMap};
-use trellis_lattice::event::{ComponentScaleFailed, ComponentScaled, HostHeartbeat, HostStarted, HostStopped};
-use trellis_lattice::rpc::{Router, Serving};
+use trellis_lattice::ctl::{Host as HostInfo, HostInventory, Link, Schedule, StringMap};
+use trellis_lattice::event::{HostHeartbeat, HostStarted, HostStopped};
+use trellis_lattice::rpc::Router;
 
-use crate::components::{self, Components, Gate, RunningComponent};
+use crate::components::{self, Components};
 use crate::error::{HostError, Result};
 use crate::events::Events;
-use crate::providers::Providers;
+use crate::lifecycle::{self, Lifecycle};
 use crate::registry::Registry;
-use crate::runtime::{Limits, Runtime, RuntimeConfig};
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::schedule::Scheduling;
 use crate::{ctl, identity};
 
 /// The software version hosts report.
@@ -83,35 +86,46 @@ impl HostConfig {
     }
 }
 
-/// Shared state of a running host, handed to the control server and background tasks.
-pub(crate) struct HostCtx {
-    pub id: String,
-    pub friendly_name: String,
-    pub lattice: String,
-    pub config: HostConfig,
-    pub labels: RwLock<BTreeMap<String, String>>,
-    pub started: Instant,
-    pub nats: async_nats::Client,
+/// Who a host is.
+struct Identity {
+    id: String,
+    friendly_name: String,
+    lattice: String,
+    labels: RwLock<BTreeMap<String, String>>,
+    started: Instant,
+}
+
+/// A host's connection to its lattice.
+struct Connection {
+    nats: async_nats::Client,
     /// JetStream in the lattice's domain.
-    pub js: async_nats::jetstream::Context,
-    pub events: Events,
-    pub runtime: Arc<Runtime>,
-    pub components: Components,
-    pub providers: Providers,
-    pub registry: Registry,
+    js: jetstream::Context,
+    events: Events,
+    registry: Registry,
     /// The data plane: remote and local calls.
-    pub router: Router,
-    /// Data-plane subscriptions of the running components, by id.
-    pub serving: Mutex<std::collections::HashMap<String, Serving>>,
-    /// Serialises component lifecycle changes so two scale requests cannot interleave.
-    pub lifecycle: Mutex<()>,
-    pub stopping: AtomicBool,
-    pub stopped_tx: watch::Sender<bool>,
-    pub tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
-    /// The app API and reconciler, once started.
-    pub apps: std::sync::OnceLock<crate::apps::Apps>,
+    router: Router,
+}
+
+/// The host's own background tasks, and its stop.
+struct Run {
+    stopping: AtomicBool,
+    stopped_tx: watch::Sender<bool>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Shared state of a running host, handed to the control server and background tasks; each
+/// reaches the part it uses through an accessor.
+pub(crate) struct HostCtx {
+    identity: Identity,
+    config: HostConfig,
+    conn: Connection,
+    /// The runtime, the components and providers, what is served, and the changes to them.
+    workloads: Lifecycle,
     /// Whether the host takes new placements (cordon, uncordon, drain).
-    pub schedule: std::sync::Mutex<trellis_lattice::ctl::Schedule>,
+    schedule: Scheduling,
+    run: Run,
+    /// The app API and reconciler, once started.
+    apps: OnceLock<crate::apps::Apps>,
 }
 
 /// A running Trellis host. Dropping it does not stop it; call [`Host::stop`].
@@ -142,55 +156,61 @@ impl Host {
         let mut labels = identity::builtin_labels();
         labels.extend(config.labels.iter().filter(|(k, _)| !k.starts_with(identity::RESERVED_LABEL_PREFIX)).map(|(k, v)| (k.clone(), v.clone())));
         let (stopped_tx, _) = watch::channel(false);
-        let ctx = Arc::new(HostCtx {
-            friendly_name: identity::friendly_name(),
-            lattice: config.lattice.clone(),
-            events: Events::new(nats.clone(), &config.lattice, &id),
-            labels: RwLock::new(labels.clone()),
-            started: Instant::now(),
-            nats: nats.clone(),
-            js,
+        let events = Events::new(nats.clone(), &config.lattice, &id);
+        let workloads = Lifecycle::new(
+            lifecycle::Conn {
+                host_id: id.clone(),
+                lattice: config.lattice.clone(),
+                nats: nats.clone(),
+                events: events.clone(),
+                registry: registry.clone(),
+                router: router.clone(),
+            },
+            lifecycle::Settings::of(&config),
             runtime,
-            components: Components::default(),
-            providers: Providers::default(),
-            registry,
-            router,
-            serving: Mutex::new(std::collections::HashMap::new()),
-            lifecycle: Mutex::new(()),
-            stopping: AtomicBool::new(false),
-            stopped_tx,
-            tasks: std::sync::Mutex::new(Vec::new()),
-            apps: std::sync::OnceLock::new(),
-            schedule: std::sync::Mutex::new(trellis_lattice::ctl::Schedule::Schedulable),
+        );
+        let ctx = Arc::new(HostCtx {
+            identity: Identity {
+                id,
+                friendly_name: identity::friendly_name(),
+                lattice: config.lattice.clone(),
+                labels: RwLock::new(labels.clone()),
+                started: Instant::now(),
+            },
+            conn: Connection { nats, js, events, registry, router },
+            workloads,
+            schedule: Scheduling::default(),
+            run: Run { stopping: AtomicBool::new(false), stopped_tx, tasks: std::sync::Mutex::new(Vec::new()) },
+            apps: OnceLock::new(),
             config,
-            id,
         });
         let server = ctl::serve(ctx.clone()).await?;
         let heartbeat = tokio::spawn(heartbeat(ctx.clone()));
-        ctx.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend([server, heartbeat]);
+        ctx.run.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend([server, heartbeat]);
         let (apps, tasks) = crate::apps::start(crate::apps::Context {
-            lattice: ctx.lattice.clone(),
-            host_id: ctx.id.clone(),
-            nats: ctx.nats.clone(),
-            js: ctx.js.clone(),
+            lattice: ctx.identity.lattice.clone(),
+            host_id: ctx.identity.id.clone(),
+            nats: ctx.conn.nats.clone(),
+            js: ctx.conn.js.clone(),
             host_lost_after: ctx.config.host_lost_after.unwrap_or(ctx.config.heartbeat_interval * crate::apps::MISSED_HEARTBEATS),
         })
         .await?;
         let _ = ctx.apps.set(apps);
-        ctx.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend(tasks);
-        ctx.events.publish_and_flush(&HostStarted { friendly_name: ctx.friendly_name.clone(), labels, uptime_seconds: 0, version: VERSION.into() }).await;
-        tracing::info!(host_id = ctx.id, friendly_name = ctx.friendly_name, lattice = ctx.lattice, "host started");
+        ctx.run.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend(tasks);
+        let me = &ctx.identity;
+        ctx.conn.events.publish_and_flush(&HostStarted { friendly_name: me.friendly_name.clone(), labels, uptime_seconds: 0, version: VERSION.into() }).await;
+        tracing::info!(host_id = me.id, friendly_name = me.friendly_name, lattice = me.lattice, "host started");
         Ok(Self { ctx })
     }
 
     /// The host's id (`N…`).
     pub fn id(&self) -> &str {
-        &self.ctx.id
+        &self.ctx.identity.id
     }
 
     /// The host's friendly name.
     pub fn friendly_name(&self) -> &str {
-        &self.ctx.friendly_name
+        &self.ctx.identity.friendly_name
     }
 
     /// The host's inventory.
@@ -200,30 +220,31 @@ impl Host {
 
     /// The links this host knows, from its own registry view.
     pub fn links(&self) -> Vec<Link> {
-        self.ctx.registry.known_links()
+        self.ctx.conn.registry.known_links()
     }
 
     /// Named config this host knows, from its own registry view.
     pub fn config(&self, name: &str) -> Option<StringMap> {
-        self.ctx.registry.known_config(name)
+        self.ctx.conn.registry.known_config(name)
     }
 
     /// The data-plane router of this host: calls through it reach components on this host
     /// directly and everything else over NATS.
     pub fn router(&self) -> &Router {
-        &self.ctx.router
+        &self.ctx.conn.router
     }
 
     /// Sends `req` to the `wasi:http/incoming-handler` of component `id` running on this host.
     pub async fn invoke_http(&self, id: &str, req: http::Request<Bytes>) -> Result<http::Response<Bytes>> {
-        let c = self.ctx.components.get(id).await.ok_or_else(|| HostError::NoSuchComponent(id.into()))?;
-        components::invoke_http(&self.ctx.runtime, &c, req).await
+        let workloads = &self.ctx.workloads;
+        let c = workloads.components().get(id).await.ok_or_else(|| HostError::NoSuchComponent(id.into()))?;
+        components::invoke_http(workloads.runtime(), &c, req).await
     }
 
     /// How many invocations the running version of component `id` has started on this host.
     pub async fn invocations(&self, id: &str) -> u64 {
-        match self.ctx.components.get(id).await {
-            Some(c) => c.invocations.load(std::sync::atomic::Ordering::Relaxed),
+        match self.ctx.workloads.components().get(id).await {
+            Some(c) => c.invocations.load(Ordering::Relaxed),
             None => 0,
         }
     }
@@ -236,7 +257,7 @@ impl Host {
 
     /// Resolves once the host has stopped (through [`Host::stop`] or a `host.stop` request).
     pub async fn stopped(&self) {
-        let mut rx = self.ctx.stopped_tx.subscribe();
+        let mut rx = self.ctx.run.stopped_tx.subscribe();
         let _ = rx.wait_for(|s| *s).await;
     }
 }
@@ -246,7 +267,7 @@ async fn heartbeat(ctx: Arc<HostCtx>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        ctx.events.publish(&HostHeartbeat(ctx.inventory().await)).await;
+        ctx.conn.events.publish(&HostHeartbeat(ctx.inventory().await)).await;
     }
 }
 
@@ -261,13 +282,78 @@ fn human_uptime(d: Duration) -> String {
 }
 
 impl HostCtx {
+    /// The host's id (`N…`).
+    pub(crate) fn id(&self) -> &str {
+        &self.identity.id
+    }
+
+    /// The lattice this host is in.
+    pub(crate) fn lattice(&self) -> &str {
+        &self.identity.lattice
+    }
+
+    /// The host's labels now.
+    pub(crate) async fn labels(&self) -> BTreeMap<String, String> {
+        self.identity.labels.read().await.clone()
+    }
+
+    /// Sets label `key`; returns the labels after.
+    pub(crate) async fn put_label(&self, key: String, value: String) -> BTreeMap<String, String> {
+        let mut labels = self.identity.labels.write().await;
+        labels.insert(key, value);
+        labels.clone()
+    }
+
+    /// Removes label `key`; returns the labels after, `None` if there was no such label.
+    pub(crate) async fn remove_label(&self, key: &str) -> Option<BTreeMap<String, String>> {
+        let mut labels = self.identity.labels.write().await;
+        labels.remove(key)?;
+        Some(labels.clone())
+    }
+
+    /// The host's NATS connection.
+    pub(crate) fn nats(&self) -> &async_nats::Client {
+        &self.conn.nats
+    }
+
+    /// Events as this host.
+    pub(crate) fn events(&self) -> &Events {
+        &self.conn.events
+    }
+
+    /// Links, config and claims in the lattice's buckets.
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.conn.registry
+    }
+
+    /// The components and providers this host runs, and the changes to them.
+    pub(crate) fn workloads(&self) -> &Lifecycle {
+        &self.workloads
+    }
+
+    /// The running components.
+    pub(crate) fn components(&self) -> &Components {
+        self.workloads.components()
+    }
+
+    /// Cordon, uncordon and drain.
+    pub(crate) fn scheduling(&self) -> &Scheduling {
+        &self.schedule
+    }
+
+    /// The host's scheduling state; a draining host with no managed replica left is drained.
+    pub(crate) async fn schedule(&self) -> Schedule {
+        self.schedule.current(self.components()).await
+    }
+
     pub(crate) async fn info(&self) -> HostInfo {
-        let up = self.started.elapsed();
+        let me = &self.identity;
+        let up = me.started.elapsed();
         HostInfo {
-            id: self.id.clone(),
-            friendly_name: self.friendly_name.clone(),
-            labels: self.labels.read().await.clone(),
-            lattice: self.lattice.clone(),
+            id: me.id.clone(),
+            friendly_name: me.friendly_name.clone(),
+            labels: self.labels().await,
+            lattice: me.lattice.clone(),
             uptime_seconds: up.as_secs(),
             uptime_human: human_uptime(up),
             version: VERSION.into(),
@@ -277,285 +363,40 @@ impl HostCtx {
         }
     }
 
-    /// The host's scheduling state; a draining host with no managed replica left is drained.
-    pub(crate) async fn schedule(&self) -> trellis_lattice::ctl::Schedule {
-        use trellis_lattice::ctl::Schedule;
-        let now = *self.schedule.lock().unwrap_or_else(|p| p.into_inner());
-        if now != Schedule::Draining {
-            return now;
-        }
-        let managed = self.components.list().await.iter().any(|c| c.annotations.contains_key(trellis_lattice::manifest::MANAGED_BY_ANNOTATION));
-        if managed {
-            return now;
-        }
-        let mut s = self.schedule.lock().unwrap_or_else(|p| p.into_inner());
-        if *s == Schedule::Draining {
-            *s = Schedule::Drained;
-        }
-        *s
-    }
-
     pub(crate) async fn inventory(&self) -> HostInventory {
-        let up = self.started.elapsed();
+        let me = &self.identity;
+        let up = me.started.elapsed();
         let schedule = self.schedule().await;
         HostInventory {
             schedule,
-            host_id: self.id.clone(),
-            friendly_name: self.friendly_name.clone(),
-            labels: self.labels.read().await.clone(),
+            host_id: me.id.clone(),
+            friendly_name: me.friendly_name.clone(),
+            labels: self.labels().await,
             version: VERSION.into(),
             uptime_human: human_uptime(up),
             uptime_seconds: up.as_secs(),
-            components: self.components.list().await.iter().map(|c| c.describe()).collect(),
-            providers: self.providers.list().await,
-        }
-    }
-
-    /// Reads a component reference's bytes.
-    async fn fetch(&self, reference: &str) -> Result<Vec<u8>> {
-        let load_err = |reason: String| HostError::Load { reference: reference.into(), reason };
-        let Some(path) = reference.strip_prefix("file://") else {
-            return Err(load_err("only file:// references are supported; use file:///absolute/path.wasm".into()));
-        };
-        if !self.config.allow_file_load {
-            return Err(load_err("loading from files is disabled on this host (start it with --allow-file-load)".into()));
-        }
-        let meta = tokio::fs::metadata(path).await.map_err(|e| load_err(format!("cannot read `{path}`: {e}")))?;
-        if meta.len() > MAX_COMPONENT_BYTES {
-            return Err(load_err(format!("the file is {} bytes; the limit is {MAX_COMPONENT_BYTES}", meta.len())));
-        }
-        tokio::fs::read(path).await.map_err(|e| load_err(format!("cannot read `{path}`: {e}")))
-    }
-
-    /// The limits for a component: the host's, lowered by the scale request's `component_limits`.
-    fn limits_for(&self, overrides: Option<&StringMap>) -> Result<Limits> {
-        let mut limits = self.runtime.limits();
-        let Some(o) = overrides else { return Ok(limits) };
-        let num = |k: &str| -> Result<Option<u64>> {
-            o.get(k).map(|v| v.parse::<u64>().map_err(|_| HostError::Invalid(format!("component_limits.{k} must be a whole number, not `{v}`")))).transpose()
-        };
-        if let Some(ms) = num("max_execution_time_ms")? {
-            limits.max_execution_time = limits.max_execution_time.min(Duration::from_millis(ms.max(1)));
-        }
-        if let Some(bytes) = num("max_linear_memory_bytes")? {
-            limits.max_linear_memory_bytes = limits.max_linear_memory_bytes.min(bytes as usize);
-        }
-        Ok(limits)
-    }
-
-    /// Runs `component_ref` as `id` with `max_instances` slots (0 stops it), publishing
-    /// `component_scaled` or `component_scale_failed`.
-    pub(crate) async fn scale_component(self: &Arc<Self>, cmd: trellis_lattice::ctl::ScaleComponentCommand) {
-        let _guard = self.lifecycle.lock().await;
-        let annotations = cmd.annotations.clone().unwrap_or_default();
-        let outcome: Result<Option<Claims>> = async {
-            if cmd.max_instances == 0 {
-                // Stop taking calls first (the other replicas get them), answer the calls
-                // already taken, then drop the component.
-                let wait = self.components.get(&cmd.component_id).await.map(|c| c.limits.max_execution_time).unwrap_or_default();
-                self.unserve_gracefully(&cmd.component_id, wait + Duration::from_secs(1)).await;
-                let old = self.components.remove(&cmd.component_id).await;
-                if let Some(old) = &old {
-                    tracing::info!(component_id = old.id, "component stopped");
-                }
-                self.unserve(&cmd.component_id).await;
-                return Ok(old.and_then(|c| c.claims.clone()));
-            }
-            let limits = self.limits_for(cmd.component_limits.as_ref())?;
-            let existing = self.components.get(&cmd.component_id).await;
-            let (prepared, claims) = match &existing {
-                Some(c) if c.image_ref == cmd.component_ref => (c.prepared.clone(), c.claims.clone()),
-                Some(c) if !cmd.allow_update => {
-                    return Err(HostError::Invalid(format!(
-                        "component `{}` already runs from `{}`; to switch it to `{}` send allow_update or use `wash update component`",
-                        c.id, c.image_ref, cmd.component_ref
-                    )));
-                }
-                _ => {
-                    let bytes = self.fetch(&cmd.component_ref).await?;
-                    let (bytes, claims) = crate::claims::check(&self.config, &cmd.component_ref, bytes).await?;
-                    (self.runtime.prepare(&cmd.component_ref, bytes).await?, claims)
-                }
-            };
-            if let Some(c) = &claims {
-                self.registry.put_claims(&c.sub, &c.to_map()).await?;
-            }
-            self.components
-                .insert(RunningComponent {
-                    id: cmd.component_id.clone(),
-                    image_ref: cmd.component_ref.clone(),
-                    annotations: annotations.clone(),
-                    config: cmd.config.clone().into(),
-                    prepared,
-                    claims: claims.clone(),
-                    limits,
-                    gate: Gate::new(cmd.max_instances, self.config.max_queued_per_component),
-                    invocations: Default::default(),
-                })
-                .await;
-            self.serve(&cmd.component_id).await?;
-            tracing::info!(component_id = cmd.component_id, max_instances = cmd.max_instances, "component scaled");
-            Ok(claims)
-        }
-        .await;
-        match outcome {
-            Ok(claims) => {
-                self.events
-                    .publish(&ComponentScaled {
-                        public_key: claims.as_ref().map(|c| c.sub.clone()),
-                        claims: claims.as_ref().map(Claims::to_map),
-                        annotations,
-                        host_id: self.id.clone(),
-                        image_ref: cmd.component_ref,
-                        max_instances: cmd.max_instances,
-                        component_id: cmd.component_id,
-                    })
-                    .await
-            }
-            Err(e) => {
-                tracing::warn!(component_id = cmd.component_id, error = %e, "component scale failed");
-                self.events
-                    .publish(&ComponentScaleFailed {
-                        public_key: None,
-                        claims: None,
-                        annotations,
-                        host_id: self.id.clone(),
-                        image_ref: cmd.component_ref,
-                        max_instances: cmd.max_instances,
-                        component_id: cmd.component_id,
-                        error: e.to_string(),
-                    })
-                    .await
-            }
-        }
-    }
-
-    /// Answers data-plane calls for component `id` (idempotent): a queue-group subscription
-    /// shared with its replicas elsewhere, and a local route for callers in this process.
-    async fn serve(self: &Arc<Self>, id: &str) -> Result<()> {
-        let mut serving = self.serving.lock().await;
-        if serving.contains_key(id) {
-            return Ok(());
-        }
-        let handler: Arc<dyn trellis_lattice::rpc::Handler> = Arc::new(crate::serve::ComponentHandler { ctx: Arc::downgrade(self), id: id.into() });
-        let sub = self.router.serve(id, handler.clone()).await?;
-        self.router.register_local(id, handler);
-        serving.insert(id.into(), sub);
-        Ok(())
-    }
-
-    /// Like [`Self::unserve`], but the calls already taken are answered (at most `wait`).
-    async fn unserve_gracefully(&self, id: &str, wait: Duration) {
-        self.router.unregister_local(id);
-        let serving = self.serving.lock().await.remove(id);
-        if let Some(s) = serving {
-            s.drain(wait).await;
-        }
-    }
-
-    async fn unserve(&self, id: &str) {
-        self.router.unregister_local(id);
-        self.serving.lock().await.remove(id);
-    }
-
-    /// Switches running component `id` to `new_ref`: the new version serves from the moment it
-    /// is ready; the old one finishes its in-flight invocations and is dropped.
-    pub(crate) async fn update_component(&self, cmd: trellis_lattice::ctl::UpdateComponentCommand) {
-        let _guard = self.lifecycle.lock().await;
-        let outcome: Result<(Arc<RunningComponent>, Option<Claims>)> = async {
-            let old = self.components.get(&cmd.component_id).await.ok_or_else(|| HostError::NoSuchComponent(cmd.component_id.clone()))?;
-            let bytes = self.fetch(&cmd.new_component_ref).await?;
-            let (bytes, claims) = crate::claims::check(&self.config, &cmd.new_component_ref, bytes).await?;
-            let prepared = self.runtime.prepare(&cmd.new_component_ref, bytes).await?;
-            if let Some(c) = &claims {
-                self.registry.put_claims(&c.sub, &c.to_map()).await?;
-            }
-            let annotations = cmd.annotations.clone().unwrap_or_else(|| old.annotations.clone());
-            self.components
-                .insert(RunningComponent {
-                    id: old.id.clone(),
-                    image_ref: cmd.new_component_ref.clone(),
-                    annotations,
-                    config: old.config.clone(),
-                    prepared,
-                    claims: claims.clone(),
-                    limits: old.limits,
-                    gate: Gate::new(old.max_instances(), self.config.max_queued_per_component),
-                    invocations: Default::default(),
-                })
-                .await;
-            Ok((old, claims))
-        }
-        .await;
-        match outcome {
-            Ok((old, claims)) => {
-                tracing::info!(component_id = old.id, from = old.image_ref, to = cmd.new_component_ref, "component updated");
-                self.events
-                    .publish(&ComponentScaled {
-                        public_key: claims.as_ref().map(|c| c.sub.clone()),
-                        claims: claims.as_ref().map(Claims::to_map),
-                        annotations: cmd.annotations.unwrap_or_else(|| old.annotations.clone()),
-                        host_id: self.id.clone(),
-                        image_ref: cmd.new_component_ref,
-                        max_instances: old.max_instances(),
-                        component_id: cmd.component_id,
-                    })
-                    .await
-            }
-            Err(e) => {
-                self.events
-                    .publish(&ComponentScaleFailed {
-                        host_id: self.id.clone(),
-                        image_ref: cmd.new_component_ref,
-                        component_id: cmd.component_id,
-                        annotations: cmd.annotations.unwrap_or_default(),
-                        error: e.to_string(),
-                        ..Default::default()
-                    })
-                    .await
-            }
+            components: self.components().list().await.iter().map(|c| c.describe()).collect(),
+            providers: self.workloads.providers().list().await,
         }
     }
 
     /// The orderly stop behind [`Host::stop`] and `host.stop`.
     pub(crate) async fn shutdown(self: Arc<Self>, grace: Duration) {
-        if self.stopping.swap(true, Ordering::SeqCst) {
-            let mut rx = self.stopped_tx.subscribe();
+        if self.run.stopping.swap(true, Ordering::SeqCst) {
+            let mut rx = self.run.stopped_tx.subscribe();
             let _ = rx.wait_for(|s| *s).await;
             return;
         }
-        for task in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        for task in self.run.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
             task.abort();
         }
         if let Some(apps) = self.apps.get() {
             apps.release().await;
         }
-        let _guard = self.lifecycle.lock().await;
-        let components = self.components.clear().await;
-        for c in &components {
-            self.unserve(&c.id).await;
-        }
-        // In-flight invocations hold slots; wait for them to come back, up to the grace period.
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline && components.iter().any(|c| c.gate.available() < c.max_instances() as usize) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        for c in &components {
-            self.events
-                .publish(&ComponentScaled {
-                    annotations: c.annotations.clone(),
-                    host_id: self.id.clone(),
-                    image_ref: c.image_ref.clone(),
-                    max_instances: 0,
-                    component_id: c.id.clone(),
-                    ..Default::default()
-                })
-                .await;
-        }
-        self.providers.stop_all().await;
-        let labels = self.labels.read().await.clone();
-        self.events.publish_and_flush(&HostStopped { labels }).await;
-        tracing::info!(host_id = self.id, "host stopped");
-        self.stopped_tx.send_replace(true);
+        let _guard = self.workloads.shutdown(grace).await;
+        let labels = self.labels().await;
+        self.conn.events.publish_and_flush(&HostStopped { labels }).await;
+        tracing::info!(host_id = self.identity.id, "host stopped");
+        self.run.stopped_tx.send_replace(true);
     }
 }

@@ -32,12 +32,14 @@ mod error;
 pub mod events;
 mod host;
 pub mod identity;
+mod lifecycle;
 pub mod nats_server;
 pub mod providers;
 pub mod registry;
 pub mod runtime;
+mod schedule;
 mod serve;
 
 pub use ctl::MAX_CTL_PAYLOAD;
-pub use error::{HostError, Result};
+pub use error::{HostError, HostErrorKind, Result};
 pub use host::{Host, HostConfig, MAX_COMPONENT_BYTES, VERSION};

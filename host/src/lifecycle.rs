@@ -1,0 +1,387 @@
+//! The lifecycle of what a host runs: components scaled, updated and stopped (fetched, their
+//! claims checked, compiled, put in the table and served), providers started, and the orderly
+//! stop of both. Every change is announced as an event; none is returned to the control server,
+//! which has acknowledged the request before the work starts.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Mutex, MutexGuard};
+use trellis_lattice::ConnectOptions;
+use trellis_lattice::claims::Claims;
+use trellis_lattice::ctl::{ScaleComponentCommand, StartProviderCommand, StringMap, UpdateComponentCommand};
+use trellis_lattice::event::{ComponentScaleFailed, ComponentScaled, ProviderStartFailed};
+use trellis_lattice::provider::HostData;
+use trellis_lattice::rpc::Router;
+
+use crate::claims::{self, Policy};
+use crate::components::{Components, Gate, RunningComponent};
+use crate::error::{HostError, Result};
+use crate::events::Events;
+use crate::host::{HostConfig, MAX_COMPONENT_BYTES};
+use crate::providers::{self, Providers};
+use crate::registry::Registry;
+use crate::runtime::{Limits, Runtime};
+use crate::serve::Serving;
+
+/// The parts of [`HostConfig`] the lifecycle goes by.
+pub(crate) struct Settings {
+    /// Whether `file://` references may be loaded.
+    allow_file_load: bool,
+    /// How many callers may wait for a component's instance slot.
+    max_queued_per_component: usize,
+    /// Which signed and unsigned components are accepted.
+    policy: Policy,
+    /// Providers this host can run in-process.
+    builtins: Vec<trellis_provider_sdk::Builtin>,
+    /// How often providers are checked for health.
+    provider_health_interval: Duration,
+    /// How the host reaches NATS; provider processes get its URL, user and CA.
+    nats: ConnectOptions,
+    /// The JetStream domain of the lattice's state, for providers.
+    js_domain: Option<String>,
+}
+
+impl Settings {
+    /// The settings `config` makes.
+    pub fn of(config: &HostConfig) -> Self {
+        Self {
+            allow_file_load: config.allow_file_load,
+            max_queued_per_component: config.max_queued_per_component,
+            policy: Policy::of(config),
+            builtins: config.builtins.clone(),
+            provider_health_interval: config.provider_health_interval,
+            nats: config.nats.clone(),
+            js_domain: config.js_domain.clone(),
+        }
+    }
+}
+
+/// What the lifecycle uses of the host's identity and lattice connection.
+pub(crate) struct Conn {
+    /// The host's id (`N…`).
+    pub host_id: String,
+    /// The lattice's name.
+    pub lattice: String,
+    /// The host's connection (built-in providers share it).
+    pub nats: async_nats::Client,
+    /// Events as this host.
+    pub events: Events,
+    /// Claims, config and links in the lattice's buckets.
+    pub registry: Registry,
+    /// The data plane.
+    pub router: Router,
+}
+
+/// The components and providers of one host, and the changes to them.
+pub(crate) struct Lifecycle {
+    lattice: Conn,
+    settings: Settings,
+    runtime: Arc<Runtime>,
+    components: Components,
+    providers: Providers,
+    serving: Serving,
+    /// Serialises component lifecycle changes so two scale requests cannot interleave.
+    lock: Mutex<()>,
+}
+
+impl Lifecycle {
+    /// Nothing running yet, on `lattice`, compiling with `runtime`.
+    pub fn new(lattice: Conn, settings: Settings, runtime: Arc<Runtime>) -> Self {
+        let components = Components::default();
+        let serving = Serving::new(lattice.router.clone(), runtime.clone(), components.clone());
+        Self { lattice, settings, runtime, components, providers: Providers::default(), serving, lock: Mutex::new(()) }
+    }
+
+    /// The runtime components run in.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// The running components.
+    pub fn components(&self) -> &Components {
+        &self.components
+    }
+
+    /// The running providers.
+    pub fn providers(&self) -> &Providers {
+        &self.providers
+    }
+
+    /// Reads a component reference's bytes.
+    async fn fetch(&self, reference: &str) -> Result<Vec<u8>> {
+        let load_err = |reason: String| HostError::Load { reference: reference.into(), reason };
+        let Some(path) = reference.strip_prefix("file://") else {
+            return Err(load_err("only file:// references are supported; use file:///absolute/path.wasm".into()));
+        };
+        if !self.settings.allow_file_load {
+            return Err(load_err("loading from files is disabled on this host (start it with --allow-file-load)".into()));
+        }
+        let meta = tokio::fs::metadata(path).await.map_err(|e| load_err(format!("cannot read `{path}`: {e}")))?;
+        if meta.len() > MAX_COMPONENT_BYTES {
+            return Err(load_err(format!("the file is {} bytes; the limit is {MAX_COMPONENT_BYTES}", meta.len())));
+        }
+        tokio::fs::read(path).await.map_err(|e| load_err(format!("cannot read `{path}`: {e}")))
+    }
+
+    /// The limits for a component: the host's, lowered by the scale request's `component_limits`.
+    fn limits_for(&self, overrides: Option<&StringMap>) -> Result<Limits> {
+        let mut limits = self.runtime.limits();
+        let Some(o) = overrides else { return Ok(limits) };
+        let num = |k: &str| -> Result<Option<u64>> {
+            o.get(k).map(|v| v.parse::<u64>().map_err(|_| HostError::Invalid(format!("component_limits.{k} must be a whole number, not `{v}`")))).transpose()
+        };
+        if let Some(ms) = num("max_execution_time_ms")? {
+            limits.max_execution_time = limits.max_execution_time.min(Duration::from_millis(ms.max(1)));
+        }
+        if let Some(bytes) = num("max_linear_memory_bytes")? {
+            limits.max_linear_memory_bytes = limits.max_linear_memory_bytes.min(bytes as usize);
+        }
+        Ok(limits)
+    }
+
+    /// Runs `component_ref` as `id` with `max_instances` slots (0 stops it), publishing
+    /// `component_scaled` or `component_scale_failed`.
+    pub async fn scale_component(&self, cmd: ScaleComponentCommand) {
+        let _guard = self.lock.lock().await;
+        let annotations = cmd.annotations.clone().unwrap_or_default();
+        let outcome: Result<Option<Claims>> = async {
+            if cmd.max_instances == 0 {
+                // Stop taking calls first (the other replicas get them), answer the calls
+                // already taken, then drop the component.
+                let wait = self.components.get(&cmd.component_id).await.map(|c| c.limits.max_execution_time).unwrap_or_default();
+                self.serving.unserve_gracefully(&cmd.component_id, wait + Duration::from_secs(1)).await;
+                let old = self.components.remove(&cmd.component_id).await;
+                if let Some(old) = &old {
+                    tracing::info!(component_id = old.id, "component stopped");
+                }
+                self.serving.unserve(&cmd.component_id).await;
+                return Ok(old.and_then(|c| c.claims.clone()));
+            }
+            let limits = self.limits_for(cmd.component_limits.as_ref())?;
+            let existing = self.components.get(&cmd.component_id).await;
+            let (prepared, claims) = match &existing {
+                Some(c) if c.image_ref == cmd.component_ref => (c.prepared.clone(), c.claims.clone()),
+                Some(c) if !cmd.allow_update => {
+                    return Err(HostError::Invalid(format!(
+                        "component `{}` already runs from `{}`; to switch it to `{}` send allow_update or use `wash update component`",
+                        c.id, c.image_ref, cmd.component_ref
+                    )));
+                }
+                _ => {
+                    let bytes = self.fetch(&cmd.component_ref).await?;
+                    let (bytes, claims) = claims::check(&self.settings.policy, &cmd.component_ref, bytes).await?;
+                    (self.runtime.prepare(&cmd.component_ref, bytes).await?, claims)
+                }
+            };
+            if let Some(c) = &claims {
+                self.lattice.registry.put_claims(&c.sub, &c.to_map()).await?;
+            }
+            self.components
+                .insert(RunningComponent {
+                    id: cmd.component_id.clone(),
+                    image_ref: cmd.component_ref.clone(),
+                    annotations: annotations.clone(),
+                    config: cmd.config.clone().into(),
+                    prepared,
+                    claims: claims.clone(),
+                    limits,
+                    gate: Gate::new(cmd.max_instances, self.settings.max_queued_per_component),
+                    invocations: Default::default(),
+                })
+                .await;
+            self.serving.serve(&cmd.component_id).await?;
+            tracing::info!(component_id = cmd.component_id, max_instances = cmd.max_instances, "component scaled");
+            Ok(claims)
+        }
+        .await;
+        let events = &self.lattice.events;
+        match outcome {
+            Ok(claims) => {
+                events
+                    .publish(&ComponentScaled {
+                        public_key: claims.as_ref().map(|c| c.sub.clone()),
+                        claims: claims.as_ref().map(Claims::to_map),
+                        annotations,
+                        host_id: self.lattice.host_id.clone(),
+                        image_ref: cmd.component_ref,
+                        max_instances: cmd.max_instances,
+                        component_id: cmd.component_id,
+                    })
+                    .await
+            }
+            Err(e) => {
+                tracing::warn!(component_id = cmd.component_id, error = %e, "component scale failed");
+                events
+                    .publish(&ComponentScaleFailed {
+                        public_key: None,
+                        claims: None,
+                        annotations,
+                        host_id: self.lattice.host_id.clone(),
+                        image_ref: cmd.component_ref,
+                        max_instances: cmd.max_instances,
+                        component_id: cmd.component_id,
+                        error: e.to_string(),
+                    })
+                    .await
+            }
+        }
+    }
+
+    /// Switches running component `id` to `new_ref`: the new version serves from the moment it
+    /// is ready; the old one finishes its in-flight invocations and is dropped.
+    pub async fn update_component(&self, cmd: UpdateComponentCommand) {
+        let _guard = self.lock.lock().await;
+        let outcome: Result<(Arc<RunningComponent>, Option<Claims>)> = async {
+            let old = self.components.get(&cmd.component_id).await.ok_or_else(|| HostError::NoSuchComponent(cmd.component_id.clone()))?;
+            let bytes = self.fetch(&cmd.new_component_ref).await?;
+            let (bytes, claims) = claims::check(&self.settings.policy, &cmd.new_component_ref, bytes).await?;
+            let prepared = self.runtime.prepare(&cmd.new_component_ref, bytes).await?;
+            if let Some(c) = &claims {
+                self.lattice.registry.put_claims(&c.sub, &c.to_map()).await?;
+            }
+            let annotations = cmd.annotations.clone().unwrap_or_else(|| old.annotations.clone());
+            self.components
+                .insert(RunningComponent {
+                    id: old.id.clone(),
+                    image_ref: cmd.new_component_ref.clone(),
+                    annotations,
+                    config: old.config.clone(),
+                    prepared,
+                    claims: claims.clone(),
+                    limits: old.limits,
+                    gate: Gate::new(old.max_instances(), self.settings.max_queued_per_component),
+                    invocations: Default::default(),
+                })
+                .await;
+            Ok((old, claims))
+        }
+        .await;
+        let events = &self.lattice.events;
+        match outcome {
+            Ok((old, claims)) => {
+                tracing::info!(component_id = old.id, from = old.image_ref, to = cmd.new_component_ref, "component updated");
+                events
+                    .publish(&ComponentScaled {
+                        public_key: claims.as_ref().map(|c| c.sub.clone()),
+                        claims: claims.as_ref().map(Claims::to_map),
+                        annotations: cmd.annotations.unwrap_or_else(|| old.annotations.clone()),
+                        host_id: self.lattice.host_id.clone(),
+                        image_ref: cmd.new_component_ref,
+                        max_instances: old.max_instances(),
+                        component_id: cmd.component_id,
+                    })
+                    .await
+            }
+            Err(e) => {
+                events
+                    .publish(&ComponentScaleFailed {
+                        host_id: self.lattice.host_id.clone(),
+                        image_ref: cmd.new_component_ref,
+                        component_id: cmd.component_id,
+                        annotations: cmd.annotations.unwrap_or_default(),
+                        error: e.to_string(),
+                        ..Default::default()
+                    })
+                    .await
+            }
+        }
+    }
+
+    /// Starts a provider under supervision. A failure is announced as `provider_start_failed`;
+    /// success by the supervisor (`provider_started`), on this and every restart.
+    pub async fn start_provider(&self, cmd: StartProviderCommand) {
+        let (lattice, settings) = (&self.lattice, &self.settings);
+        let annotations = cmd.annotations.clone().unwrap_or_default();
+        let outcome = async {
+            if self.providers.contains(&cmd.provider_id).await {
+                return Err(HostError::Provider(format!("provider `{}` already runs on host `{}`", cmd.provider_id, lattice.host_id)));
+            }
+            let source = providers::resolve_ref(&cmd.provider_ref, settings.allow_file_load, &settings.builtins)?;
+            let mut config = StringMap::new();
+            for name in &cmd.config {
+                let values = lattice.registry.get_config(name).await?.ok_or_else(|| {
+                    HostError::Provider(format!("config `{name}` given to provider `{}` does not exist; create it with `wash config put`", cmd.provider_id))
+                })?;
+                config.extend(values);
+            }
+            let link_definitions =
+                lattice.registry.known_links().into_iter().filter(|l| l.source_id == cmd.provider_id || l.target == cmd.provider_id).collect();
+            // A provider process gets the host's NATS user (read out of a creds file, if that is how
+            // the host has it) and CA, and nothing else of the host's.
+            let (jwt, seed) = settings.nats.user_credentials().map_err(|e| HostError::Provider(e.to_string()))?;
+            let host_data = HostData {
+                host_id: lattice.host_id.clone(),
+                lattice_rpc_url: settings.nats.url.clone(),
+                lattice: lattice.lattice.clone(),
+                provider_key: cmd.provider_id.clone(),
+                instance_id: String::new(),
+                config,
+                link_definitions,
+                lattice_rpc_user_jwt: jwt,
+                lattice_rpc_user_seed: seed,
+                lattice_rpc_tls_ca_file: settings.nats.tls_ca_file.clone(),
+                js_domain: settings.js_domain.clone(),
+                log_level: None,
+            };
+            self.providers
+                .start(providers::Launch {
+                    source,
+                    reference: cmd.provider_ref.clone(),
+                    annotations: annotations.clone(),
+                    host_data,
+                    events: lattice.events.clone(),
+                    nats: lattice.nats.clone(),
+                    router: lattice.router.clone(),
+                    state: lattice.registry.view().clone(),
+                    health_interval: settings.provider_health_interval,
+                })
+                .await
+        }
+        .await;
+        if let Err(e) = outcome {
+            tracing::warn!(provider_id = cmd.provider_id, error = %e, "provider start failed");
+            lattice
+                .events
+                .publish(&ProviderStartFailed {
+                    provider_ref: cmd.provider_ref,
+                    provider_id: cmd.provider_id,
+                    host_id: lattice.host_id.clone(),
+                    error: e.to_string(),
+                })
+                .await
+        }
+    }
+
+    /// Stops everything in order: components stop taking calls, their in-flight invocations
+    /// finish (up to `grace`), `component_scaled` with 0 instances is published for each, then
+    /// the providers stop. Returns the lifecycle lock: the caller holds it until the host is
+    /// down, so that no scale request starts anything after this.
+    pub async fn shutdown(&self, grace: Duration) -> MutexGuard<'_, ()> {
+        let guard = self.lock.lock().await;
+        let components = self.components.clear().await;
+        for c in &components {
+            self.serving.unserve(&c.id).await;
+        }
+        // In-flight invocations hold slots; wait for them to come back, up to the grace period.
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && components.iter().any(|c| c.gate.available() < c.max_instances() as usize) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for c in &components {
+            self.lattice
+                .events
+                .publish(&ComponentScaled {
+                    annotations: c.annotations.clone(),
+                    host_id: self.lattice.host_id.clone(),
+                    image_ref: c.image_ref.clone(),
+                    max_instances: 0,
+                    component_id: c.id.clone(),
+                    ..Default::default()
+                })
+                .await;
+        }
+        self.providers.stop_all().await;
+        guard
+    }
+}
