@@ -1,5 +1,6 @@
 //! HTTP across the lattice: the http-server provider (as a process and built in) hands requests
 //! to components on other hosts over the data plane, and back.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! Provider supervision: a provider process killed with SIGKILL is restarted and serves again;
 //! health checks are reported; provider.stop stops it for good. Alone in its test binary, so
 //! the only provider process child of this process is the one under test.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::net::SocketAddr;
 use std::time::Duration;
