@@ -20,10 +20,13 @@ up:
 down:
 	@if [ -x $(WASH) ]; then $(WASH) down; else echo "Nothing to stop: $(WASH) is not built"; fi
 
-# The whole test suite (what CI runs): doc tests, then every unit and integration test.
+# The whole test suite (what CI runs): the formatting check, the build, clippy with warnings as
+# errors, doc tests, then every unit and integration test.
 test:
 	@bash .ci/bootstrap
+	cargo fmt --all --check
 	cargo build --workspace --all-targets
+	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --workspace --doc
 	cargo nextest run --workspace --no-fail-fast
 

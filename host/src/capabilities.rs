@@ -103,7 +103,7 @@ impl State {
             args: req.to_args(),
         };
         let results = self.outbound().call(call).await.map_err(KvError::Other)?;
-        req.decode_results(results).map_err(KvError::Other)?
+        req.decode_results(results).map_err(|e| KvError::Other(e.to_string()))?
     }
 }
 

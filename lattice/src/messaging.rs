@@ -20,6 +20,7 @@
 
 use crate::keyvalue::{byte_list, bytes};
 use crate::wit_value::WitValue;
+use crate::{Error, malformed};
 
 /// `wasmcloud:messaging/consumer`: components call the provider.
 pub const CONSUMER: &str = "wasmcloud:messaging/consumer";
@@ -63,14 +64,14 @@ impl BrokerMessage {
 
     /// From the WIT record (fields in any order); the error says which field is missing,
     /// unknown or of the wrong kind.
-    pub fn from_wit(v: WitValue) -> Result<Self, String> {
+    pub fn from_wit(v: WitValue) -> Result<Self, Error> {
         let WitValue::Record(fields) = v else {
-            return Err(format!("a broker-message must be a record, not {}", a(v.kind())));
+            return Err(malformed(format!("a broker-message must be a record, not {}", a(v.kind()))));
         };
         let (mut subject, mut body, mut reply_to) = (None, None, None);
         for (name, value) in fields {
             let kind = a(value.kind());
-            let wrong = |expected: &str| format!("broker-message field `{name}` must be {}, not {kind}", a(expected));
+            let wrong = |expected: &str| malformed(format!("broker-message field `{name}` must be {}, not {kind}", a(expected)));
             match name.as_str() {
                 "subject" => match value {
                     WitValue::String(s) => subject = Some(s),
@@ -85,10 +86,10 @@ impl BrokerMessage {
                     },
                     _ => return Err(wrong("option<string>")),
                 },
-                _ => return Err(format!("a broker-message has no field `{name}` (it has subject, body, reply-to)")),
+                _ => return Err(malformed(format!("a broker-message has no field `{name}` (it has subject, body, reply-to)"))),
             }
         }
-        let missing = |field: &str| format!("the broker-message has no field `{field}`");
+        let missing = |field: &str| malformed(format!("the broker-message has no field `{field}`"));
         Ok(Self {
             subject: subject.ok_or_else(|| missing("subject"))?,
             body: body.ok_or_else(|| missing("body"))?,
@@ -151,34 +152,34 @@ impl ConsumerCall {
     }
 
     /// Reads a call of `function` back; the error says what did not fit.
-    pub fn from_call(function: &str, args: Vec<WitValue>) -> Result<Self, String> {
+    pub fn from_call(function: &str, args: Vec<WitValue>) -> Result<Self, Error> {
         let what = format!("{CONSUMER}.{function}");
         let n = args.len();
         let mut args = args.into_iter();
         let call = match function {
             REQUEST => {
-                let mut next = |name: &str| args.next().ok_or_else(|| format!("{what}: the argument `{name}` is missing"));
+                let mut next = |name: &str| args.next().ok_or_else(|| malformed(format!("{what}: the argument `{name}` is missing")));
                 let subject = match next("subject")? {
                     WitValue::String(s) => s,
-                    other => return Err(format!("{what}: `subject` must be a string, not a {}", other.kind())),
+                    other => return Err(malformed(format!("{what}: `subject` must be a string, not a {}", other.kind()))),
                 };
                 let body = next("body")?;
                 let kind = body.kind();
-                let body = byte_list(body).ok_or_else(|| format!("{what}: `body` must be a list<u8>, not a {kind}"))?;
+                let body = byte_list(body).ok_or_else(|| malformed(format!("{what}: `body` must be a list<u8>, not a {kind}")))?;
                 let timeout_ms = match next("timeout-ms")? {
                     WitValue::U32(t) => t,
-                    other => return Err(format!("{what}: `timeout-ms` must be a u32, not a {}", other.kind())),
+                    other => return Err(malformed(format!("{what}: `timeout-ms` must be a u32, not a {}", other.kind()))),
                 };
                 Self::Request { subject, body, timeout_ms }
             }
             PUBLISH => {
-                let msg = args.next().ok_or_else(|| format!("{what}: the argument `msg` is missing"))?;
-                Self::Publish(BrokerMessage::from_wit(msg).map_err(|e| format!("{what}: `msg`: {e}"))?)
+                let msg = args.next().ok_or_else(|| malformed(format!("{what}: the argument `msg` is missing")))?;
+                Self::Publish(BrokerMessage::from_wit(msg).map_err(|e| malformed(format!("{what}: `msg`: {e}")))?)
             }
-            other => return Err(format!("`{other}` is not a function of {CONSUMER} (it has {REQUEST}, {PUBLISH})")),
+            other => return Err(malformed(format!("`{other}` is not a function of {CONSUMER} (it has {REQUEST}, {PUBLISH})"))),
         };
         if args.next().is_some() {
-            return Err(format!("{what}: too many arguments ({n})"));
+            return Err(malformed(format!("{what}: too many arguments ({n})")));
         }
         Ok(call)
     }
@@ -194,13 +195,15 @@ impl ConsumerCall {
     }
 
     /// Reads the results of this call back; the error says what did not fit.
-    pub fn decode_results(&self, results: Vec<WitValue>) -> Result<ConsumerResult, String> {
-        let bad = || format!("the reply to {CONSUMER}.{} does not have the shape its WIT function returns", self.function());
+    pub fn decode_results(&self, results: Vec<WitValue>) -> Result<ConsumerResult, Error> {
+        let bad = || malformed(format!("the reply to {CONSUMER}.{} does not have the shape its WIT function returns", self.function()));
         let mut results = results.into_iter();
         let (Some(WitValue::Result(r)), None) = (results.next(), results.next()) else { return Err(bad()) };
         match (self, r) {
             (_, Err(e)) => Ok(Err(error_string(e).ok_or_else(bad)?)),
-            (Self::Request { .. }, Ok(Some(m))) => Ok(Ok(ConsumerReply::Message(BrokerMessage::from_wit(*m).map_err(|e| format!("{}: {e}", bad()))?))),
+            (Self::Request { .. }, Ok(Some(m))) => {
+                Ok(Ok(ConsumerReply::Message(BrokerMessage::from_wit(*m).map_err(|e| malformed(format!("{}: {e}", bad())))?)))
+            }
             (Self::Publish(_), Ok(None)) => Ok(Ok(ConsumerReply::Published)),
             _ => Err(bad()),
         }
@@ -213,13 +216,13 @@ pub fn handle_message_args(msg: &BrokerMessage) -> Vec<WitValue> {
 }
 
 /// Reads the arguments of `handler.handle-message` back.
-pub fn handle_message_from_args(args: Vec<WitValue>) -> Result<BrokerMessage, String> {
+pub fn handle_message_from_args(args: Vec<WitValue>) -> Result<BrokerMessage, Error> {
     let what = format!("{HANDLER}.{HANDLE_MESSAGE}");
     let mut args = args.into_iter();
     let (Some(msg), None) = (args.next(), args.next()) else {
-        return Err(format!("{what} takes exactly one argument, `msg`"));
+        return Err(malformed(format!("{what} takes exactly one argument, `msg`")));
     };
-    BrokerMessage::from_wit(msg).map_err(|e| format!("{what}: `msg`: {e}"))
+    BrokerMessage::from_wit(msg).map_err(|e| malformed(format!("{what}: `msg`: {e}")))
 }
 
 /// The results of `handler.handle-message` on the wire.
@@ -231,8 +234,8 @@ pub fn encode_handled(outcome: &Result<(), String>) -> Vec<WitValue> {
 }
 
 /// Reads the results of `handler.handle-message`: `Ok(Err(_))` is the component's own error.
-pub fn decode_handled(results: Vec<WitValue>) -> Result<Result<(), String>, String> {
-    let bad = || format!("the reply to {HANDLER}.{HANDLE_MESSAGE} is not the result<_, string> its WIT function returns");
+pub fn decode_handled(results: Vec<WitValue>) -> Result<Result<(), String>, Error> {
+    let bad = || malformed(format!("the reply to {HANDLER}.{HANDLE_MESSAGE} is not the result<_, string> its WIT function returns"));
     let mut results = results.into_iter();
     match (results.next(), results.next()) {
         (Some(WitValue::Result(Ok(None))), None) => Ok(Ok(())),
@@ -320,7 +323,7 @@ mod tests {
     #[test]
     fn malformed_calls_say_what_is_wrong() {
         let s = |v: &str| WitValue::String(v.into());
-        let err = |function: &str, args: Vec<WitValue>| ConsumerCall::from_call(function, args).unwrap_err();
+        let err = |function: &str, args: Vec<WitValue>| ConsumerCall::from_call(function, args).unwrap_err().to_string();
 
         let e = err(REQUEST, vec![s("a"), bytes(b"b")]);
         assert!(e.contains("wasmcloud:messaging/consumer.request: the argument `timeout-ms` is missing"), "{e}");
@@ -353,9 +356,9 @@ mod tests {
         let e = err(PUBLISH, vec![record(vec![("subject", WitValue::Bool(true)), ("body", bytes(b"b")), ("reply-to", WitValue::Option(None))])]);
         assert!(e.contains("field `subject` must be a string, not a bool"), "{e}");
 
-        let e = handle_message_from_args(vec![]).unwrap_err();
+        let e = handle_message_from_args(vec![]).unwrap_err().to_string();
         assert!(e.contains("takes exactly one argument"), "{e}");
-        let e = handle_message_from_args(vec![msg(b"", None).to_wit(), s("x")]).unwrap_err();
+        let e = handle_message_from_args(vec![msg(b"", None).to_wit(), s("x")]).unwrap_err().to_string();
         assert!(e.contains("takes exactly one argument"), "{e}");
 
         // Results of the wrong shape.

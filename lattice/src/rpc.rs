@@ -221,9 +221,9 @@ enum WireChunk {
 
 /// Decodes MessagePack from the data plane, refusing nesting deeper than [`MAX_NESTING`]
 /// before the (recursive) decoder sees it.
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    check_nesting(bytes)?;
-    rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, crate::Error> {
+    check_nesting(bytes).map_err(crate::malformed)?;
+    rmp_serde::from_slice(bytes).map_err(|e| crate::malformed(e.to_string()))
 }
 
 /// Walks the first MessagePack value in `bytes` without recursion and fails if its arrays and
@@ -412,7 +412,10 @@ impl Router {
             Some(handler) => tokio::time::timeout_at(deadline, handler.call(inv)).await,
             None => tokio::time::timeout_at(deadline, self.call_remote(inv)).await,
         };
-        result.unwrap_or_else(|_| Err(deadline_error(&call)))
+        match result {
+            Ok(outcome) => outcome,
+            Err(_elapsed) => Err(deadline_error(&call)),
+        }
     }
 
     async fn call_remote(&self, inv: Invocation) -> Result<Response, RpcError> {
@@ -806,12 +809,13 @@ pub mod http {
     }
 
     /// Decodes a head.
-    pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
+    pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, crate::Error> {
         super::decode(bytes)
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 
@@ -885,7 +889,7 @@ mod tests {
             });
             for e in errors {
                 let e = e.unwrap_or_else(|| panic!("{what}: decoded"));
-                assert!(e.contains("more than 128 levels deep"), "{what}: {e}");
+                assert!(e.to_string().contains("more than 128 levels deep"), "{what}: {e}");
             }
         }
         assert!(reply_error(&nested(b"\x81\xa3Err", b"\x91", 1_000, b"\xc0")).is_none());
@@ -901,9 +905,9 @@ mod tests {
         }
         let bytes = crate::wit_value::encode(std::slice::from_ref(&v));
         let back = on_worker_stack(move || crate::wit_value::decode(&bytes));
-        assert_eq!(back, Ok(vec![v.clone()]));
+        assert_eq!(back.ok(), Some(vec![v.clone()]));
         let one_more = crate::wit_value::encode(&[WitValue::Option(Some(Box::new(v)))]);
-        assert!(crate::wit_value::decode(&one_more).unwrap_err().contains("levels deep"));
+        assert!(crate::wit_value::decode(&one_more).unwrap_err().to_string().contains("levels deep"));
         // Payloads are skipped, not walked into: each below holds 200 bytes that would open an
         // array each if they were read as markers.
         let inner = [0x91u8; 200];

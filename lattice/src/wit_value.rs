@@ -104,7 +104,7 @@ pub fn encode(values: &[WitValue]) -> Bytes {
 
 /// Decodes the arguments or results of a call; values nested deeper than
 /// [`MAX_NESTING`](crate::rpc::MAX_NESTING) arrays and maps are refused.
-pub fn decode(bytes: &[u8]) -> Result<Vec<WitValue>, String> {
+pub fn decode(bytes: &[u8]) -> Result<Vec<WitValue>, crate::Error> {
     crate::rpc::decode(bytes)
 }
 

@@ -185,10 +185,10 @@ impl Events {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Some(msg) = sub.next().await {
-                if let Ok(ev) = CloudEvent::from_slice(&msg.payload) {
-                    if tx.send(ev).is_err() {
-                        break;
-                    }
+                if let Ok(ev) = CloudEvent::from_slice(&msg.payload)
+                    && tx.send(ev).is_err()
+                {
+                    break;
                 }
             }
         });

@@ -10,6 +10,12 @@ pub mod nats;
 pub mod redis;
 pub mod scenario;
 
+/// A loopback port nothing listened on a moment ago (bound, then released), for a server a
+/// test starts right after; see [`http::free_addr`].
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(http::free_addr()?.port())
+}
+
 /// Asserts that `s` contains every one of `parts`, naming the first one missing.
 #[track_caller]
 pub fn assert_contains_all(s: &str, parts: &[&str]) {

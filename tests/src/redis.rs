@@ -45,7 +45,7 @@ impl RedisServer {
         let mut server = RedisServer { child: None, binary, port: 0, dir };
         let mut last = None;
         for _ in 0..PORT_ATTEMPTS {
-            let port = free_port()?;
+            let port = crate::free_port()?;
             match server.spawn_and_wait(port).await {
                 Ok(()) => return Ok(server),
                 Err(err) => last = Some(err),
@@ -194,11 +194,6 @@ async fn ping(addr: &str) -> anyhow::Result<()> {
         got.extend_from_slice(&buf[..n]);
     }
     if got.starts_with(b"+PONG") { Ok(()) } else { bail!("unexpected reply {:?}", String::from_utf8_lossy(&got)) }
-}
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> anyhow::Result<u16> {
-    Ok(crate::http::free_addr()?.port())
 }
 
 /// `$TRELLIS_REDIS_SERVER`, else `redis-server` on PATH; an error with an install hint if

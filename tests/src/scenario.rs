@@ -2,6 +2,7 @@
 //! nats-server, with the steps tests repeat (start a component or provider and wait for its
 //! event; link the http-server provider to a component).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use trellis_host::Host;
@@ -9,7 +10,7 @@ use trellis_lattice::client::CtlClient;
 use trellis_lattice::ctl::*;
 
 use crate::components::file_ref;
-use crate::hosts::Events;
+use crate::hosts::{Events, http_server_provider_binary, start_host};
 use crate::nats::NatsServer;
 
 /// How long a scenario step waits for its event.
@@ -30,6 +31,23 @@ pub async fn lattice(nats: NatsServer) -> Lattice {
     let ctl = CtlClient::new(nats.client().await.expect("scenario step"), "default");
     let events = Events::subscribe(ctl.nats(), "default").await.expect("scenario step");
     Lattice { url: nats.url(), _nats: Some(nats), ctl, events }
+}
+
+/// Two in-process hosts on a fresh nats-server: component `id` (`path`, 4 replicas) on the
+/// first, the http-server provider as a process (`http`) on the second, linked to serve `id` at
+/// a free address (link config `{id}-addr`: `address`, then `link_config`). Returns once the
+/// link is put; the listener opens a moment later (wait for it with `http::get_until`).
+pub async fn behind_provider_process(id: &str, path: &str, link_config: &[(&str, &str)]) -> (Lattice, Host, Host, SocketAddr) {
+    let nats = NatsServer::start().await.expect("nats-server");
+    let a = start_host(&nats.url(), &[]).await.expect("host");
+    let b = start_host(&nats.url(), &[]).await.expect("host");
+    let mut l = lattice(nats).await;
+    l.start_component(&a, id, path, 4, None).await;
+    let provider = file_ref(http_server_provider_binary().expect("the http-server provider binary"));
+    l.start_provider(&b, "http", &provider, &[]).await;
+    let addr = crate::http::free_addr().expect("a free address");
+    l.link_at("http", id, addr, link_config).await;
+    (l, a, b, addr)
 }
 
 impl Lattice {
@@ -151,6 +169,13 @@ impl Lattice {
             })
             .await
             .expect("scenario step");
+    }
+
+    /// [`Lattice::link`] with source config `{target}-addr`: `address` = `addr`, then `extra`.
+    pub async fn link_at(&self, source: &str, target: &str, addr: SocketAddr, extra: &[(&str, &str)]) {
+        let addr = addr.to_string();
+        let cfg: Vec<(&str, &str)> = [("address", addr.as_str())].into_iter().chain(extra.iter().copied()).collect();
+        self.link(source, target, &format!("{target}-addr"), &cfg).await;
     }
 
     /// Deletes the HTTP link from `source` to `target`.

@@ -3,6 +3,7 @@
 //! is shared and outlives the undeploy of either; a new version removes the links and config the
 //! old one put and it no longer defines; a provider on a draining host stops only once it runs
 //! elsewhere; replicas leave a host whose labels no longer match.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::time::Duration;
 

@@ -3,6 +3,7 @@
 //! undeployed without touching anything else, honest about what it cannot place, kept
 //! reconciled when the leading host goes away, and re-placed under HTTP load when a host is
 //! killed.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -185,7 +186,7 @@ async fn a_requirement_no_host_meets_is_reported_as_reconciling() {
 async fn another_host_takes_the_lease_and_replaces_the_lost_replicas() {
     let nats = NatsServer::start().await.unwrap();
     let url = nats.url();
-    let hosts = vec![start_host(&url, &[]).await.unwrap(), start_host(&url, &[]).await.unwrap(), start_host(&url, &[]).await.unwrap()];
+    let hosts = [start_host(&url, &[]).await.unwrap(), start_host(&url, &[]).await.unwrap(), start_host(&url, &[]).await.unwrap()];
     let client = nats.client().await.unwrap();
     let l = lattice(nats).await;
     let apps = AppClient::new(l.ctl.nats().clone(), "default");

@@ -3,6 +3,7 @@
 //! across hosts over NATS and on one host through local routing; every value kind of the
 //! interface makes the round trip, and missing links and targets fail with messages that name
 //! them.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::time::Duration;
 

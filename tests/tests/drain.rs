@@ -2,6 +2,7 @@
 //! replica stops taking calls (the queue group sends them to the other replicas), and every
 //! call it had already taken is still answered. And what happens when a replica vanishes
 //! instead: a call it held fails as lost within two probes, not at the caller's deadline.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -2,6 +2,7 @@
 //! leaf-node servers. Lattice state stays in the hub's domain, so an edge host (`--js-domain
 //! hub`) shares the registry, config and apps with every other host, and an app deployed from
 //! the hub places, links and serves across the leaf connection.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::time::Duration;
 

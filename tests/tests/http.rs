@@ -1,31 +1,19 @@
 //! HTTP across the lattice: the http-server provider (as a process and built in) hands requests
 //! to components on other hosts over the data plane, and back.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use trellis_tests::components::{file_ref, http_hello, misbehave};
-use trellis_tests::hosts::{http_server_provider_binary, start_host};
+use trellis_tests::components::{http_hello, misbehave};
+use trellis_tests::hosts::start_host;
 use trellis_tests::http::{free_addr, get, get_until, request};
 use trellis_tests::nats::NatsServer;
-use trellis_tests::scenario::{WAIT, lattice};
-
-fn addr_str(a: SocketAddr) -> String {
-    a.to_string()
-}
+use trellis_tests::scenario::{WAIT, behind_provider_process, lattice};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_to_a_provider_process_reaches_a_component_on_another_host() {
-    let nats = NatsServer::start().await.unwrap();
-    let a = start_host(&nats.url(), &[]).await.unwrap();
-    let b = start_host(&nats.url(), &[]).await.unwrap();
-    let mut l = lattice(nats).await;
-    l.start_component(&a, "hello", http_hello(), 4, None).await;
-    let provider = file_ref(http_server_provider_binary().unwrap());
-    l.start_provider(&b, "http", &provider, &[]).await;
-    let addr = free_addr().unwrap();
-    l.link("http", "hello", "hello-addr", &[("address", &addr_str(addr))]).await;
+    let (l, a, _b, addr) = behind_provider_process("hello", http_hello(), &[]).await;
 
     let r = get_until(addr, "/", 200, WAIT).await.unwrap();
     assert_eq!(r.text(), "Hello from Trellis!\n");
@@ -37,7 +25,7 @@ async fn a_request_to_a_provider_process_reaches_a_component_on_another_host() {
     let r = get_until(addr, "/", 503, WAIT).await.unwrap();
     assert!(r.text().contains("no link from `http` for wasi:http/incoming-handler"), "{}", r.text());
     // It comes back: served again, nothing restarted.
-    l.link("http", "hello", "hello-addr", &[("address", &addr_str(addr))]).await;
+    l.link_at("http", "hello", addr, &[]).await;
     assert_eq!(get_until(addr, "/", 200, WAIT).await.unwrap().text(), "Hello from Trellis!\n");
 }
 
@@ -50,7 +38,7 @@ async fn path_routing_shares_one_port_between_components_on_two_hosts() {
     l.start_component(&host, "hello", http_hello(), 2, None).await;
     l.start_component(&other, "other", misbehave(), 2, None).await;
     let addr = free_addr().unwrap();
-    l.start_provider(&host, "web", "builtin://http-server", &[("routing_mode", "path"), ("default_address", &addr_str(addr))]).await;
+    l.start_provider(&host, "web", "builtin://http-server", &[("routing_mode", "path"), ("default_address", &addr.to_string())]).await;
     l.link("web", "hello", "hello-path", &[("path", "/hello")]).await;
     l.link("web", "other", "other-path", &[("path", "/other")]).await;
 
@@ -76,7 +64,7 @@ async fn replicas_on_two_hosts_share_the_load() {
     l.start_component(&b, "hello", http_hello(), 8, None).await;
     let addr = free_addr().unwrap();
     l.start_provider(&edge, "http", "builtin://http-server", &[]).await;
-    l.link("http", "hello", "hello-addr", &[("address", &addr_str(addr))]).await;
+    l.link_at("http", "hello", addr, &[]).await;
     get_until(addr, "/", 200, WAIT).await.unwrap();
 
     let mut ok = 0;
@@ -95,15 +83,7 @@ async fn replicas_on_two_hosts_share_the_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_bodies_stream_and_failures_name_what_is_missing() {
-    let nats = NatsServer::start().await.unwrap();
-    let a = start_host(&nats.url(), &[]).await.unwrap();
-    let b = start_host(&nats.url(), &[]).await.unwrap();
-    let mut l = lattice(nats).await;
-    l.start_component(&a, "echo", misbehave(), 4, None).await;
-    let provider = file_ref(http_server_provider_binary().unwrap());
-    l.start_provider(&b, "http", &provider, &[]).await;
-    let addr = free_addr().unwrap();
-    l.link("http", "echo", "echo-addr", &[("address", &addr_str(addr)), ("timeout_ms", "600")]).await;
+    let (l, _a, _b, addr) = behind_provider_process("echo", misbehave(), &[("timeout_ms", "600")]).await;
     get_until(addr, "/", 200, WAIT).await.unwrap();
 
     // 10 MiB through provider → NATS → component → NATS → provider, intact.
@@ -121,7 +101,7 @@ async fn big_bodies_stream_and_failures_name_what_is_missing() {
 
     // No replica anywhere: the error names lattice, source, target and interface.
     let ghost = free_addr().unwrap();
-    l.link("http", "ghost", "ghost-addr", &[("address", &addr_str(ghost))]).await;
+    l.link_at("http", "ghost", ghost, &[]).await;
     let r = get_until(ghost, "/", 503, WAIT).await.unwrap();
     let t = r.text();
     for part in ["no running replica of `ghost`", "lattice `default`", "source `http`", "target `ghost`", "interface `wasi:http/incoming-handler`"] {

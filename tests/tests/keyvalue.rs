@@ -1,6 +1,7 @@
 //! Key-value end to end: `examples/http-kv-counter` on one host, the keyvalue provider on
 //! another, HTTP in through the http-server provider, against each backend (memory, NATS
 //! JetStream KV, Redis), all real servers.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::net::SocketAddr;
 

@@ -1,5 +1,6 @@
 //! The lattice foundation end to end: several hosts on a real nats-server, the full control
 //! interface, events, heartbeats, the KV registry, and real components from `examples/`.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! Bad input of every kind, on the control plane and the data plane: each gets an error reply
 //! that names the problem, the host keeps answering, and the lattice state is unchanged.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::time::Duration;
 

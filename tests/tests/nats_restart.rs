@@ -1,5 +1,6 @@
 //! A NATS server that restarts under a running lattice: hosts reconnect, resubscribe and keep
 //! their state; the registry (JetStream KV, on disk) and the data plane work again.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::time::Duration;
 

@@ -1,32 +1,19 @@
 //! Provider supervision: a provider process killed with SIGKILL is restarted and serves again;
 //! health checks are reported; provider.stop stops it for good. Alone in its test binary, so
 //! the only provider process child of this process is the one under test.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use trellis_lattice::ctl::StopProviderCommand;
-use trellis_tests::components::{file_ref, http_hello};
-use trellis_tests::hosts::{child_pids, http_server_provider_binary, start_host};
-use trellis_tests::http::{free_addr, get_until};
-use trellis_tests::nats::NatsServer;
-use trellis_tests::scenario::{WAIT, lattice};
-
-fn addr_str(a: SocketAddr) -> String {
-    a.to_string()
-}
+use trellis_tests::components::http_hello;
+use trellis_tests::hosts::child_pids;
+use trellis_tests::http::get_until;
+use trellis_tests::scenario::{WAIT, behind_provider_process};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_provider_process_is_restarted_with_its_links() {
-    let nats = NatsServer::start().await.unwrap();
-    let a = start_host(&nats.url(), &[]).await.unwrap();
-    let b = start_host(&nats.url(), &[]).await.unwrap();
-    let mut l = lattice(nats).await;
-    l.start_component(&a, "hello", http_hello(), 4, None).await;
-    let provider = file_ref(http_server_provider_binary().unwrap());
-    l.start_provider(&b, "http", &provider, &[]).await;
-    let addr = free_addr().unwrap();
-    l.link("http", "hello", "hello-addr", &[("address", &addr_str(addr))]).await;
+    let (mut l, _a, b, addr) = behind_provider_process("hello", http_hello(), &[]).await;
     assert_eq!(get_until(addr, "/", 200, WAIT).await.unwrap().text(), "Hello from Trellis!\n");
 
     // kill -9 of the provider process: it is restarted, gets its links again, and serves.

@@ -40,7 +40,7 @@ fn envelope(kind: WireKind, data: &[u8]) {
 fn head<T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(data: &[u8]) {
     if let Ok(h) = rpc::http::decode::<T>(data) {
         let bytes = rpc::http::encode(&h);
-        assert_eq!(rpc::http::decode::<T>(&bytes).as_ref(), Ok(&h), "an HTTP head changed on the way back");
+        assert_eq!(rpc::http::decode::<T>(&bytes).ok().as_ref(), Some(&h), "an HTTP head changed on the way back");
     }
 }
 
@@ -75,15 +75,15 @@ fuzz_target!(|data: &[u8]| {
         Ok(req) => {
             assert_eq!((req.interface(), req.function()), (interface, function));
             let back = req.to_args();
-            assert_eq!(Request::from_call(interface, function, back).as_ref(), Ok(&req), "a key-value request changed on the way back");
+            assert_eq!(Request::from_call(interface, function, back).ok().as_ref(), Some(&req), "a key-value request changed on the way back");
         }
-        Err(message) => assert!(!message.is_empty()),
+        Err(message) => assert!(!message.to_string().is_empty()),
     }
     // The same values read as the results of a request of that function.
     let req = sample(usize::from(pick));
     if let Ok(outcome) = req.decode_results(args) {
         let results = req.encode_results(&outcome);
-        assert_eq!(req.decode_results(results), Ok(outcome), "a key-value reply changed on the way back");
+        assert_eq!(req.decode_results(results).ok(), Some(outcome), "a key-value reply changed on the way back");
     }
 });
 

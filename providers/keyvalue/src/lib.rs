@@ -348,7 +348,7 @@ impl Inner {
         let args = wit_value::decode(&inv.head).map_err(|e| {
             RpcError::new(RpcErrorKind::Malformed, &call, format!("the arguments of `{interface}.{}` could not be decoded: {e}", call.function))
         })?;
-        let req = Request::from_call(interface, &call.function, args).map_err(|e| RpcError::new(RpcErrorKind::Malformed, &call, e))?;
+        let req = Request::from_call(interface, &call.function, args).map_err(|e| RpcError::new(RpcErrorKind::Malformed, &call, e.to_string()))?;
         let outcome = self.execute(&call, req.clone()).await;
         if let Err(e) = &outcome {
             tracing::debug!(source = call.source, function = call.function, bucket = req.bucket(), error = %e, "key-value call failed");

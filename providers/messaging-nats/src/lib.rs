@@ -395,7 +395,7 @@ async fn deliver(shared: &Shared, sub: &Subscription, msg: async_nats::Message) 
         body: rpc::full_body(Bytes::new()),
     };
     let outcome = match ctx.router().call(inv).await {
-        Ok(resp) => wit_value::decode(&resp.head).and_then(messaging::decode_handled),
+        Ok(resp) => wit_value::decode(&resp.head).and_then(messaging::decode_handled).map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     match outcome {
@@ -430,7 +430,7 @@ async fn consume(shared: &Shared, inv: Invocation) -> Result<Response, RpcError>
     let args = wit_value::decode(&inv.head).map_err(|e| RpcError::new(RpcErrorKind::Malformed, c, format!("the arguments could not be decoded: {e}")))?;
     let call = ConsumerCall::from_call(&c.function, args).map_err(|e| {
         let kind = if [messaging::REQUEST, messaging::PUBLISH].contains(&c.function.as_str()) { RpcErrorKind::Malformed } else { RpcErrorKind::Unsupported };
-        RpcError::new(kind, c, e)
+        RpcError::new(kind, c, e.to_string())
     })?;
     let link = ctx
         .state()

@@ -159,10 +159,9 @@ pub async fn gone(pid: u32, timeout: Duration) -> bool {
     true
 }
 
-/// A port nothing listens on right now (bound, then released).
+/// A port nothing listens on right now (bound, then released): [`trellis_tests::free_port`].
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    trellis_tests::free_port().expect("a free loopback port")
 }
 
 /// Whether something accepts connections on 127.0.0.1:`port`.
