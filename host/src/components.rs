@@ -93,6 +93,11 @@ pub struct RunningComponent {
 }
 
 impl RunningComponent {
+    /// What an invocation of it runs, with `limits`.
+    pub fn guest(&self, limits: Limits) -> crate::runtime::Guest<'_> {
+        crate::runtime::Guest { id: &self.id, config: &self.config, prepared: &self.prepared, limits }
+    }
+
     /// The concurrency limit.
     pub fn max_instances(&self) -> u32 {
         self.gate.max_instances
@@ -156,10 +161,11 @@ impl Components {
 pub async fn invoke_http(runtime: &Runtime, c: &RunningComponent, req: http::Request<Bytes>) -> Result<http::Response<Bytes>> {
     let permit = c.gate.acquire(&c.id, c.limits.max_execution_time).await?;
     c.invocations.fetch_add(1, Ordering::Relaxed);
-    runtime.invoke_http(&c.id, &c.config, &c.prepared, c.limits, req, permit).await
+    runtime.invoke_http(c.guest(c.limits), req, permit).await
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 

@@ -92,8 +92,17 @@ pub struct Launch {
 
 /// One run of a provider.
 enum Instance {
-    Process { child: tokio::process::Child, nats: async_nats::Client, lattice: String, id: String, instance_id: String },
+    Process(Box<Process>),
     Builtin(RunningBuiltin),
+}
+
+/// A provider process, and how to reach it on the lattice.
+struct Process {
+    child: tokio::process::Child,
+    nats: async_nats::Client,
+    lattice: String,
+    id: String,
+    instance_id: String,
 }
 
 impl Instance {
@@ -113,13 +122,13 @@ impl Instance {
                     // A provider that exits at once closes stdin; its exit is reported by wait().
                     let _ = stdin.write_all(line.as_bytes()).await;
                 }
-                Ok(Instance::Process {
+                Ok(Instance::Process(Box::new(Process {
                     child,
                     nats: launch.nats.clone(),
                     lattice: host_data.lattice.clone(),
                     id: host_data.provider_key.clone(),
                     instance_id: host_data.instance_id.clone(),
-                })
+                })))
             }
         }
     }
@@ -127,7 +136,7 @@ impl Instance {
     /// Resolves when the instance ends, with why.
     async fn wait(&mut self) -> String {
         match self {
-            Instance::Process { child, .. } => match child.wait().await {
+            Instance::Process(p) => match p.child.wait().await {
                 Ok(s) => format!("exited ({s})"),
                 Err(e) => format!("lost ({e})"),
             },
@@ -141,9 +150,9 @@ impl Instance {
     async fn health(&self) -> HealthReport {
         match self {
             Instance::Builtin(b) => b.health(),
-            Instance::Process { nats, lattice, id, instance_id, .. } => {
-                let subject = provider::health_subject(lattice, id, instance_id);
-                match tokio::time::timeout(Duration::from_secs(5), nats.request(subject, bytes::Bytes::new())).await {
+            Instance::Process(p) => {
+                let subject = provider::health_subject(&p.lattice, &p.id, &p.instance_id);
+                match tokio::time::timeout(Duration::from_secs(5), p.nats.request(subject, bytes::Bytes::new())).await {
                     Ok(Ok(msg)) => serde_json::from_slice(&msg.payload)
                         .unwrap_or(HealthReport { healthy: false, message: Some("the health reply is not {\"healthy\": bool}".into()) }),
                     Ok(Err(e)) => HealthReport { healthy: false, message: Some(format!("no health answer: {e}")) },
@@ -162,11 +171,11 @@ impl Instance {
                     b.abort();
                 }
             }
-            Instance::Process { child, nats, lattice, id, instance_id } => {
-                let subject = provider::shutdown_subject(lattice, id, instance_id);
-                let _ = tokio::time::timeout(Duration::from_secs(1), nats.request(subject, bytes::Bytes::new())).await;
-                if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
-                    let _ = child.kill().await;
+            Instance::Process(p) => {
+                let subject = provider::shutdown_subject(&p.lattice, &p.id, &p.instance_id);
+                let _ = tokio::time::timeout(Duration::from_secs(1), p.nats.request(subject, bytes::Bytes::new())).await;
+                if tokio::time::timeout(STOP_GRACE, p.child.wait()).await.is_err() {
+                    let _ = p.child.kill().await;
                 }
             }
         }

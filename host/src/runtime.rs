@@ -46,6 +46,20 @@ pub fn provided_by_host(name: &str) -> bool {
     HOST_PACKAGES.contains(&package) || crate::capabilities::PACKAGES.contains(&package)
 }
 
+/// What one invocation runs: a compiled component, the id it runs as, the named config it
+/// reads and the limits in force.
+#[derive(Clone, Copy)]
+pub struct Guest<'a> {
+    /// The component id (for logs, errors and `wasi:config`).
+    pub id: &'a str,
+    /// Its named config.
+    pub config: &'a Arc<[String]>,
+    /// The compiled component.
+    pub prepared: &'a Prepared,
+    /// The limits for this invocation.
+    pub limits: Limits,
+}
+
 /// Limits applied to every invocation of a component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -366,19 +380,12 @@ impl Runtime {
     /// the body streams as the guest writes it and ends with the guest's own error if it
     /// fails later. `permit` (the component's concurrency slot) is held until the guest has
     /// finished, not just until the head; dropping the body stops the guest.
-    pub async fn invoke_http_streaming<B, P>(
-        &self,
-        component_id: &str,
-        config: &Arc<[String]>,
-        prepared: &Prepared,
-        limits: Limits,
-        req: http::Request<B>,
-        permit: P,
-    ) -> Result<http::Response<GuestBody>>
+    pub async fn invoke_http_streaming<B, P>(&self, guest: Guest<'_>, req: http::Request<B>, permit: P) -> Result<http::Response<GuestBody>>
     where
         B: hyper::body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
         P: Send + 'static,
     {
+        let Guest { id: component_id, config, prepared, limits } = guest;
         let proxy = prepared
             .proxy
             .clone()
@@ -443,17 +450,9 @@ impl Runtime {
     }
 
     /// [`Runtime::invoke_http_streaming`] with the request and response bodies in memory.
-    pub async fn invoke_http<P: Send + 'static>(
-        &self,
-        component_id: &str,
-        config: &Arc<[String]>,
-        prepared: &Prepared,
-        limits: Limits,
-        req: http::Request<Bytes>,
-        permit: P,
-    ) -> Result<http::Response<Bytes>> {
+    pub async fn invoke_http<P: Send + 'static>(&self, guest: Guest<'_>, req: http::Request<Bytes>, permit: P) -> Result<http::Response<Bytes>> {
         let req = req.map(|b| Full::new(b).map_err(|never| -> wasmtime_wasi_http::Error { match never {} }));
-        let resp = self.invoke_http_streaming(component_id, config, prepared, limits, req, permit).await?;
+        let resp = self.invoke_http_streaming(guest, req, permit).await?;
         let (parts, mut body) = resp.into_parts();
         let mut out = bytes::BytesMut::new();
         while let Some(chunk) = body.next().await {
@@ -467,16 +466,8 @@ impl Runtime {
     /// Instantiates `prepared` in a fresh store and calls its exported function `func` with
     /// `params` (already checked against its signature). `permit` is held until the guest has
     /// finished.
-    pub async fn invoke_func<P: Send + 'static>(
-        &self,
-        component_id: &str,
-        config: &Arc<[String]>,
-        prepared: &Prepared,
-        limits: Limits,
-        func: &ExportedFunc,
-        params: Vec<Val>,
-        permit: P,
-    ) -> Result<Vec<Val>> {
+    pub async fn invoke_func<P: Send + 'static>(&self, guest: Guest<'_>, func: &ExportedFunc, params: Vec<Val>, permit: P) -> Result<Vec<Val>> {
+        let Guest { id: component_id, config, prepared, limits } = guest;
         let id: Arc<str> = Arc::from(component_id);
         let errors = GuestErrors { id: id.clone(), deadline_ms: limits.max_execution_time.as_millis() as u64 };
         let mut store = self.new_store(component_id, config, limits);
@@ -628,6 +619,7 @@ impl Drop for LineLogger {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 

@@ -276,6 +276,7 @@ impl EventData for LinkdefSetFailed {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
     use serde_json::json;

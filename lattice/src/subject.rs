@@ -349,6 +349,7 @@ pub fn matches(pattern: &str, subject: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 

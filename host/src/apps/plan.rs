@@ -454,7 +454,7 @@ impl Pass<'_> {
                 continue;
             }
             let in_slot: Vec<&Link> = actual.links.iter().filter(|l| l.same_slot(link)).collect();
-            if in_slot.iter().any(|l| *l == link) {
+            if in_slot.contains(&link) {
                 hold_link(&mut self.owned, link);
                 continue;
             }

@@ -130,6 +130,9 @@ fn state(p: &Plan, app: &str) -> (AppState, String) {
     (s.state, s.message)
 }
 
+/// A table row: what the case is, the hosts' inventories, one more input, the steps wanted.
+type Case<'a, T> = (&'a str, Vec<HostInventory>, Vec<&'a str>, T);
+
 fn placed(d: &Desired) -> Vec<(String, u32)> {
     d.components.iter().map(|((h, _), n)| (h.clone(), *n)).collect()
 }
@@ -164,17 +167,17 @@ fn a_cordoned_host_keeps_what_it_runs_and_a_draining_one_gets_nothing() {
     let six = "        - type: spreadscaler\n          properties:\n            instances: 6\n";
     let m = spread_app("component", "file:///c.wasm", six);
     let h1 = running(host("h1", "cloud"), "t", "t-c", "file:///c.wasm", 2);
-    let cases: [(Schedule, &[(&str, u32)], &[&str]); 4] = [
-        (Schedule::Schedulable, &[("h1", 3), ("h2", 3)], &[]),
-        (Schedule::Cordoned, &[("h1", 2), ("h2", 4)], &[]),
-        (Schedule::Draining, &[("h2", 6)], &[]),
-        (Schedule::Drained, &[("h2", 6)], &[]),
+    let cases: [(Schedule, &[(&str, u32)]); 4] = [
+        (Schedule::Schedulable, &[("h1", 3), ("h2", 3)]),
+        (Schedule::Cordoned, &[("h1", 2), ("h2", 4)]),
+        (Schedule::Draining, &[("h2", 6)]),
+        (Schedule::Drained, &[("h2", 6)]),
     ];
-    for (schedule, want, problems) in cases {
+    for (schedule, want) in cases {
         let d = desired(&m, &[with_schedule(h1.clone(), schedule), host("h2", "cloud")]);
         let want: Vec<(String, u32)> = want.iter().map(|(h, n)| (h.to_string(), *n)).collect();
         assert_eq!(placed(&d), want, "{schedule:?}");
-        assert_eq!(d.problems, problems, "{schedule:?}");
+        assert!(d.problems.is_empty(), "{schedule:?}: {:?}", d.problems);
     }
     let d = desired(&m, &[with_schedule(h1, Schedule::Cordoned)]);
     assert_eq!(placed(&d), [("h1".into(), 2)]);
@@ -201,7 +204,7 @@ fn components_start_where_wanted_before_they_stop_where_not() {
     let m = manifest("a", &component("c", 2, ""));
     let img = "file:///c.wasm";
     let drain = |h: HostInventory| with_schedule(h, Schedule::Draining);
-    let cases: Vec<(&str, Vec<HostInventory>, Vec<&str>, AppState)> = vec![
+    let cases: Vec<Case<'_, AppState>> = vec![
         ("nothing runs", vec![host("h1", "x")], vec!["a: scale a-c on h1 to 2 from file:///c.wasm"], AppState::Reconciling),
         ("in place", vec![running(host("h1", "x"), "a", "a-c", img, 2)], vec![], AppState::Deployed),
         (
@@ -251,24 +254,24 @@ fn a_renamed_component_stops_once_the_new_one_runs_and_no_link_calls_it() {
     // v1 had `c` (a-c) behind the http server's link; v2 has `d` (a-d) instead.
     let v2 = manifest("a", &format!("{}{}", component("d", 1, ""), provider("web", "builtin://http-server", &http_link_trait("d", None))));
     let old = link("a-web", "a-c");
-    let before = owned(&[old.clone()], &[]);
+    let before = owned(std::slice::from_ref(&old), &[]);
     let base = |h: HostInventory| serving(running(h, "a", "a-c", "file:///c.wasm", 1), "a", "a-web");
-    let cases: Vec<(&str, Vec<HostInventory>, Vec<Link>, Vec<&str>)> = vec![
-        ("the new one does not run yet", vec![base(host("h1", "x"))], vec![old.clone()], vec!["a: scale a-d on h1 to 1 from file:///d.wasm"]),
+    let cases: Vec<Case<'_, Vec<Link>>> = vec![
+        ("the new one does not run yet", vec![base(host("h1", "x"))], vec!["a: scale a-d on h1 to 1 from file:///d.wasm"], vec![old.clone()]),
         (
             "it runs: the link moves, the old one is still called",
             vec![running(base(host("h1", "x")), "a", "a-d", "file:///d.wasm", 1)],
-            vec![old.clone()],
             vec!["a: put link a-web -> a-d replacing -> a-c"],
+            vec![old.clone()],
         ),
         (
             "the link moved: the old one stops",
             vec![running(base(host("h1", "x")), "a", "a-d", "file:///d.wasm", 1)],
-            vec![link("a-web", "a-d")],
             vec!["a: stop a-c on h1"],
+            vec![link("a-web", "a-d")],
         ),
     ];
-    for (case, inventories, links, want) in cases {
+    for (case, inventories, want, links) in cases {
         let p = plan(&[deployed("a", v2.clone(), 1, before.clone())], &Actual { inventories, links, ..Default::default() });
         assert_eq!(steps(&p), want, "{case}");
     }
@@ -404,9 +407,7 @@ fn what_a_new_version_drops_goes_once_the_version_is_in_place_unless_another_app
     // Another deployed app defines them: they stay for it, and this app forgets them.
     let keeper = manifest(
         "b",
-        &format!(
-            "    - name: x\n      type: component\n      properties:\n        image: file:///x.wasm\n        config:\n          - name: old-addr\n            properties:\n              address: \"127.0.0.1:1\"\n"
-        ),
+        "    - name: x\n      type: component\n      properties:\n        image: file:///x.wasm\n        config:\n          - name: old-addr\n            properties:\n              address: \"127.0.0.1:1\"\n",
     );
     let p = plan(&[deployed("a", v2, 1, before), deployed("b", keeper, 2, Owned::default())], &in_place);
     assert!(!steps(&p).iter().any(|s| s.starts_with("a: delete config")), "{:?}", steps(&p));
