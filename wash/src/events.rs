@@ -37,9 +37,10 @@ impl Watch {
 }
 
 /// The error for an outcome that did not arrive: which event, for what, from which host.
-pub fn timed_out(timeout: Duration, event: &str, what: &str, host_id: &str) -> anyhow::Error {
+pub fn timed_out<E: trellis_lattice::event::EventData>(timeout: Duration, what: &str, host_id: &str) -> anyhow::Error {
     anyhow::anyhow!(
-        "no `{event}` for {what} from host `{host_id}` within {} ms; the host accepted the request, so check `wash get inventory {host_id}` or raise --timeout-ms",
+        "no `{}` for {what} from host `{host_id}` within {} ms; the host accepted the request, so check `wash get inventory {host_id}` or raise --timeout-ms",
+        E::NAME,
         timeout.as_millis()
     )
 }

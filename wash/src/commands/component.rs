@@ -40,7 +40,7 @@ async fn await_outcome(
     match watch.wait(timeout, |e| outcome(e, host_id, component_id, &accept)).await {
         Some(Ok(d)) => Ok(d),
         Some(Err(error)) => bail!("host `{host_id}` could not scale component `{component_id}`: {error}"),
-        None => Err(timed_out(timeout, "component_scaled", &format!("component `{component_id}`"), host_id)),
+        None => Err(timed_out::<ComponentScaled>(timeout, &format!("component `{component_id}`"), host_id)),
     }
 }
 

@@ -99,7 +99,7 @@ pub async fn stop(g: &Global, args: &StopHostArgs) -> anyhow::Result<Report> {
         let timeout = lattice::timeout(g) * 2;
         let stopped = watch.wait(timeout, |e| (e.source == *host_id && e.data_as::<HostStopped>().is_some()).then_some(())).await;
         if stopped.is_none() {
-            return Err(timed_out(timeout, "host_stopped", "the host itself", host_id));
+            return Err(timed_out::<HostStopped>(timeout, "the host itself", host_id));
         }
     }
     Ok(Report::new(format!("Host {host_id} stopped"), json!({"host_id": host_id})))

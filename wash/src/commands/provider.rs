@@ -65,7 +65,7 @@ pub async fn start(g: &Global, args: &StartProviderArgs) -> anyhow::Result<Repor
     match outcome {
         Some(Ok(d)) => Ok(Report::new(format!("Provider `{id}` started on host {host_id} from {}", d.image_ref), result)),
         Some(Err(error)) => bail!("host `{host_id}` could not start provider `{id}`: {error}"),
-        None => Err(timed_out(timeout, "provider_started", &format!("provider `{id}`"), &host_id)),
+        None => Err(timed_out::<ProviderStarted>(timeout, &format!("provider `{id}`"), &host_id)),
     }
 }
 
@@ -83,7 +83,7 @@ pub async fn stop(g: &Global, args: &StopTargetArgs) -> anyhow::Result<Report> {
         let stopped =
             watch.wait(timeout, |e| e.data_as::<ProviderStopped>().filter(|d| &d.provider_id == id && (d.host_id == host_id || e.source == host_id))).await;
         if stopped.is_none() {
-            return Err(timed_out(timeout, "provider_stopped", &format!("provider `{id}`"), &host_id));
+            return Err(timed_out::<ProviderStopped>(timeout, &format!("provider `{id}`"), &host_id));
         }
     }
     Ok(Report::new(format!("Provider `{id}` stopped on host {host_id}"), result))
