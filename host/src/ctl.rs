@@ -156,12 +156,7 @@ async fn handle_op(ctx: &Arc<HostCtx>, op: &CtlOp, payload: &[u8]) -> std::resul
         }
         CtlOp::ComponentAuction => {
             let req: ComponentAuctionRequest = parse(op, payload)?;
-            if !ctx.schedule().await.is_schedulable() {
-                return Ok(Reply::Silent);
-            }
-            let labels = ctx.labels().await;
-            let eligible = req.constraints.iter().all(|(k, v)| labels.get(k) == Some(v));
-            if !eligible || ctx.components().get(&req.component_id).await.is_some() {
+            if !bids(ctx, &req.constraints).await || ctx.components().get(&req.component_id).await.is_some() {
                 return Ok(Reply::Silent);
             }
             ok(ComponentAuctionAck {
@@ -173,12 +168,7 @@ async fn handle_op(ctx: &Arc<HostCtx>, op: &CtlOp, payload: &[u8]) -> std::resul
         }
         CtlOp::ProviderAuction => {
             let req: ProviderAuctionRequest = parse(op, payload)?;
-            if !ctx.schedule().await.is_schedulable() {
-                return Ok(Reply::Silent);
-            }
-            let labels = ctx.labels().await;
-            let eligible = req.constraints.iter().all(|(k, v)| labels.get(k) == Some(v));
-            if !eligible || ctx.workloads().providers().contains(&req.provider_id).await {
+            if !bids(ctx, &req.constraints).await || ctx.workloads().providers().contains(&req.provider_id).await {
                 return Ok(Reply::Silent);
             }
             ok(ProviderAuctionAck { provider_ref: req.provider_ref, provider_id: req.provider_id, host_id: ctx.id().to_string(), constraints: req.constraints })
@@ -291,6 +281,16 @@ async fn handle_op(ctx: &Arc<HostCtx>, op: &CtlOp, payload: &[u8]) -> std::resul
             ack()
         }
     })
+}
+
+/// Whether this host bids in an auction with `constraints`: it takes new placements and has
+/// every constrained label with the value asked for.
+async fn bids(ctx: &HostCtx, constraints: &StringMap) -> bool {
+    if !ctx.schedule().await.is_schedulable() {
+        return false;
+    }
+    let labels = ctx.labels().await;
+    constraints.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 /// Longest label key or value accepted.

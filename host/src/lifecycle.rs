@@ -195,36 +195,30 @@ impl Lifecycle {
             Ok(claims)
         }
         .await;
+        if let Err(e) = &outcome {
+            tracing::warn!(component_id = cmd.component_id, error = %e, "component scale failed");
+        }
+        let scaled = ComponentScaled {
+            annotations,
+            host_id: self.lattice.host_id.clone(),
+            image_ref: cmd.component_ref,
+            max_instances: cmd.max_instances,
+            component_id: cmd.component_id,
+            ..Default::default()
+        };
+        self.announce(scaled, outcome).await;
+    }
+
+    /// Publishes `component_scaled` (with the claims of what runs now) or
+    /// `component_scale_failed` (with the error).
+    async fn announce(&self, scaled: ComponentScaled, outcome: Result<Option<Claims>>) {
         let events = &self.lattice.events;
         match outcome {
             Ok(claims) => {
-                events
-                    .publish(&ComponentScaled {
-                        public_key: claims.as_ref().map(|c| c.sub.clone()),
-                        claims: claims.as_ref().map(Claims::to_map),
-                        annotations,
-                        host_id: self.lattice.host_id.clone(),
-                        image_ref: cmd.component_ref,
-                        max_instances: cmd.max_instances,
-                        component_id: cmd.component_id,
-                    })
-                    .await
+                let scaled = ComponentScaled { public_key: claims.as_ref().map(|c| c.sub.clone()), claims: claims.as_ref().map(Claims::to_map), ..scaled };
+                events.publish(&scaled).await
             }
-            Err(e) => {
-                tracing::warn!(component_id = cmd.component_id, error = %e, "component scale failed");
-                events
-                    .publish(&ComponentScaleFailed {
-                        public_key: None,
-                        claims: None,
-                        annotations,
-                        host_id: self.lattice.host_id.clone(),
-                        image_ref: cmd.component_ref,
-                        max_instances: cmd.max_instances,
-                        component_id: cmd.component_id,
-                        error: e.to_string(),
-                    })
-                    .await
-            }
+            Err(e) => events.publish(&ComponentScaleFailed { scaled, error: e.to_string() }).await,
         }
     }
 
@@ -257,35 +251,22 @@ impl Lifecycle {
             Ok((old, claims))
         }
         .await;
-        let events = &self.lattice.events;
-        match outcome {
-            Ok((old, claims)) => {
+        let (annotations, max_instances) = match &outcome {
+            Ok((old, _)) => {
                 tracing::info!(component_id = old.id, from = old.image_ref, to = cmd.new_component_ref, "component updated");
-                events
-                    .publish(&ComponentScaled {
-                        public_key: claims.as_ref().map(|c| c.sub.clone()),
-                        claims: claims.as_ref().map(Claims::to_map),
-                        annotations: cmd.annotations.unwrap_or_else(|| old.annotations.clone()),
-                        host_id: self.lattice.host_id.clone(),
-                        image_ref: cmd.new_component_ref,
-                        max_instances: old.max_instances(),
-                        component_id: cmd.component_id,
-                    })
-                    .await
+                (cmd.annotations.unwrap_or_else(|| old.annotations.clone()), old.max_instances())
             }
-            Err(e) => {
-                events
-                    .publish(&ComponentScaleFailed {
-                        host_id: self.lattice.host_id.clone(),
-                        image_ref: cmd.new_component_ref,
-                        component_id: cmd.component_id,
-                        annotations: cmd.annotations.unwrap_or_default(),
-                        error: e.to_string(),
-                        ..Default::default()
-                    })
-                    .await
-            }
-        }
+            Err(_) => (cmd.annotations.unwrap_or_default(), 0),
+        };
+        let scaled = ComponentScaled {
+            annotations,
+            host_id: self.lattice.host_id.clone(),
+            image_ref: cmd.new_component_ref,
+            max_instances,
+            component_id: cmd.component_id,
+            ..Default::default()
+        };
+        self.announce(scaled, outcome.map(|(_, claims)| claims)).await;
     }
 
     /// Starts a provider under supervision. A failure is announced as `provider_start_failed`;

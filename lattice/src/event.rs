@@ -116,27 +116,21 @@ event!(
         component_id: String,
     }
 );
-event!(
-    /// Scaling a component failed.
-    ComponentScaleFailed = "component_scale_failed" {
-        /// The component's own key, if known.
-        public_key: Option<String>,
-        /// Its claims, if known.
-        claims: Option<StringMap>,
-        /// Its annotations.
-        annotations: StringMap,
-        /// The host.
-        host_id: String,
-        /// The requested reference.
-        image_ref: String,
-        /// The requested limit.
-        max_instances: u32,
-        /// The component id.
-        component_id: String,
-        /// What went wrong.
-        error: String,
-    }
-);
+/// Scaling a component failed: what `component_scaled` would have carried for the request
+/// (the requested reference and limit; no claims), plus `error`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ComponentScaleFailed {
+    /// The request, in `component_scaled`'s fields.
+    #[serde(flatten)]
+    pub scaled: ComponentScaled,
+    /// What went wrong.
+    #[serde(default)]
+    pub error: String,
+}
+impl EventData for ComponentScaleFailed {
+    const NAME: &'static str = "component_scale_failed";
+}
+
 event!(
     /// A provider started.
     ProviderStarted = "provider_started" {
@@ -299,11 +293,12 @@ mod tests {
 
     #[test]
     fn scaled_and_failed_field_names() {
-        let d = ComponentScaleFailed { component_id: "c".into(), error: "bad".into(), ..Default::default() };
-        let v = serde_json::to_value(d).unwrap();
+        let d = ComponentScaleFailed { scaled: ComponentScaled { component_id: "c".into(), ..Default::default() }, error: "bad".into() };
+        let v = serde_json::to_value(&d).unwrap();
         for f in ["public_key", "claims", "annotations", "host_id", "image_ref", "max_instances", "component_id", "error"] {
             assert!(v.get(f).is_some(), "missing {f}");
         }
+        assert_eq!(serde_json::from_value::<ComponentScaleFailed>(v).unwrap(), d);
         let set_failed = LinkdefSetFailed {
             link: serde_json::from_value(json!({"source_id":"a","target":"b","wit_namespace":"w","wit_package":"p"})).unwrap(),
             error: "conflict".into(),

@@ -194,6 +194,36 @@ impl CtlOp {
         }
     }
 
+    /// Every operation, those addressed to a host addressed to `host_id` and the config ones
+    /// to `config`: for tools and tests that probe each subject.
+    pub fn every(host_id: &str, config: &str) -> Vec<CtlOp> {
+        let h = || host_id.to_string();
+        let c = || config.to_string();
+        vec![
+            CtlOp::HostPing,
+            CtlOp::HostGet(h()),
+            CtlOp::HostStop(h()),
+            CtlOp::HostCordon(h()),
+            CtlOp::HostUncordon(h()),
+            CtlOp::HostDrain(h()),
+            CtlOp::ComponentAuction,
+            CtlOp::ComponentScale(h()),
+            CtlOp::ComponentUpdate(h()),
+            CtlOp::ProviderAuction,
+            CtlOp::ProviderStart(h()),
+            CtlOp::ProviderStop(h()),
+            CtlOp::LabelPut(h()),
+            CtlOp::LabelDel(h()),
+            CtlOp::LinkPut,
+            CtlOp::LinkDel,
+            CtlOp::LinkGet,
+            CtlOp::ClaimsGet,
+            CtlOp::ConfigPut(c()),
+            CtlOp::ConfigGet(c()),
+            CtlOp::ConfigDel(c()),
+        ]
+    }
+
     /// The host this operation is addressed to, when it is addressed to one.
     pub fn target_host(&self) -> Option<&str> {
         match self {
@@ -353,38 +383,11 @@ pub fn matches(pattern: &str, subject: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn all_ops() -> Vec<CtlOp> {
-        let h = || "NHOST".to_string();
-        vec![
-            CtlOp::HostPing,
-            CtlOp::HostGet(h()),
-            CtlOp::HostStop(h()),
-            CtlOp::HostCordon(h()),
-            CtlOp::HostUncordon(h()),
-            CtlOp::HostDrain(h()),
-            CtlOp::ComponentAuction,
-            CtlOp::ComponentScale(h()),
-            CtlOp::ComponentUpdate(h()),
-            CtlOp::ProviderAuction,
-            CtlOp::ProviderStart(h()),
-            CtlOp::ProviderStop(h()),
-            CtlOp::LabelPut(h()),
-            CtlOp::LabelDel(h()),
-            CtlOp::LinkPut,
-            CtlOp::LinkDel,
-            CtlOp::LinkGet,
-            CtlOp::ClaimsGet,
-            CtlOp::ConfigPut("cfg".into()),
-            CtlOp::ConfigGet("cfg".into()),
-            CtlOp::ConfigDel("cfg".into()),
-        ]
-    }
-
     #[test]
     fn every_client_subject_reaches_exactly_one_host_handler_and_parses_back() {
         let s = CtlSubjects::new("default");
         let subs = s.host_subscriptions("NHOST");
-        for op in all_ops() {
+        for op in CtlOp::every("NHOST", "cfg") {
             let subject = s.subject(&op);
             assert_eq!(s.parse(&subject).as_ref(), Ok(&op), "{subject}");
             let handlers: Vec<_> = subs.iter().filter(|x| !x.catch_all && matches(&x.subject, &subject)).collect();

@@ -68,7 +68,7 @@ async fn refused(ctl: &CtlClient, events: &mut Events, host_id: &str, id: &str, 
     ctl.scale_component(&scale(host_id, id, reference)).await.expect("control request");
     let ev = events.wait_for("component_scale_failed", WAIT, |e| e.data["component_id"] == id).await.expect("component_scale_failed");
     let failed: ComponentScaleFailed = ev.data_as().expect("event data");
-    assert_eq!(failed.host_id, host_id);
+    assert_eq!(failed.scaled.host_id, host_id);
     failed.error
 }
 

@@ -300,26 +300,7 @@ async fn bad_input_gets_clear_errors_and_the_host_keeps_serving() {
     // Malformed JSON on every control subject gets {success: false}.
     let subjects = CtlSubjects::new("default");
     let h = || host.id().to_string();
-    let ops = [
-        CtlOp::HostPing,
-        CtlOp::HostGet(h()),
-        CtlOp::HostStop(h()),
-        CtlOp::ComponentAuction,
-        CtlOp::ComponentScale(h()),
-        CtlOp::ComponentUpdate(h()),
-        CtlOp::ProviderAuction,
-        CtlOp::ProviderStart(h()),
-        CtlOp::ProviderStop(h()),
-        CtlOp::LabelPut(h()),
-        CtlOp::LabelDel(h()),
-        CtlOp::LinkPut,
-        CtlOp::LinkDel,
-        CtlOp::LinkGet,
-        CtlOp::ClaimsGet,
-        CtlOp::ConfigPut("c".into()),
-        CtlOp::ConfigGet("c".into()),
-        CtlOp::ConfigDel("c".into()),
-    ];
+    let ops = CtlOp::every(host.id(), "c");
     for op in &ops {
         for body in [&b"{\"truncated"[..], b"[1,2", &[0xff, 0xfe, 0x00]] {
             let reply = client.request(subjects.subject(op), Bytes::copy_from_slice(body)).await.unwrap();

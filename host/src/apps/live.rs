@@ -48,7 +48,7 @@ impl Live {
         }
         let failed = |error: String| Failure { host: source.to_string(), error };
         if let Some(e) = ev.data_as::<ComponentScaleFailed>() {
-            self.failures.insert(e.component_id, failed(e.error));
+            self.failures.insert(e.scaled.component_id, failed(e.error));
         } else if let Some(e) = ev.data_as::<ProviderStartFailed>() {
             self.failures.insert(e.provider_id, failed(e.error));
         } else if let Some(e) = ev.data_as::<ComponentScaled>() {
@@ -107,7 +107,7 @@ mod tests {
         assert_eq!(l.snapshot(Instant::now(), Duration::from_secs(60)).0, ["N1"]);
         let later = Instant::now() + Duration::from_secs(31);
         assert!(l.snapshot(later, Duration::from_secs(30)).0.is_empty(), "unheard for longer than the window: lost");
-        let failed = ComponentScaleFailed { component_id: "c".into(), error: "boom".into(), ..Default::default() };
+        let failed = ComponentScaleFailed { scaled: ComponentScaled { component_id: "c".into(), ..Default::default() }, error: "boom".into() };
         assert!(!l.apply(&ev("N1", &failed)));
         assert_eq!(l.failures.get("c"), Some(&Failure { host: "N1".into(), error: "boom".into() }));
         l.apply(&ev("N1", &ComponentScaled { component_id: "c".into(), ..Default::default() }));

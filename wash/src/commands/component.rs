@@ -24,7 +24,7 @@ fn outcome(event: &CloudEvent, host_id: &str, component_id: &str, accept: &dyn F
         return (ours(&d.host_id, &d.component_id) && accept(&d)).then_some(Ok(d));
     }
     if let Some(d) = event.data_as::<ComponentScaleFailed>() {
-        return ours(&d.host_id, &d.component_id).then_some(Err(d.error));
+        return ours(&d.scaled.host_id, &d.scaled.component_id).then_some(Err(d.error));
     }
     None
 }
