@@ -41,8 +41,8 @@ pub const MANAGED_BY_VALUE: &str = "wadm";
 pub const APP_SPEC_ANNOTATION: &str = "wasmcloud.dev/appspec";
 /// The weight of a spread that gives none.
 pub const DEFAULT_WEIGHT: u32 = 100;
-/// The link name of a link trait that gives none.
-pub const DEFAULT_LINK_NAME: &str = "default";
+/// The link name of a link trait that gives none: the lattice's default link name.
+pub use crate::ctl::DEFAULT_LINK_NAME;
 /// The largest manifest text accepted, in bytes.
 pub const MAX_MANIFEST_BYTES: usize = 1 << 20;
 /// At most this many mistakes are listed; a last entry counts the rest.

@@ -639,7 +639,7 @@ impl Router {
             target: target.into(),
             interface: interface.into(),
             function: function.into(),
-            link_name: header(LINK_HEADER).unwrap_or_else(|| "default".into()),
+            link_name: header(LINK_HEADER).unwrap_or_else(|| crate::ctl::DEFAULT_LINK_NAME.into()),
         };
         let timeout = header(TIMEOUT_HEADER).and_then(|v| v.parse::<u64>().ok()).unwrap_or(30_000);
         let deadline = Instant::now() + Duration::from_millis(timeout);
@@ -780,6 +780,13 @@ pub mod http {
 
     /// The interface name.
     pub const INTERFACE: &str = "wasi:http/incoming-handler";
+
+    /// Whether `link` lets its source call `wasi:http/incoming-handler` on its target (what the
+    /// http-server provider serves).
+    pub fn is_handler_link(link: &crate::ctl::Link) -> bool {
+        let Some((package, interface)) = INTERFACE.split_once('/') else { return false };
+        package.split_once(':') == Some((link.wit_namespace.as_str(), link.wit_package.as_str())) && link.interfaces.iter().any(|i| i == interface)
+    }
     /// The function name.
     pub const FUNCTION: &str = "handle";
 
@@ -818,6 +825,23 @@ pub mod http {
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_http_handler_link_is_recognised_by_its_package_and_interface() {
+        let link = |ns: &str, pkg: &str, iface: &str| crate::ctl::Link {
+            source_id: "web".into(),
+            target: "hello".into(),
+            name: crate::ctl::DEFAULT_LINK_NAME.into(),
+            wit_namespace: ns.into(),
+            wit_package: pkg.into(),
+            interfaces: vec![iface.into()],
+            source_config: vec![],
+            target_config: vec![],
+        };
+        assert!(http::is_handler_link(&link("wasi", "http", "incoming-handler")));
+        assert!(!http::is_handler_link(&link("wasi", "http", "outgoing-handler")));
+        assert!(!http::is_handler_link(&link("wasi", "keyvalue", "incoming-handler")));
+    }
 
     #[tokio::test]
     async fn take_prefix_splits_and_keeps_the_excess() {

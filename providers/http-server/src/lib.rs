@@ -81,13 +81,9 @@ struct Route {
     timeout: Duration,
 }
 
-fn is_http_link(link: &Link) -> bool {
-    link.wit_namespace == "wasi" && link.wit_package == "http" && link.interfaces.iter().any(|i| i == "incoming-handler")
-}
-
 fn routes(ctx: &ProviderContext, settings: &Settings) -> Vec<Arc<Route>> {
     let mut out = Vec::new();
-    for link in ctx.links_as_source().into_iter().filter(is_http_link) {
+    for link in ctx.links_as_source().into_iter().filter(rpc::http::is_handler_link) {
         let cfg = ctx.state().merged_config(&link.source_config);
         let address = match cfg.get("address").map(|a| a.parse::<SocketAddr>()) {
             Some(Ok(a)) => a,
