@@ -143,7 +143,7 @@ async fn handle_op(ctx: &Arc<HostCtx>, op: &CtlOp, payload: &[u8]) -> std::resul
         }
         CtlOp::HostStop(_) => {
             let cmd: StopHostCommand = if payload.is_empty() { StopHostCommand::default() } else { parse(op, payload)? };
-            Reply::AckThenStop(Duration::from_millis(cmd.timeout.unwrap_or(5_000)))
+            Reply::AckThenStop(cmd.timeout.map(Duration::from_millis).unwrap_or(ctx.shutdown_timeout()))
         }
         CtlOp::HostCordon(_) | CtlOp::HostUncordon(_) | CtlOp::HostDrain(_) => {
             expect_no_body(op, payload)?;

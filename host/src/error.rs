@@ -72,6 +72,9 @@ pub enum HostError {
     /// A local nats-server could not be found, started or reached.
     #[error("{0}")]
     NatsServer(String),
+    /// Another process could not be signalled or found.
+    #[error("{0}")]
+    Process(String),
 }
 
 /// What kind of failure a [`HostError`] is, for callers that branch on the failure rather than
@@ -103,6 +106,8 @@ pub enum HostErrorKind {
     Provider,
     /// A local nats-server could not be found, started or reached: [`HostError::NatsServer`].
     NatsServer,
+    /// Another process could not be signalled or found: [`HostError::Process`].
+    Process,
 }
 
 impl HostError {
@@ -121,6 +126,7 @@ impl HostError {
             HostError::Engine(_) => HostErrorKind::Engine,
             HostError::Provider(_) => HostErrorKind::Provider,
             HostError::NatsServer(_) => HostErrorKind::NatsServer,
+            HostError::Process(_) => HostErrorKind::Process,
         }
     }
 }
@@ -148,6 +154,7 @@ mod tests {
             (HostError::Engine(s()), HostErrorKind::Engine),
             (HostError::Provider(s()), HostErrorKind::Provider),
             (HostError::NatsServer(s()), HostErrorKind::NatsServer),
+            (HostError::Process(s()), HostErrorKind::Process),
         ];
         for (e, kind) in cases {
             assert_eq!(e.kind(), kind, "{e:?}");

@@ -24,6 +24,7 @@ use crate::lifecycle::{self, Lifecycle};
 use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::schedule::Scheduling;
+use crate::stop::Budget;
 use crate::{ctl, identity};
 
 /// The software version hosts report.
@@ -63,7 +64,17 @@ pub struct HostConfig {
     /// The JetStream domain holding the lattice's state (registry, config, apps), when it is
     /// not the connected server's own: a host on a leaf node names the hub's domain.
     pub js_domain: Option<String>,
+    /// How long an orderly stop may take in all (`--shutdown-timeout-seconds`): draining
+    /// components, stopping providers, `host_stopped`, the leader lease; what cannot reach NATS
+    /// in time is skipped.
+    pub shutdown_timeout: Duration,
+    /// Where the host records the provider processes it starts, so that a host started later
+    /// with the same directory stops those this one left if it is killed. `None`: not recorded.
+    pub state_dir: Option<std::path::PathBuf>,
 }
+
+/// The default of [`HostConfig::shutdown_timeout`].
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl HostConfig {
     /// Defaults for joining lattice `default` at `nats_url`.
@@ -82,6 +93,8 @@ impl HostConfig {
             allowed_issuers: Vec::new(),
             require_signed: false,
             js_domain: None,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            state_dir: None,
         }
     }
 }
@@ -139,6 +152,12 @@ impl Host {
     /// publishes `host_started`. Returns once the host answers on the control plane.
     pub async fn start(config: HostConfig) -> Result<Self> {
         trellis_lattice::validate_id("lattice", &config.lattice)?;
+        if let Some(dir) = &config.state_dir {
+            let stopped = crate::providers::stop_orphans(dir).await;
+            if stopped > 0 {
+                tracing::warn!(stopped, state_dir = %dir.display(), "stopped provider processes an earlier host left running");
+            }
+        }
         let id = identity::new_host_id();
         let mut nats_opts = config.nats.clone();
         nats_opts.name.get_or_insert_with(|| format!("trellis-host {id}"));
@@ -249,10 +268,18 @@ impl Host {
         }
     }
 
-    /// Stops in order: no more control requests, in-flight work finishes (up to `grace`),
-    /// components and providers stop, `host_stopped` is published. Idempotent.
-    pub async fn stop(&self, grace: Duration) {
-        self.ctx.clone().shutdown(grace).await
+    /// Stops in order, within `timeout` in all: no more control requests, in-flight work
+    /// finishes, components and providers stop, `host_stopped` is published, the leader lease
+    /// is given up. Steps that need NATS are skipped (and logged) when it is unreachable.
+    /// Idempotent.
+    pub async fn stop(&self, timeout: Duration) {
+        self.ctx.clone().shutdown(timeout).await
+    }
+
+    /// Kills every provider process this host started, at once (SIGKILL): for a process that
+    /// must exit now, e.g. on a second SIGINT or SIGTERM.
+    pub fn kill_providers(&self) {
+        self.ctx.workloads.kill_providers();
     }
 
     /// Resolves once the host has stopped (through [`Host::stop`] or a `host.stop` request).
@@ -290,6 +317,11 @@ impl HostCtx {
     /// The lattice this host is in.
     pub(crate) fn lattice(&self) -> &str {
         &self.identity.lattice
+    }
+
+    /// How long an orderly stop may take unless a `host.stop` request says otherwise.
+    pub(crate) fn shutdown_timeout(&self) -> Duration {
+        self.config.shutdown_timeout
     }
 
     /// The host's labels now.
@@ -381,7 +413,7 @@ impl HostCtx {
     }
 
     /// The orderly stop behind [`Host::stop`] and `host.stop`.
-    pub(crate) async fn shutdown(self: Arc<Self>, grace: Duration) {
+    pub(crate) async fn shutdown(self: Arc<Self>, timeout: Duration) {
         if self.run.stopping.swap(true, Ordering::SeqCst) {
             let mut rx = self.run.stopped_tx.subscribe();
             let _ = rx.wait_for(|s| *s).await;
@@ -390,12 +422,14 @@ impl HostCtx {
         for task in self.run.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
             task.abort();
         }
+        let budget = Budget::new(timeout, self.conn.nats.clone());
+        // The lease first, so another host leads while this one drains.
         if let Some(apps) = self.apps.get() {
-            apps.release().await;
+            budget.over_nats("giving up the app reconciler's leader lease", apps.release()).await;
         }
-        let _guard = self.workloads.shutdown(grace).await;
+        let _guard = self.workloads.shutdown(&budget).await;
         let labels = self.labels().await;
-        self.conn.events.publish_and_flush(&HostStopped { labels }).await;
+        budget.over_nats("publishing host_stopped", self.conn.events.publish_and_flush(&HostStopped { labels })).await;
         tracing::info!(host_id = self.identity.id, "host stopped");
         self.run.stopped_tx.send_replace(true);
     }

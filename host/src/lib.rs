@@ -34,11 +34,13 @@ mod host;
 pub mod identity;
 mod lifecycle;
 pub mod nats_server;
+pub mod process;
 pub mod providers;
 pub mod registry;
 pub mod runtime;
 mod schedule;
 mod serve;
+mod stop;
 
 pub use ctl::MAX_CTL_PAYLOAD;
 pub use error::{HostError, HostErrorKind, Result};

@@ -4,7 +4,7 @@
 //! which has acknowledged the request before the work starts.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{Mutex, MutexGuard};
 use trellis_lattice::ConnectOptions;
@@ -23,6 +23,7 @@ use crate::providers::{self, Providers};
 use crate::registry::Registry;
 use crate::runtime::{Limits, Runtime};
 use crate::serve::Serving;
+use crate::stop::Budget;
 
 /// The parts of [`HostConfig`] the lifecycle goes by.
 pub(crate) struct Settings {
@@ -40,6 +41,8 @@ pub(crate) struct Settings {
     nats: ConnectOptions,
     /// The JetStream domain of the lattice's state, for providers.
     js_domain: Option<String>,
+    /// Where provider processes are recorded (see [`providers::stop_orphans`]).
+    state_dir: Option<std::path::PathBuf>,
 }
 
 impl Settings {
@@ -53,6 +56,7 @@ impl Settings {
             provider_health_interval: config.provider_health_interval,
             nats: config.nats.clone(),
             js_domain: config.js_domain.clone(),
+            state_dir: config.state_dir.clone(),
         }
     }
 }
@@ -90,7 +94,8 @@ impl Lifecycle {
     pub fn new(lattice: Conn, settings: Settings, runtime: Arc<Runtime>) -> Self {
         let components = Components::default();
         let serving = Serving::new(lattice.router.clone(), runtime.clone(), components.clone());
-        Self { lattice, settings, runtime, components, providers: Providers::default(), serving, lock: Mutex::new(()) }
+        let providers = Providers::new(settings.state_dir.as_deref());
+        Self { lattice, settings, runtime, components, providers, serving, lock: Mutex::new(()) }
     }
 
     /// The runtime components run in.
@@ -334,35 +339,44 @@ impl Lifecycle {
         }
     }
 
-    /// Stops everything in order: components stop taking calls, their in-flight invocations
-    /// finish (up to `grace`), `component_scaled` with 0 instances is published for each, then
-    /// the providers stop. Returns the lifecycle lock: the caller holds it until the host is
-    /// down, so that no scale request starts anything after this.
-    pub async fn shutdown(&self, grace: Duration) -> MutexGuard<'_, ()> {
+    /// Stops everything in order, within `budget`: components stop taking calls and answer
+    /// the ones they took (all at once, while the budget allows), `component_scaled` with 0
+    /// instances is published for each (skipped when NATS is unreachable), then the providers
+    /// stop, each killed once what is left of the budget has passed. Returns the lifecycle
+    /// lock: the caller holds it until the host is down, so that no scale request starts
+    /// anything after this.
+    pub async fn shutdown(&self, budget: &Budget) -> MutexGuard<'_, ()> {
         let guard = self.lock.lock().await;
         let components = self.components.clear().await;
-        for c in &components {
-            self.serving.unserve(&c.id).await;
-        }
-        // In-flight invocations hold slots; wait for them to come back, up to the grace period.
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline && components.iter().any(|c| c.gate.available() < c.max_instances() as usize) {
+        let drain = budget.for_draining();
+        futures::future::join_all(components.iter().map(|c| self.serving.unserve_gracefully(&c.id, drain))).await;
+        // Calls from this process (local routes) hold slots too; wait for them to come back.
+        let until = tokio::time::Instant::now() + budget.for_draining();
+        while tokio::time::Instant::now() < until && components.iter().any(|c| c.gate.available() < c.max_instances() as usize) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        for c in &components {
-            self.lattice
-                .events
-                .publish(&ComponentScaled {
-                    annotations: c.annotations.clone(),
-                    host_id: self.lattice.host_id.clone(),
-                    image_ref: c.image_ref.clone(),
-                    max_instances: 0,
-                    component_id: c.id.clone(),
-                    ..Default::default()
-                })
-                .await;
+        if !components.is_empty() {
+            let announce = async {
+                for c in &components {
+                    let stopped = ComponentScaled {
+                        annotations: c.annotations.clone(),
+                        host_id: self.lattice.host_id.clone(),
+                        image_ref: c.image_ref.clone(),
+                        max_instances: 0,
+                        component_id: c.id.clone(),
+                        ..Default::default()
+                    };
+                    self.lattice.events.publish(&stopped).await;
+                }
+            };
+            budget.over_nats(&format!("announcing that {} components stopped (component_scaled)", components.len()), announce).await;
         }
-        self.providers.stop_all().await;
+        self.providers.stop_all(budget.left()).await;
         guard
+    }
+
+    /// Kills every provider process now, for a host that must exit at once.
+    pub fn kill_providers(&self) {
+        self.providers.kill_all();
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
 use trellis_host::nats_server::{self, NatsProcess, Probe};
 use trellis_host::runtime::{Limits, RuntimeConfig};
 use trellis_host::{Host, HostConfig, identity};
@@ -89,6 +90,16 @@ struct Args {
     /// Run only signed components (see `wash claims sign`).
     #[arg(long, env = "TRELLIS_REQUIRE_SIGNED")]
     require_signed: bool,
+    /// How long an orderly stop may take in all, in seconds: draining components, stopping
+    /// providers, `host_stopped`, the leader lease; whatever cannot reach NATS in time is
+    /// skipped (and logged). A second SIGINT or SIGTERM exits at once.
+    #[arg(long, env = "TRELLIS_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 10)]
+    shutdown_timeout_seconds: u64,
+    /// Where the host records the provider processes it starts, so that the next host on this
+    /// directory stops those a killed one left running. Default: $XDG_STATE_HOME/trellis, else
+    /// ~/.local/state/trellis.
+    #[arg(long, env = "TRELLIS_STATE_DIR")]
+    state_dir: Option<std::path::PathBuf>,
     /// Log filter (RUST_LOG syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log_level: String,
@@ -111,6 +122,8 @@ async fn main() -> anyhow::Result<()> {
         Some((server, _)) => server.url.clone(),
         None => args.nats_url.clone().unwrap_or_else(|| format!("nats://{}:{}", args.nats_host, args.nats_port)),
     };
+    let shutdown_timeout = Duration::from_secs(args.shutdown_timeout_seconds);
+    let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
     let config = HostConfig {
         lattice: args.lattice,
         nats: ConnectOptions {
@@ -139,30 +152,66 @@ async fn main() -> anyhow::Result<()> {
         allowed_issuers: args.allowed_issuers.into_iter().filter(|k| !k.is_empty()).collect(),
         require_signed: args.require_signed,
         js_domain: args.js_domain.clone(),
+        shutdown_timeout,
+        state_dir: Some(state_dir),
     };
     let host = match Host::start(config).await {
         Ok(host) => host,
         Err(e) => {
-            stop_leaf(leaf.as_mut()).await;
+            stop_leaf(leaf.as_mut(), Duration::from_secs(10)).await;
             return Err(anyhow::Error::new(e).context("the host could not start"));
         }
     };
     // Machine-readable line for tools that start hosts as processes.
     println!("trellis-host ready id={} name={}", host.id(), host.friendly_name());
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
-        _ = sigterm.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = host.stopped() => {}
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let asked = tokio::select! {
+        _ = sigint.recv() => Some("SIGINT"),
+        _ = sigterm.recv() => Some("SIGTERM"),
+        _ = host.stopped() => None,
+    };
+    if let Some(signal) = asked {
+        tracing::info!("{signal}: stopping within {} s (send it again to exit at once)", shutdown_timeout.as_secs());
     }
-    host.stop(Duration::from_secs(5)).await;
-    stop_leaf(leaf.as_mut()).await;
-    Ok(())
+    let leaf_pid = leaf.as_ref().map(|(server, _)| server.pid());
+    let started = tokio::time::Instant::now();
+    let orderly = async {
+        host.stop(shutdown_timeout).await;
+        // The leaf server gets what is left (JetStream wants a moment to close its store).
+        stop_leaf(leaf.as_mut(), shutdown_timeout.saturating_sub(started.elapsed()).max(Duration::from_secs(2))).await;
+    };
+    // The orderly stop keeps to its budget; the last arm is a backstop, not the plan.
+    tokio::select! {
+        _ = orderly => Ok(()),
+        _ = sigint.recv() => exit_now(&host, leaf_pid, "a second SIGINT", 130),
+        _ = sigterm.recv() => exit_now(&host, leaf_pid, "a second SIGTERM", 143),
+        _ = tokio::time::sleep(shutdown_timeout + Duration::from_secs(1)) => exit_now(&host, leaf_pid, "the shutdown timeout", 1),
+    }
 }
 
-async fn stop_leaf(leaf: Option<&mut (NatsProcess, std::path::PathBuf)>) {
+/// Exits the process now, after killing the provider processes (and the leaf server) it started.
+fn exit_now(host: &Host, leaf_pid: Option<u32>, why: &str, code: i32) -> ! {
+    tracing::warn!("{why}: exiting at once; provider processes are killed, the rest of the orderly stop is skipped");
+    host.kill_providers();
+    if let Some(pid) = leaf_pid {
+        let _ = trellis_host::process::signal(pid, "KILL");
+    }
+    std::process::exit(code)
+}
+
+/// `$XDG_STATE_HOME/trellis`, else `~/.local/state/trellis`, else `trellis-state` in the temp dir.
+fn default_state_dir() -> std::path::PathBuf {
+    let from = |var: &str| std::env::var_os(var).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+    from("XDG_STATE_HOME")
+        .map(|d| d.join("trellis"))
+        .or_else(|| from("HOME").map(|h| h.join(".local/state/trellis")))
+        .unwrap_or_else(|| std::env::temp_dir().join("trellis-state"))
+}
+
+async fn stop_leaf(leaf: Option<&mut (NatsProcess, std::path::PathBuf)>, grace: Duration) {
     if let Some((server, pid_file)) = leaf {
-        server.stop().await;
+        server.stop_within(grace).await;
         let _ = std::fs::remove_file(pid_file);
     }
 }

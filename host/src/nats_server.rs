@@ -261,10 +261,14 @@ impl NatsProcess {
 
     /// SIGTERM (so JetStream shuts down cleanly), then SIGKILL after 10 s; reaps it.
     pub async fn stop(&mut self) {
+        self.stop_within(Duration::from_secs(10)).await
+    }
+
+    /// SIGTERM, then SIGKILL once `grace` has passed; reaps it.
+    pub async fn stop_within(&mut self, grace: Duration) {
         if matches!(self.child.try_wait(), Ok(None)) {
-            // No unsafe code for a signal: the `kill` command sends it.
-            let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).stderr(Stdio::null()).status();
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            let _ = crate::process::signal(self.child.id(), "TERM");
+            let deadline = tokio::time::Instant::now() + grace;
             while matches!(self.child.try_wait(), Ok(None)) && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -286,13 +290,8 @@ pub async fn stop_leftover(pid_file: &Path, conf: &Path) -> bool {
         let _ = std::fs::remove_file(pid_file);
         return false;
     }
-    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).stderr(Stdio::null()).status();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while Path::new(&format!("/proc/{pid}")).exists() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    if Path::new(&format!("/proc/{pid}")).exists() {
-        let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).stderr(Stdio::null()).status();
+    if let Err(e) = crate::process::terminate(pid, Duration::from_secs(10)).await {
+        tracing::warn!(pid, error = %e, "cannot stop the leaf nats-server an earlier run left");
     }
     let _ = std::fs::remove_file(pid_file);
     true

@@ -101,7 +101,12 @@ pub fn remove_cargo_test_env(cmd: &mut std::process::Command) {
 
 /// Pids of this test process's children whose executable name starts with `name` (Linux).
 pub fn child_pids(name: &str) -> Vec<u32> {
-    let me = std::process::id();
+    children_of(std::process::id(), name)
+}
+
+/// Pids of `parent`'s children whose executable name starts with `name` (Linux).
+pub fn children_of(parent: u32, name: &str) -> Vec<u32> {
+    let me = parent;
     let comm: String = name.chars().take(15).collect();
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -134,11 +139,21 @@ impl ProcessHost {
 
     /// Starts `trellis-host` with `args` alone (and a 1 s heartbeat), and waits for its ready line.
     pub async fn start_with(args: &[&str]) -> anyhow::Result<Self> {
+        Self::spawn(args, Stdio::inherit()).await
+    }
+
+    /// Like [`ProcessHost::start`], with the host's log (its stderr) written to `log`.
+    pub async fn start_logged(nats_url: &str, args: &[&str], log: &std::path::Path) -> anyhow::Result<Self> {
+        let file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+        Self::spawn(&[&["--nats-url", nats_url], args].concat(), Stdio::from(file)).await
+    }
+
+    async fn spawn(args: &[&str], stderr: Stdio) -> anyhow::Result<Self> {
         let mut child = tokio::process::Command::new(host_binary()?)
             .args(["--heartbeat-interval-seconds", "1"])
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .context("cannot start trellis-host")?;
@@ -157,10 +172,20 @@ impl ProcessHost {
 
     /// Sends SIGTERM.
     pub fn sigterm(&self) -> anyhow::Result<()> {
-        let pid = self.child.id().context("the process has exited")?;
-        let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
-        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        self.signal("TERM")
+    }
+
+    /// Sends `signal` (`TERM`, `INT`, `KILL`, …).
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self.pid()?;
+        let status = std::process::Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
         Ok(())
+    }
+
+    /// Its pid, while it runs.
+    pub fn pid(&self) -> anyhow::Result<u32> {
+        self.child.id().context("the process has exited")
     }
 
     /// Waits for the process to exit, up to `timeout`.

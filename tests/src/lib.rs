@@ -23,3 +23,18 @@ pub fn assert_contains_all(s: &str, parts: &[&str]) {
         assert!(s.contains(p), "`{p}` is missing from: {s}");
     }
 }
+
+/// Writes an executable shell script `name` with `text` into `dir`; its path.
+pub fn script(dir: &std::path::Path, name: &str, text: &str) -> anyhow::Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join(name);
+    std::fs::write(&path, text)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(path)
+}
+
+/// A provider executable (in `dir`) that reads its host data and then ignores SIGTERM, SIGINT
+/// and every shutdown request: the provider a host has to kill. Its process is named `sleep`.
+pub fn stubborn_provider(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    script(dir, "stubborn-provider", "#!/bin/sh\ntrap '' TERM INT\nread line\nexec sleep 300\n")
+}

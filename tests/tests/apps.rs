@@ -15,7 +15,7 @@ use trellis_lattice::manifest::{APP_SPEC_ANNOTATION, MANAGED_BY_ANNOTATION};
 use trellis_tests::apps::{replicas, replicas_on, wait_replicas, wait_status};
 use trellis_tests::components::{file_ref, http_hello, misbehave};
 use trellis_tests::hosts::start_host;
-use trellis_tests::http::{free_addr, get_until};
+use trellis_tests::http::{Load, LoadRequest, free_addr, get_until};
 use trellis_tests::nats::NatsServer;
 use trellis_tests::scenario::{WAIT, lattice};
 
@@ -292,108 +292,6 @@ spec:
     )
 }
 
-/// Steady HTTP load on the app at `addr` (4 keep-alive loops) until [`Load::finish`] or
-/// [`Load::stop`].
-struct Load {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    task: tokio::task::JoinHandle<Vec<Request>>,
-}
-
-/// One request of a [`Load`] (or its failed connect): when it was sent, when its outcome was
-/// known, and why it failed, if it did.
-struct Request {
-    sent: tokio::time::Instant,
-    done: tokio::time::Instant,
-    error: Option<String>,
-}
-
-impl Load {
-    /// Starts the loops, accepting any of `bodies`, and lets them run for half a second.
-    async fn start(addr: SocketAddr, bodies: &'static [&'static [u8]]) -> Load {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let task = tokio::spawn(hammer_for(addr, 4, stop.clone(), bodies));
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        Load { stop, task }
-    }
-
-    /// Stops the loops now; every request they made, in no particular order.
-    async fn stop(self) -> Vec<Request> {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.task.await.unwrap()
-    }
-
-    /// Lets the loops run half a second more, stops them, and asserts that no request failed
-    /// and that enough were answered to mean something.
-    async fn finish(self, what: &str) {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let requests = self.stop().await;
-        let why: Vec<&str> = requests.iter().filter_map(|r| r.error.as_deref()).collect();
-        let (ok, failed) = (requests.len() - why.len(), why.len());
-        eprintln!("{what} under load: {ok} answered, {failed} failed");
-        assert_eq!(failed, 0, "{failed} of {} requests failed: {:?}", ok + failed, &why[..why.len().min(5)]);
-        assert!(ok > 20, "only {ok} requests answered");
-    }
-}
-
-/// How long a [`Load`] request may take before the client gives up on it.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Keep-alive HTTP loops against `addr` until `stop`, accepting any of `bodies` (answered 200
-/// with an expected body, or failed): every request made.
-async fn hammer_for(addr: SocketAddr, loops: usize, stop: std::sync::Arc<std::sync::atomic::AtomicBool>, bodies: &'static [&'static [u8]]) -> Vec<Request> {
-    use http_body_util::{BodyExt, Full};
-    use std::sync::atomic::Ordering;
-    use tokio::time::Instant;
-    let workers = (0..loops).map(|_| {
-        let stop = stop.clone();
-        async move {
-            let mut done = Vec::new();
-            let mut sender = None;
-            while !stop.load(Ordering::Relaxed) {
-                let sent = Instant::now();
-                if sender.is_none() {
-                    let stream = match tokio::net::TcpStream::connect(addr).await {
-                        Ok(s) => s,
-                        Err(e) => {
-                            done.push(Request { sent, done: Instant::now(), error: Some(format!("connect: {e}")) });
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                            continue;
-                        }
-                    };
-                    match hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await {
-                        Ok((s, conn)) => {
-                            tokio::spawn(conn);
-                            sender = Some(s);
-                        }
-                        Err(e) => {
-                            done.push(Request { sent, done: Instant::now(), error: Some(format!("handshake: {e}")) });
-                            continue;
-                        }
-                    }
-                }
-                let s = sender.as_mut().unwrap();
-                let outcome: anyhow::Result<()> = async {
-                    s.ready().await?;
-                    let req = http::Request::get("/").header("host", "drain").body(Full::new(bytes::Bytes::new()))?;
-                    let resp = tokio::time::timeout(REQUEST_TIMEOUT, s.send_request(req)).await??;
-                    let status = resp.status();
-                    let body = resp.into_body().collect().await?.to_bytes();
-                    anyhow::ensure!(status == 200 && bodies.contains(&body.as_ref()), "status {status}: {}", String::from_utf8_lossy(&body));
-                    Ok(())
-                }
-                .await;
-                let error = outcome.err().map(|e| e.to_string());
-                if error.is_some() {
-                    sender = None;
-                }
-                done.push(Request { sent, done: Instant::now(), error });
-            }
-            done
-        }
-    });
-    futures::future::join_all(workers).await.into_iter().flatten().collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_a_host_under_http_load_loses_no_request_and_cordon_blocks_new_placements() {
     use trellis_lattice::ctl::Schedule;
@@ -548,7 +446,7 @@ async fn kill_9_of_a_host_under_http_load_moves_its_replicas_within_15_s_and_fai
     // answers them, but the caller's probe (`rpc::PROBE_AFTER`) finds that no replica holds
     // them any more, so they fail as lost within about a second, well before the re-placement.
     // A request sent after the re-placement must not fail, nor one that failed before the kill.
-    let (failed, ok): (Vec<&Request>, Vec<&Request>) = requests.iter().partition(|r| r.error.is_some());
+    let (failed, ok): (Vec<&LoadRequest>, Vec<&LoadRequest>) = requests.iter().partition(|r| r.error.is_some());
     // An instant as a signed offset from the kill.
     let at = |t: tokio::time::Instant| if t >= killed { format!("+{:?}", t - killed) } else { format!("-{:?}", killed - t) };
     let outside: Vec<String> = failed

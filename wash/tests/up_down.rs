@@ -116,6 +116,71 @@ async fn up_in_the_foreground_stops_on_sigterm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_stops_a_lattice_whose_nats_server_is_gone() {
+    let wash = Wash::new(free_port());
+    let up = wash.run_async(&["up", "-d", "-o", "json"]).await.json();
+    let (up_pid, nats_pid) = (pid(&up, "pid"), pid(&up, "nats_pid"));
+    assert!(std::process::Command::new("kill").args(["-KILL", &nats_pid.to_string()]).status().expect("kill").success());
+    assert!(gone(nats_pid, WAIT).await);
+    let asked = std::time::Instant::now();
+    let v = wash.run_async(&["down", "-o", "json"]).await.json();
+    let took = asked.elapsed();
+    assert_eq!(v["hosts_stopped"], serde_json::json!([up["host_id"]]), "{v}");
+    assert!(gone(up_pid, Duration::from_secs(1)).await, "wash up (pid {up_pid}) is still running");
+    // Its host stops within its shutdown timeout (10 s), skipping what needs NATS.
+    assert!(took < Duration::from_secs(12), "wash down took {took:?}");
+    assert!(wash.path("wash-up.log").exists());
+    let log = std::fs::read_to_string(wash.path("wash-up.log")).expect("log");
+    assert!(log.contains("skipped publishing host_stopped: NATS is not connected"), "{log}");
+    eprintln!("wash down with its nats-server gone: {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_ctrl_c_makes_wash_up_exit_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let wash = Wash::new(free_port());
+    let mut child = wash.cmd(&["up", "-o", "json"]).stdout(std::process::Stdio::piped()).spawn().expect("wash up");
+    let stdout = child.stdout.take().expect("stdout");
+    let ready = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead as _;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    });
+    let line = tokio::time::timeout(WAIT, ready).await.expect("ready in time").expect("joined").expect("read");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    let nats_pid = pid(&v, "nats_pid");
+    // A provider that ignores SIGTERM keeps the orderly stop busy for its grace period.
+    let stubborn = trellis_tests::stubborn_provider(dir.path()).expect("script");
+    wash.run_async(&["start", "provider", &stubborn.display().to_string(), "stubborn"]).await.ok();
+    let provider = {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let [one] = trellis_tests::hosts::children_of(child.id(), "sleep").as_slice() {
+                break *one;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the provider process never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let int = || assert!(std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill").success());
+    int();
+    // Wait until the orderly stop is under way (the host log says so), then interrupt it.
+    let ctl = ctl_at(wash.port).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !ctl.ping_hosts().await.expect("ping").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the host never stopped answering");
+    }
+    let asked = std::time::Instant::now();
+    int();
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.expect("joined").expect("wait");
+    let took = asked.elapsed();
+    assert_eq!(status.code(), Some(130), "{status}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert!(gone(provider, Duration::from_secs(1)).await, "the provider process outlived wash up");
+    assert!(gone(nats_pid, WAIT).await, "nats-server (pid {nats_pid}) is still running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_as_a_leaf_node_of_a_remote() {
     let hub = NatsServer::start_hub("hub").await.expect("hub");
     let hub_ctl = common::ctl(&hub).await;

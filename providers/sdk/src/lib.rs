@@ -270,6 +270,13 @@ async fn serve_process(host_data: HostData, run: RunFn) -> Result<(), ProviderEr
     tracing::info!(provider_id = host_data.provider_key, instance_id = host_data.instance_id, "provider running");
     let result = run(ctx).await;
     control.abort();
-    let _ = nats.flush().await;
+    // What the provider published last leaves now, unless NATS is gone: then nothing would, and
+    // waiting for it must not keep the process (and its host's stop) alive.
+    if nats.connection_state() == async_nats::connection::State::Connected && tokio::time::timeout(FINAL_FLUSH, nats.flush()).await.is_err() {
+        tracing::warn!("exiting without flushing: NATS did not answer within {} ms", FINAL_FLUSH.as_millis());
+    }
     result
 }
+
+/// How long a provider process waits, as it exits, for NATS to take what it published last.
+const FINAL_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);

@@ -132,6 +132,8 @@ async fn run_host(
     config.js_domain = args.wasmcloud_js_domain.clone();
     // The same built-in providers as `trellis-host`, so `builtin://http-server` works here too.
     config.builtins = vec![trellis_provider_http_server::builtin()];
+    config.state_dir = Some(home.root().join("state"));
+    let shutdown_timeout = config.shutdown_timeout;
     let host = match Host::start(config).await {
         Ok(host) => host,
         Err(e) => {
@@ -182,8 +184,26 @@ async fn run_host(
         _ = host.stopped() => tracing::info!("the host was stopped through the lattice"),
     }
     let step = Step::start(g.output, "Stopping the host");
-    host.stop(Duration::from_secs(5)).await;
+    // Within the host's shutdown timeout whatever NATS does; a second Ctrl-C or SIGTERM exits at once.
+    let second = tokio::select! {
+        _ = host.stop(shutdown_timeout) => None,
+        _ = sigint.recv() => Some(("a second Ctrl-C", 130)),
+        _ = sigterm.recv() => Some(("a second SIGTERM", 143)),
+    };
     home.remove_record(host.id());
+    if let Some((why, code)) = second {
+        step.fail();
+        eprintln!("{why}: exiting at once; the host's provider processes are killed and the rest of its orderly stop is skipped");
+        host.kill_providers();
+        if let Some(pid) = nats_pid {
+            let _ = trellis_host::process::signal(pid, "TERM");
+            let _ = std::fs::remove_file(home.nats_pid_file());
+        }
+        if Home::read_pid(&home.up_pid_file()) == Some(std::process::id()) {
+            let _ = std::fs::remove_file(home.up_pid_file());
+        }
+        std::process::exit(code);
+    }
     step.done("Host stopped");
     Ok(record.host_id)
 }

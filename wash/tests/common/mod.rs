@@ -171,9 +171,5 @@ pub fn listening(port: u16) -> bool {
 
 /// Writes an executable `name` with `script` into `dir`.
 pub fn script(dir: &Path, name: &str, script: &str) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt as _;
-    let path = dir.join(name);
-    std::fs::write(&path, script).expect("write script");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    path
+    trellis_tests::script(dir, name, script).expect("write an executable script")
 }
