@@ -73,6 +73,9 @@ pub struct HostConfig {
     pub state_dir: Option<std::path::PathBuf>,
 }
 
+/// The longest the orderly stop waits to give up the leader lease.
+const LEASE_RELEASE_CAP: Duration = Duration::from_secs(2);
+
 /// The default of [`HostConfig::shutdown_timeout`].
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -425,7 +428,9 @@ impl HostCtx {
         let budget = Budget::new(timeout, self.conn.nats.clone());
         // The lease first, so another host leads while this one drains.
         if let Some(apps) = self.apps.get() {
-            budget.over_nats("giving up the app reconciler's leader lease", apps.release()).await;
+            // A KV update takes milliseconds; JetStream that does not answer (a leaf whose hub is
+            // gone) must not take the drain's time.
+            budget.over_nats_within("giving up the app reconciler's leader lease", LEASE_RELEASE_CAP, apps.release()).await;
         }
         let _guard = self.workloads.shutdown(&budget).await;
         let labels = self.labels().await;

@@ -43,15 +43,21 @@ impl Budget {
     /// logged that `what` was skipped and why, when NATS is not connected or the step does not
     /// finish in time.
     pub async fn over_nats<T>(&self, what: &str, step: impl Future<Output = T>) -> Option<T> {
+        self.over_nats_within(what, Duration::MAX, step).await
+    }
+
+    /// [`Budget::over_nats`], giving the step at most `cap` of what is left: for a step that
+    /// normally takes milliseconds and must not eat the drain's time when NATS is slow.
+    pub async fn over_nats_within<T>(&self, what: &str, cap: Duration, step: impl Future<Output = T>) -> Option<T> {
         if !self.connected() {
             tracing::warn!("stopping: skipped {what}: NATS is not connected ({})", self.nats.connection_state());
             return None;
         }
-        let left = self.left();
-        match tokio::time::timeout(left, step).await {
+        let allowed = self.left().min(cap);
+        match tokio::time::timeout(allowed, step).await {
             Ok(v) => Some(v),
             Err(_) => {
-                tracing::warn!("stopping: skipped {what}: NATS did not answer within the {} ms left of the shutdown timeout", left.as_millis());
+                tracing::warn!("stopping: skipped {what}: NATS did not answer within {} ms", allowed.as_millis());
                 None
             }
         }
@@ -71,6 +77,7 @@ mod tests {
         assert!(!budget.connected());
         let started = Instant::now();
         assert_eq!(budget.over_nats("a step", std::future::pending::<()>()).await, None);
+        assert_eq!(budget.over_nats_within("another", Duration::from_millis(10), std::future::pending::<()>()).await, None);
         assert!(started.elapsed() < Duration::from_secs(1), "skipped, not waited for");
         assert!(budget.for_draining() <= Duration::from_secs(6), "2 s are kept for what follows the drain");
         assert!(budget.left() > Duration::from_secs(7));
