@@ -34,6 +34,12 @@ pub fn app_api_prefix(lattice: &str) -> String {
     format!("wadm.api.{lattice}")
 }
 
+/// Where an app's status is published when it changes (wadm's `wadm.status.{lattice}.{app}`),
+/// as an [`crate::app::Status`].
+pub fn app_status_subject(lattice: &str, app: &str) -> String {
+    format!("wadm.status.{lattice}.{app}")
+}
+
 /// What every host subscribes to (in queue group [`APP_API_QUEUE`]) to serve the app API.
 pub fn app_api_wildcard(lattice: &str) -> String {
     format!("{}.>", app_api_prefix(lattice))

@@ -4,16 +4,16 @@
 use std::time::Duration;
 
 use trellis_host::Host;
-use trellis_lattice::app::{AppClient, AppState, AppStatus};
+use trellis_lattice::app::{AppClient, Status, StatusType};
 use trellis_lattice::client::CtlClient;
 
 /// Waits until app `app` reports `state`, up to `within`; returns that status.
-pub async fn wait_status(apps: &AppClient, app: &str, state: AppState, within: Duration) -> AppStatus {
+pub async fn wait_status(apps: &AppClient, app: &str, state: StatusType, within: Duration) -> Status {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let s = apps.status(app).await;
         match &s {
-            Ok(s) if s.state == state => return s.clone(),
+            Ok(s) if s.state() == state => return s.clone(),
             _ if tokio::time::Instant::now() >= deadline => panic!("app `{app}` did not become {state:?} within {within:?}; last: {s:?}"),
             _ => tokio::time::sleep(Duration::from_millis(200)).await,
         }

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use trellis_lattice::app::{AppClient, AppState};
+use trellis_lattice::app::{AppClient, StatusType};
 use trellis_lattice::client::CtlClient;
 use trellis_lattice::ctl::{Link, StringMap};
 use trellis_lattice::event::CloudEvent;
@@ -45,7 +45,7 @@ fn manifest(app: &str, version: &str, zone: &str, target: Option<&str>, config: 
 
 async fn deploy(apps: &AppClient, text: &str) {
     let put = apps.put(text).await.unwrap();
-    apps.deploy(&put.name, Some(&put.version)).await.unwrap();
+    apps.deploy(&put.name, Some(&put.current_version)).await.unwrap();
 }
 
 /// The targets of the links from `web`.
@@ -69,29 +69,29 @@ async fn two_apps_defining_one_link_and_config_differently_do_not_fight_and_the_
     let l = lattice(nats).await;
     let apps = AppClient::new(l.ctl.nats().clone(), "default");
     deploy(&apps, &manifest("first", "v1", "a", Some("store-1"), Some(("cfg", "1")))).await;
-    wait_status(&apps, "first", AppState::Deployed, LONG).await;
+    wait_status(&apps, "first", StatusType::Deployed, LONG).await;
     assert_eq!(web_targets(&l.ctl).await, ["store-1"]);
 
     deploy(&apps, &manifest("second", "v1", "b", Some("store-2"), Some(("cfg", "2")))).await;
-    let s = wait_status(&apps, "second", AppState::Failed, LONG).await;
+    let s = wait_status(&apps, "second", StatusType::Failed, LONG).await;
     assert!(
-        s.message.contains(
+        s.message().contains(
             "link `web` → `store-2` (wasi:keyvalue, name default) conflicts with app `first`, which defines it → `store-1`; change one of the manifests"
         ),
         "{s:?}"
     );
-    assert!(s.message.contains("config `cfg` conflicts with app `first`, which defines it with other values; change one of the manifests"), "{s:?}");
+    assert!(s.message().contains("config `cfg` conflicts with app `first`, which defines it with other values; change one of the manifests"), "{s:?}");
     // Several leader passes later, the first app still holds both, untouched.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(web_targets(&l.ctl).await, ["store-1"]);
     assert_eq!(config_v(&l.ctl, "cfg").await.as_deref(), Some("1"));
-    assert_eq!(apps.status("first").await.unwrap().state, AppState::Deployed);
-    assert_eq!(apps.status("second").await.unwrap().state, AppState::Failed);
+    assert_eq!(apps.status("first").await.unwrap().state(), StatusType::Deployed);
+    assert_eq!(apps.status("second").await.unwrap().state(), StatusType::Failed);
 
     // Once the first app goes, the second puts its own.
     apps.undeploy("first").await.unwrap();
-    wait_status(&apps, "first", AppState::Undeployed, LONG).await;
-    wait_status(&apps, "second", AppState::Deployed, LONG).await;
+    wait_status(&apps, "first", StatusType::Undeployed, LONG).await;
+    wait_status(&apps, "second", StatusType::Deployed, LONG).await;
     assert_eq!(web_targets(&l.ctl).await, ["store-2"]);
     assert_eq!(config_v(&l.ctl, "cfg").await.as_deref(), Some("2"));
 }
@@ -105,20 +105,20 @@ async fn a_link_and_config_two_apps_define_alike_outlive_the_undeploy_of_either(
     let apps = AppClient::new(l.ctl.nats().clone(), "default");
     deploy(&apps, &manifest("first", "v1", "a", Some("store"), Some(("cfg", "1")))).await;
     deploy(&apps, &manifest("second", "v1", "b", Some("store"), Some(("cfg", "1")))).await;
-    wait_status(&apps, "first", AppState::Deployed, LONG).await;
-    wait_status(&apps, "second", AppState::Deployed, LONG).await;
+    wait_status(&apps, "first", StatusType::Deployed, LONG).await;
+    wait_status(&apps, "second", StatusType::Deployed, LONG).await;
     assert_eq!(web_targets(&l.ctl).await, ["store"]);
 
     apps.undeploy("second").await.unwrap();
-    wait_status(&apps, "second", AppState::Undeployed, LONG).await;
+    wait_status(&apps, "second", StatusType::Undeployed, LONG).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(web_targets(&l.ctl).await, ["store"], "the link the first app defines too stays");
     assert_eq!(config_v(&l.ctl, "cfg").await.as_deref(), Some("1"), "so does the config");
-    assert_eq!(apps.status("first").await.unwrap().state, AppState::Deployed);
+    assert_eq!(apps.status("first").await.unwrap().state(), StatusType::Deployed);
 
     // The last app that defines them takes them along.
     apps.undeploy("first").await.unwrap();
-    wait_status(&apps, "first", AppState::Undeployed, LONG).await;
+    wait_status(&apps, "first", StatusType::Undeployed, LONG).await;
     assert!(web_targets(&l.ctl).await.is_empty());
     assert_eq!(config_v(&l.ctl, "cfg").await, None);
 }
@@ -132,7 +132,7 @@ async fn a_new_version_removes_the_links_and_config_the_old_one_put_and_no_longe
     // Config the app never defined: never touched.
     l.put_config("keep", &[("v", "mine")]).await;
     deploy(&apps, &manifest("app", "v1", "a", Some("store-1"), Some(("old-cfg", "1")))).await;
-    wait_status(&apps, "app", AppState::Deployed, LONG).await;
+    wait_status(&apps, "app", StatusType::Deployed, LONG).await;
     assert_eq!(web_targets(&l.ctl).await, ["store-1"]);
     assert_eq!(config_v(&l.ctl, "old-cfg").await.as_deref(), Some("1"));
 
@@ -141,7 +141,7 @@ async fn a_new_version_removes_the_links_and_config_the_old_one_put_and_no_longe
     let deadline = tokio::time::Instant::now() + LONG;
     loop {
         let s = apps.status("app").await.unwrap();
-        if s.state == AppState::Deployed && s.version.as_deref() == Some("v2") {
+        if s.state() == StatusType::Deployed && s.deployed_version() == Some("v2") {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "v2 is not deployed: {s:?}");
@@ -158,7 +158,7 @@ async fn a_new_version_removes_the_links_and_config_the_old_one_put_and_no_longe
     let deadline = tokio::time::Instant::now() + LONG;
     loop {
         let s = apps.status("app").await.unwrap();
-        if s.state == AppState::Deployed && s.version.as_deref() == Some("v3") {
+        if s.state() == StatusType::Deployed && s.deployed_version() == Some("v3") {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "v3 is not deployed: {s:?}");
@@ -178,7 +178,7 @@ async fn draining_a_host_stops_an_apps_provider_there_only_once_it_runs_elsewher
     let apps = AppClient::new(l.ctl.nats().clone(), "default");
     let text = "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata:\n  name: kv\nspec:\n  components:\n    - name: store\n      type: capability\n      properties:\n        image: builtin://keyvalue\n      traits:\n        - type: spreadscaler\n          properties:\n            instances: 1\n            spread:\n              - name: w\n                requirements:\n                  zone: work\n";
     deploy(&apps, text).await;
-    wait_status(&apps, "kv", AppState::Deployed, LONG).await;
+    wait_status(&apps, "kv", StatusType::Deployed, LONG).await;
     let id = "kv-store";
     let mut on = Vec::new();
     for h in [&w1, &w2] {
@@ -209,7 +209,7 @@ async fn draining_a_host_stops_an_apps_provider_there_only_once_it_runs_elsewher
     let started = seen.iter().position(|(name, host)| name == "provider_started" && host == to.id());
     let stopped = seen.iter().position(|(name, host)| name == "provider_stopped" && host == from.id());
     assert!(started.is_some() && started < stopped, "the provider stopped on the drained host before it ran on the other: {seen:?}");
-    wait_status(&apps, "kv", AppState::Deployed, LONG).await;
+    wait_status(&apps, "kv", StatusType::Deployed, LONG).await;
     assert!(l.ctl.get_host_inventory(to.id()).await.unwrap().providers.iter().any(|p| p.id == id));
     assert!(!l.ctl.get_host_inventory(from.id()).await.unwrap().providers.iter().any(|p| p.id == id));
 }
@@ -222,7 +222,7 @@ async fn replicas_leave_a_host_whose_labels_no_longer_match_and_come_back_when_t
     let l = lattice(nats).await;
     let apps = AppClient::new(l.ctl.nats().clone(), "default");
     deploy(&apps, &manifest("app", "v1", "a", Some("store"), None)).await;
-    wait_status(&apps, "app", AppState::Deployed, LONG).await;
+    wait_status(&apps, "app", StatusType::Deployed, LONG).await;
     let hosts = [&w1, &w2];
     let sum = |v: Vec<u32>| v.iter().sum::<u32>();
     assert_eq!(sum(replicas(&l.ctl, &hosts, "web").await) + sum(replicas(&l.ctl, &hosts, "store").await), 2);
@@ -230,11 +230,11 @@ async fn replicas_leave_a_host_whose_labels_no_longer_match_and_come_back_when_t
     l.ctl.delete_label(w1.id(), "zone").await.unwrap();
     wait_replicas(&l.ctl, &hosts, "web", &[0, 1], LONG).await;
     wait_replicas(&l.ctl, &hosts, "store", &[0, 1], LONG).await;
-    wait_status(&apps, "app", AppState::Deployed, LONG).await;
+    wait_status(&apps, "app", StatusType::Deployed, LONG).await;
 
     l.ctl.put_label(w2.id(), "zone", "b").await.unwrap();
     l.ctl.put_label(w1.id(), "zone", "a").await.unwrap();
     wait_replicas(&l.ctl, &hosts, "web", &[1, 0], LONG).await;
     wait_replicas(&l.ctl, &hosts, "store", &[1, 0], LONG).await;
-    wait_status(&apps, "app", AppState::Deployed, LONG).await;
+    wait_status(&apps, "app", StatusType::Deployed, LONG).await;
 }

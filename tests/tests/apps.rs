@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use trellis_host::Host;
-use trellis_lattice::app::{AppClient, AppState, LEADER_KEY, Lease, apps_bucket};
+use trellis_lattice::app::{AppClient, LEADER_KEY, Lease, PutResult, StatusType, apps_bucket};
 use trellis_lattice::ctl::{ComponentDescription, StringMap};
-use trellis_lattice::manifest::{APP_SPEC_ANNOTATION, MANAGED_BY_ANNOTATION};
+use trellis_lattice::manifest::{APP_SPEC_ANNOTATION, MANAGED_BY_ANNOTATION, Manifest};
 use trellis_tests::apps::{replicas, replicas_on, wait_replicas, wait_status};
 use trellis_tests::components::{file_ref, http_hello, misbehave};
 use trellis_tests::hosts::start_host;
@@ -98,12 +98,13 @@ async fn a_spread_app_places_replicas_by_weight_and_serves_http() {
     assert!(bad.contains("metadata.name") && bad.contains("spec.components"), "{bad}");
 
     let put = apps.put(&text).await.unwrap();
-    assert_eq!((put.name.as_str(), put.version.as_str(), put.created), ("hello-app", "v1", true));
-    assert!(!apps.put(&text).await.unwrap().created, "the same version again stores nothing new");
+    assert_eq!((put.name.as_str(), put.current_version.as_str(), put.result, put.total_versions), ("hello-app", "v1", PutResult::Created, 1));
+    let again = apps.put(&text).await.unwrap();
+    assert!(again.total_versions == 1 && again.message.contains("nothing changed"), "the same version again stores nothing new: {again:?}");
     assert!(apps.put(&text.replace("instances: 6", "instances: 5")).await.is_err(), "a different manifest under the same version is refused");
     apps.deploy("hello-app", None).await.unwrap();
 
-    wait_status(&apps, "hello-app", AppState::Deployed, LONG).await;
+    wait_status(&apps, "hello-app", StatusType::Deployed, LONG).await;
     let id = "hello_app-hello";
     let per_host = replicas(&l.ctl, &[&c1, &c2, &edge], id).await;
     assert_eq!(per_host, [2, 2, 2], "4 replicas on the cloud hosts, 2 on the edge one");
@@ -118,7 +119,8 @@ async fn a_spread_app_places_replicas_by_weight_and_serves_http() {
     let versions = apps.versions("hello-app").await.unwrap();
     assert_eq!(versions.len(), 1);
     assert!(versions[0].deployed);
-    assert_eq!(apps.get("hello-app", None).await.unwrap().manifest, text);
+    let got = apps.get("hello-app", None).await.unwrap();
+    assert_eq!(Manifest::parse(&got.to_string()).unwrap(), Manifest::parse(&text).unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,12 +138,12 @@ async fn undeploy_removes_what_the_app_created_and_nothing_else() {
     let addr = free_addr().unwrap();
     apps.put(&manifest("gone", 2, &[], Some(addr))).await.unwrap();
     apps.deploy("gone", Some("v1")).await.unwrap();
-    wait_status(&apps, "gone", AppState::Deployed, LONG).await;
+    wait_status(&apps, "gone", StatusType::Deployed, LONG).await;
     assert_eq!(get_until(addr, "/", 200, WAIT).await.unwrap().text(), "Hello from Trellis!\n");
     assert!(l.ctl.get_links().await.unwrap().iter().any(|k| k.source_id == "gone-http"));
 
     apps.undeploy("gone").await.unwrap();
-    wait_status(&apps, "gone", AppState::Undeployed, LONG).await;
+    wait_status(&apps, "gone", StatusType::Undeployed, LONG).await;
     for h in [&a, &b] {
         let inv = l.ctl.get_host_inventory(h.id()).await.unwrap();
         assert!(!inv.components.iter().any(|c| c.id.starts_with("gone-")), "{inv:?}");
@@ -173,13 +175,13 @@ async fn a_requirement_no_host_meets_is_reported_as_reconciling() {
     let s = loop {
         let s = apps.status("mars").await.unwrap();
         // Until every host has been heard from, fewer may be placed.
-        if s.message.contains("1 of 3 replicas") || tokio::time::Instant::now() >= deadline {
+        if s.message().contains("1 of 3 replicas") || tokio::time::Instant::now() >= deadline {
             break s;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(s.state, AppState::Reconciling, "{s:?}");
-    assert!(s.message.contains("1 of 3 replicas of `hello`: no host matches zone=mars"), "{s:?}");
+    assert_eq!(s.state(), StatusType::Reconciling, "{s:?}");
+    assert!(s.message().contains("1 of 3 replicas of `hello`: no host matches zone=mars"), "{s:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,7 +194,7 @@ async fn another_host_takes_the_lease_and_replaces_the_lost_replicas() {
     let apps = AppClient::new(l.ctl.nats().clone(), "default");
     apps.put(&manifest("ha", 3, &[], None)).await.unwrap();
     apps.deploy("ha", None).await.unwrap();
-    wait_status(&apps, "ha", AppState::Deployed, LONG).await;
+    wait_status(&apps, "ha", StatusType::Deployed, LONG).await;
     assert_eq!(replicas(&l.ctl, &hosts.iter().collect::<Vec<_>>(), "ha-hello").await, [1, 1, 1]);
 
     let kv = async_nats::jetstream::new(client).get_key_value(apps_bucket("default")).await.unwrap();
@@ -219,7 +221,7 @@ async fn another_host_takes_the_lease_and_replaces_the_lost_replicas() {
         assert!(tokio::time::Instant::now() < deadline, "the lost replica was not re-placed: {per_host:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    wait_status(&apps, "ha", AppState::Deployed, LONG).await;
+    wait_status(&apps, "ha", StatusType::Deployed, LONG).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,8 +233,8 @@ async fn a_component_that_cannot_load_is_reported_as_failed() {
     let text = manifest("broken", 1, &[], None).replace(&file_ref(http_hello()), "file:///nonexistent/broken.wasm");
     apps.put(&text).await.unwrap();
     apps.deploy("broken", None).await.unwrap();
-    let s = wait_status(&apps, "broken", AppState::Failed, LONG).await;
-    assert!(s.message.contains("`broken-hello` failed to start") && s.message.contains("/nonexistent/broken.wasm"), "{s:?}");
+    let s = wait_status(&apps, "broken", StatusType::Failed, LONG).await;
+    assert!(s.message().contains("`broken-hello` failed to start") && s.message().contains("/nonexistent/broken.wasm"), "{s:?}");
 }
 
 /// `drain`: `hello` spread over the `zone=work` hosts, the http-server provider on the
@@ -304,7 +306,7 @@ async fn draining_a_host_under_http_load_loses_no_request_and_cordon_blocks_new_
     let addr = free_addr().unwrap();
     apps.put(&drain_manifest("v1", 4, addr)).await.unwrap();
     apps.deploy("drain", None).await.unwrap();
-    wait_status(&apps, "drain", AppState::Deployed, LONG).await;
+    wait_status(&apps, "drain", StatusType::Deployed, LONG).await;
     let id = "drain-hello";
     assert_eq!(replicas(&l.ctl, &[&w1, &w2, &edge], id).await, [2, 2, 0]);
     get_until(addr, "/", 200, WAIT).await.unwrap();
@@ -323,7 +325,7 @@ async fn draining_a_host_under_http_load_loses_no_request_and_cordon_blocks_new_
         assert!(tokio::time::Instant::now() < deadline, "w1 did not drain: {inv:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    wait_status(&apps, "drain", AppState::Deployed, LONG).await;
+    wait_status(&apps, "drain", StatusType::Deployed, LONG).await;
     load.finish("drain").await;
     assert_eq!(replicas(&l.ctl, &[&w1, &w2, &edge], id).await, [0, 4, 0]);
     // A drained host bids in no auction.
@@ -347,7 +349,7 @@ async fn draining_a_host_under_http_load_loses_no_request_and_cordon_blocks_new_
     apps.put(&drain_manifest("v2", 6, addr)).await.unwrap();
     apps.deploy("drain", Some("v2")).await.unwrap();
     wait_replicas(&l.ctl, &[&w1, &w2], id, &[2, 4], LONG).await;
-    wait_status(&apps, "drain", AppState::Deployed, LONG).await;
+    wait_status(&apps, "drain", StatusType::Deployed, LONG).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(replicas(&l.ctl, &[&w1, &w2], id).await, [2, 4], "a cordoned host got new replicas");
     // Uncordoned, it gets its share again.
@@ -368,7 +370,7 @@ async fn deploying_a_new_version_under_http_load_loses_no_request_and_leaves_no_
     let (v1, v2) = (file_ref(http_hello()), file_ref(misbehave()));
     apps.put(&drain_manifest_of("v1", 4, addr, &v1)).await.unwrap();
     apps.deploy("drain", None).await.unwrap();
-    wait_status(&apps, "drain", AppState::Deployed, LONG).await;
+    wait_status(&apps, "drain", StatusType::Deployed, LONG).await;
     get_until(addr, "/", 200, WAIT).await.unwrap();
 
     let load = Load::start(addr, &[b"Hello from Trellis!\n", b"misbehave v1\n"]).await;
@@ -387,7 +389,7 @@ async fn deploying_a_new_version_under_http_load_loses_no_request_and_leaves_no_
         assert!(tokio::time::Instant::now() < deadline, "v1 replicas remain: {images:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    wait_status(&apps, "drain", AppState::Deployed, LONG).await;
+    wait_status(&apps, "drain", StatusType::Deployed, LONG).await;
     load.finish("upgrade").await;
     assert_eq!(get_until(addr, "/", 200, WAIT).await.unwrap().text(), "misbehave v1\n");
 }
@@ -416,7 +418,7 @@ async fn kill_9_of_a_host_under_http_load_moves_its_replicas_within_15_s_and_fai
         assert!(tokio::time::Instant::now() < deadline, "the app was not spread over the three work hosts");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    wait_status(&apps, "drain", AppState::Deployed, LONG).await;
+    wait_status(&apps, "drain", StatusType::Deployed, LONG).await;
     get_until(addr, "/", 200, WAIT).await.unwrap();
 
     let load = Load::start(addr, &[b"Hello from Trellis!\n"]).await;
@@ -471,7 +473,7 @@ async fn kill_9_of_a_host_under_http_load_moves_its_replicas_within_15_s_and_fai
     }
     assert!(outside.is_empty(), "{} failures outside the window (kill → re-placement, {took:?}): {:?}", outside.len(), &outside[..outside.len().min(5)]);
     assert!(answered_after > 20, "only {answered_after} requests answered after the re-placement");
-    wait_status(&apps, "drain", AppState::Deployed, LONG).await;
+    wait_status(&apps, "drain", StatusType::Deployed, LONG).await;
     assert_eq!(replicas(&l.ctl, &[&w1, &w2], id).await, [3, 3]);
     assert_eq!(get_until(addr, "/", 200, WAIT).await.unwrap().text(), "Hello from Trellis!\n");
 }

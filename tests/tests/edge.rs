@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use trellis_host::{Host, HostError};
-use trellis_lattice::app::{AppClient, AppState};
+use trellis_lattice::app::{AppClient, StatusType};
 use trellis_lattice::client::CtlClient;
 use trellis_lattice::ctl::Link;
 use trellis_tests::apps::wait_status;
@@ -68,7 +68,7 @@ async fn an_app_deployed_from_the_hub_counts_at_the_edge_in_a_cloud_bucket() {
     let apps = AppClient::new(hub_client.clone(), "default");
     apps.put(&edge_manifest(addr)).await.unwrap();
     apps.deploy("edge-counter", None).await.unwrap();
-    wait_status(&apps, "edge-counter", AppState::Deployed, LONG).await;
+    wait_status(&apps, "edge-counter", StatusType::Deployed, LONG).await;
     // Placed where the manifest says: the counter and the http-server at the edge, the
     // key-value provider in the cloud.
     let at_edge = ctl.get_host_inventory(&edge.id).await.unwrap();

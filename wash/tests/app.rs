@@ -156,10 +156,13 @@ spec:
     let list = wash.run_async(&["app", "list"]).await.ok().to_string();
     assert!(list.lines().any(|l| l.split_whitespace().eq(["hi", "v1", "v1", "Deployed", "says", "hello"])), "{list}");
     let v = wash.run_async(&["app", "status", "hi", "-o", "json"]).await.json();
-    assert_eq!(v["state"], "deployed");
+    assert_eq!(v["status"]["type"], "deployed");
     let v = wash.run_async(&["app", "history", "hi", "-o", "json"]).await.json();
     assert_eq!((v["versions"][0]["version"].as_str(), v["versions"][0]["deployed"].as_bool()), (Some("v1"), Some(true)));
-    assert_eq!(wash.run_async(&["app", "get", "hi", "--version", "v1"]).await.ok().trim_end(), manifest.trim_end());
+    // wadm's API carries the manifest as JSON: the same manifest, in its JSON form.
+    let got = wash.run_async(&["app", "get", "hi", "--version", "v1"]).await.ok().to_string();
+    let parse = |t: &str| trellis_lattice::manifest::Manifest::parse(t).unwrap_or_else(|e| panic!("{e}\n{t}"));
+    assert_eq!(parse(&got), parse(&manifest));
     let err = wash.run_async(&["app", "delete", "hi", "--version", "v1"]).await.error();
     assert!(err.contains("is deployed; undeploy it first"), "{err}");
 

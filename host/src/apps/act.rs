@@ -12,6 +12,7 @@ use trellis_lattice::app::{AppState, AppStatus, Deployment, Owned, owned_key, pa
 use trellis_lattice::client::CtlClient;
 use trellis_lattice::ctl::Link;
 use trellis_lattice::manifest::Manifest;
+use trellis_lattice::subject::app_status_subject;
 
 use super::plan::{self, Action, Actual, AppInput, AppPlan, Failure};
 use super::{kv_err, now_ms};
@@ -80,7 +81,7 @@ pub(super) async fn reconcile(ctl: &CtlClient, store: &kv::Store, hosts: &[Strin
     let mut plan = plan::plan(&apps, &actual);
     let failed = execute(ctl, &plan.steps, &mut plan.apps, pending).await;
     for app in &plan.apps {
-        record(store, app, failed.get(&app.name).map(Vec::as_slice).unwrap_or_default()).await;
+        record(ctl, store, app, failed.get(&app.name).map(Vec::as_slice).unwrap_or_default()).await;
     }
     Ok(())
 }
@@ -162,10 +163,24 @@ fn keep_old(owned: &mut Owned, before: &Owned, link: &Link, old: &[Link]) {
     owned.links.sort();
 }
 
-/// Writes `app`'s status and what it owns. A failed write is logged: the next pass writes again.
-async fn record(store: &kv::Store, app: &AppPlan, failed: &[String]) {
+/// Writes `app`'s status and what it owns, and publishes the status on
+/// `wadm.status.{lattice}.{app}` (wadm's `Status`) when it changed. A failed write is logged:
+/// the next pass writes again.
+async fn record(ctl: &CtlClient, store: &kv::Store, app: &AppPlan, failed: &[String]) {
     let status = app.status(failed, now_ms());
     let name = &app.name;
+    let before = read::<AppStatus>(store, &status_key(name)).await;
+    if before.is_none_or(|b| (b.state, &b.message, &b.details, &b.version) != (status.state, &status.message, &status.details, &status.version)) {
+        let subject = app_status_subject(ctl.lattice(), name);
+        match serde_json::to_vec(&status.to_wire()) {
+            Ok(body) => {
+                if let Err(e) = ctl.nats().publish(subject, body.into()).await {
+                    tracing::debug!(app = name, error = %e, "cannot publish the app's status");
+                }
+            }
+            Err(e) => tracing::warn!(app = name, error = %e, "cannot encode the app's status"),
+        }
+    }
     if status.state == AppState::Undeployed {
         if !app.before.is_empty()
             && let Err(e) = store.purge(owned_key(name)).await

@@ -1,6 +1,8 @@
 //! The app API server: `wadm.api.{lattice}.model.*` ([`AppOp`]), answered by one host of a
-//! queue group from the apps bucket. Replies use the control envelope `{success, message,
-//! response}`; every failure names what was wrong and what to do.
+//! queue group from the apps bucket. Requests and replies are wadm 0.21's JSON
+//! (`trellis_lattice::app`'s mirrored types), bare, without the control envelope; a failure is
+//! the operation's own reply with `result: "error"` (or `notfound`, `noop`) and a message that
+//! names what was wrong and what to do.
 
 use std::collections::BTreeSet;
 
@@ -9,7 +11,6 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use trellis_lattice::app::*;
-use trellis_lattice::ctl::CtlResponse;
 use trellis_lattice::manifest::Manifest;
 use trellis_lattice::subject::AppOp;
 
@@ -26,17 +27,14 @@ pub(super) async fn serve(cx: Context, store: kv::Store, mut sub: async_nats::Su
             let Some(reply) = msg.reply.clone() else { return };
             let answer = match AppOp::parse(&cx.lattice, &msg.subject) {
                 Ok(op) => handle(&store, &op, &msg.payload).await,
-                Err(e) => Err(e.to_string()),
+                // Every wadm reply type decodes this (wadm answers what it cannot route the same way).
+                Err(e) => Ok(serde_json::json!({"result": "error", "message": e.to_string()})),
             };
-            let body = match answer {
-                Ok(v) => serde_json::to_vec(&CtlResponse::ok(v)),
-                Err(e) => serde_json::to_vec(&CtlResponse::<()>::error(e)),
-            };
-            let body = match body {
+            let body = match answer.and_then(|v| serde_json::to_vec(&v).map_err(|e| e.to_string())) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(subject = %msg.subject, error = %e, "cannot encode an app API reply");
-                    br#"{"success":false,"message":"cannot encode the reply"}"#.to_vec()
+                    br#"{"result":"error","message":"cannot encode the reply"}"#.to_vec()
                 }
             };
             if let Err(e) = cx.nats.publish(reply, body.into()).await {
@@ -108,11 +106,11 @@ async fn deployment(store: &kv::Store, app: &str) -> Result<Option<Deployment>, 
     get_json::<Deployment>(store, &deployment_key(app)).await
 }
 
-/// The version of `app` named, or the latest.
-async fn pick(store: &kv::Store, app: &str, version: Option<&str>) -> Result<StoredVersion, Refusal> {
-    let all: Vec<StoredVersion> = versions(store, app).await?.into_iter().map(|(_, v)| v).collect();
+/// The version of `app` named, or the latest; a failure says whether the app exists.
+async fn pick(store: &kv::Store, app: &str, version: Option<&str>) -> Result<StoredVersion, (bool, Refusal)> {
+    let all: Vec<StoredVersion> = versions(store, app).await.map_err(|e| (true, e))?.into_iter().map(|(_, v)| v).collect();
     if all.is_empty() {
-        return Err(format!("no app `{app}`; store it with `wash app deploy FILE`"));
+        return Err((false, format!("no app `{app}`; store it with `wash app deploy FILE`")));
     }
     let found = match version {
         None => all.into_iter().next_back(),
@@ -120,82 +118,143 @@ async fn pick(store: &kv::Store, app: &str, version: Option<&str>) -> Result<Sto
     };
     found.ok_or_else(|| {
         let v = version.unwrap_or_default();
-        format!("app `{app}` has no version `{v}`; `wash app history {app}` lists them")
+        (true, format!("app `{app}` has no version `{v}`; `wash app history {app}` lists them"))
     })
 }
 
+/// Answers one operation: always a reply of the operation's wadm type (`Err` only when a reply
+/// cannot be encoded).
 async fn handle(store: &kv::Store, op: &AppOp, payload: &[u8]) -> Result<serde_json::Value, Refusal> {
     match op {
-        AppOp::Put => put(store, payload).await,
-        AppOp::Get(n) => {
-            let req: VersionRequest = parse_body(op, payload)?;
-            let v = pick(store, n, req.version.as_deref()).await?;
-            let deployed = deployment(store, n).await?.is_some_and(|d| d.active && d.version == v.version);
-            to_json(&GetResponse { name: n.clone(), version: v.version, manifest: v.manifest, deployed })
-        }
+        AppOp::Put => to_json(&put(store, payload).await.unwrap_or_else(|message| PutModelResponse {
+            result: PutResult::Error,
+            total_versions: 0,
+            current_version: String::new(),
+            message,
+            name: String::new(),
+        })),
+        AppOp::Get(n) => to_json(&get(store, op, n, payload).await.unwrap_or_else(|(result, message)| GetModelResponse { result, message, manifest: None })),
         AppOp::Versions(n) => {
-            let dep = deployment(store, n).await?.filter(|d| d.active);
-            let all = versions(store, n).await?;
-            if all.is_empty() {
-                return Err(format!("no app `{n}`"));
-            }
-            let out: Vec<VersionInfo> = all
-                .into_iter()
-                .map(|(_, v)| VersionInfo { deployed: dep.as_ref().is_some_and(|d| d.version == v.version), version: v.version, created_ms: v.created_ms })
-                .collect();
-            to_json(&out)
-        }
-        AppOp::List => list(store).await,
-        AppOp::Deploy(n) => {
-            let req: VersionRequest = parse_body(op, payload)?;
-            let v = pick(store, n, req.version.as_deref()).await?;
-            // A new version of a deployed app keeps the time it was first deployed.
-            let since_ms = match deployment(store, n).await? {
-                Some(d) if d.active => d.since_ms,
-                _ => now_ms(),
+            let reply = match versions_of(store, n).await {
+                Ok(versions) => VersionResponse { result: GetResult::Success, message: format!("versions of app `{n}`"), versions },
+                Err((result, message)) => VersionResponse { result, message, versions: vec![] },
             };
-            let d = Deployment { version: v.version, manifest: v.manifest, active: true, since_ms };
-            put_json(store, &deployment_key(n), &d).await?;
-            put_interim_status(store, n, &d, AppState::Reconciling, "deployed; waiting for the reconciler").await;
-            to_json(&d)
+            to_json(&reply)
         }
-        AppOp::Undeploy(n) => match deployment(store, n).await? {
-            Some(d) if d.active => {
-                let d = Deployment { active: false, ..d };
-                put_json(store, &deployment_key(n), &d).await?;
-                put_interim_status(store, n, &d, AppState::Undeploying, "undeployed; waiting for the reconciler").await;
-                Ok(serde_json::Value::Null)
-            }
-            _ => Err(format!("app `{n}` is not deployed")),
+        AppOp::List => match list(store).await {
+            Ok(l) => to_json(&l),
+            Err(message) => Ok(serde_json::json!({"result": "error", "message": message})),
         },
+        AppOp::Deploy(n) => to_json(&deploy(store, op, n, payload).await.unwrap_or_else(|(result, message)| DeployModelResponse {
+            result,
+            message,
+            name: n.clone(),
+            version: None,
+        })),
+        AppOp::Undeploy(n) => {
+            to_json(&undeploy(store, n).await.unwrap_or_else(|(result, message)| DeployModelResponse { result, message, name: n.clone(), version: None }))
+        }
         AppOp::Del(n) => {
-            let req: VersionRequest = parse_body(op, payload)?;
-            delete(store, n, req.version.as_deref()).await
+            let reply = match parse_body::<VersionRequest>(op, payload) {
+                Ok(req) => delete(store, n, req.version.as_deref()).await,
+                Err(message) => DeleteModelResponse { result: DeleteResult::Error, message, undeploy: false },
+            };
+            to_json(&reply)
         }
         AppOp::Status(n) => {
-            let stored = get_json::<AppStatus>(store, &status_key(n)).await?;
-            if versions(store, n).await?.is_empty() && stored.as_ref().is_none_or(|s| s.state == AppState::Undeployed) {
-                // Deleted (and cleaned up), or never stored.
-                return Err(format!("no app `{n}`"));
-            }
-            match stored {
-                Some(s) => to_json(&s),
-                None => to_json(&AppStatus {
-                    name: n.clone(),
-                    version: None,
-                    state: AppState::Undeployed,
-                    message: "never deployed".into(),
-                    details: vec![],
-                    updated_ms: now_ms(),
-                }),
-            }
+            let reply = match status(store, n).await {
+                Ok(s) => StatusResponse { result: StatusResult::Ok, message: format!("status of app `{n}`"), status: Some(s.to_wire()) },
+                Err((result, message)) => StatusResponse { result, message, status: None },
+            };
+            to_json(&reply)
         }
     }
 }
 
+/// A failed lookup: not found, or an error, with its message.
+type Miss<R> = (R, String);
+
+fn storage<R>(error: R) -> impl FnOnce(Refusal) -> Miss<R> {
+    move |m| (error, m)
+}
+
+async fn get(store: &kv::Store, op: &AppOp, n: &str, payload: &[u8]) -> Result<GetModelResponse, Miss<GetResult>> {
+    let req: VersionRequest = parse_body(op, payload).map_err(storage(GetResult::Error))?;
+    let v = pick(store, n, req.version.as_deref()).await.map_err(|(found, m)| (if found { GetResult::Error } else { GetResult::NotFound }, m))?;
+    // The stored text parsed when it was put; its JSON form is the manifest wadm carries.
+    let manifest = Manifest::parse(&v.manifest)
+        .map_err(|e| (GetResult::Error, format!("the stored manifest of app `{n}` {} is invalid: {e}", v.version)))
+        .and_then(|m| serde_json::to_value(&m).map_err(|e| (GetResult::Error, format!("cannot encode the manifest: {e}"))))?;
+    Ok(GetModelResponse { result: GetResult::Success, message: format!("app `{n}` {}", v.version), manifest: Some(manifest) })
+}
+
+async fn versions_of(store: &kv::Store, n: &str) -> Result<Vec<VersionInfo>, Miss<GetResult>> {
+    let dep = deployment(store, n).await.map_err(storage(GetResult::Error))?.filter(|d| d.active);
+    let all = versions(store, n).await.map_err(storage(GetResult::Error))?;
+    if all.is_empty() {
+        return Err((GetResult::NotFound, format!("no app `{n}`")));
+    }
+    Ok(all.into_iter().map(|(_, v)| VersionInfo { deployed: dep.as_ref().is_some_and(|d| d.version == v.version), version: v.version }).collect())
+}
+
+async fn deploy(store: &kv::Store, op: &AppOp, n: &str, payload: &[u8]) -> Result<DeployModelResponse, Miss<DeployResult>> {
+    let req: VersionRequest = parse_body(op, payload).map_err(storage(DeployResult::Error))?;
+    let version = req.version.as_deref().filter(|v| *v != LATEST_VERSION);
+    let v = pick(store, n, version).await.map_err(|(found, m)| (if found { DeployResult::Error } else { DeployResult::NotFound }, m))?;
+    // A new version of a deployed app keeps the time it was first deployed.
+    let since_ms = match deployment(store, n).await.map_err(storage(DeployResult::Error))? {
+        Some(d) if d.active => d.since_ms,
+        _ => now_ms(),
+    };
+    let d = Deployment { version: v.version, manifest: v.manifest, active: true, since_ms };
+    put_json(store, &deployment_key(n), &d).await.map_err(storage(DeployResult::Error))?;
+    put_interim_status(store, n, &d, AppState::Reconciling, "deployed; waiting for the reconciler").await;
+    Ok(DeployModelResponse {
+        result: DeployResult::Acknowledged,
+        message: format!("app `{n}` {} deployed; the reconciler puts it in place", d.version),
+        name: n.into(),
+        version: Some(d.version),
+    })
+}
+
+async fn undeploy(store: &kv::Store, n: &str) -> Result<DeployModelResponse, Miss<DeployResult>> {
+    match deployment(store, n).await.map_err(storage(DeployResult::Error))? {
+        Some(d) if d.active => {
+            let d = Deployment { active: false, ..d };
+            put_json(store, &deployment_key(n), &d).await.map_err(storage(DeployResult::Error))?;
+            put_interim_status(store, n, &d, AppState::Undeploying, "undeployed; waiting for the reconciler").await;
+            Ok(DeployModelResponse {
+                result: DeployResult::Acknowledged,
+                message: format!("app `{n}` undeployed; the reconciler removes what it created"),
+                name: n.into(),
+                version: None,
+            })
+        }
+        Some(_) => Err((DeployResult::Error, format!("app `{n}` is not deployed"))),
+        None if versions(store, n).await.map_err(storage(DeployResult::Error))?.is_empty() => Err((DeployResult::NotFound, format!("no app `{n}`"))),
+        None => Err((DeployResult::Error, format!("app `{n}` is not deployed"))),
+    }
+}
+
+async fn status(store: &kv::Store, n: &str) -> Result<AppStatus, Miss<StatusResult>> {
+    let stored = get_json::<AppStatus>(store, &status_key(n)).await.map_err(storage(StatusResult::Error))?;
+    if versions(store, n).await.map_err(storage(StatusResult::Error))?.is_empty() && stored.as_ref().is_none_or(|s| s.state == AppState::Undeployed) {
+        // Deleted (and cleaned up), or never stored.
+        return Err((StatusResult::NotFound, format!("no app `{n}`")));
+    }
+    Ok(stored.unwrap_or_else(|| AppStatus {
+        name: n.into(),
+        version: None,
+        state: AppState::Undeployed,
+        message: "never deployed".into(),
+        details: vec![],
+        updated_ms: now_ms(),
+    }))
+}
+
 /// `model.put`: stores the manifest as a new version; the same version with the same text is a
 /// no-op, with another text a refusal.
-async fn put(store: &kv::Store, payload: &[u8]) -> Result<serde_json::Value, Refusal> {
+async fn put(store: &kv::Store, payload: &[u8]) -> Result<PutModelResponse, Refusal> {
     let text = std::str::from_utf8(payload).map_err(|_| "the manifest is not UTF-8 text".to_string())?;
     let m = Manifest::parse(text).map_err(|errors| {
         let lines: Vec<String> = errors
@@ -226,11 +285,16 @@ async fn put(store: &kv::Store, payload: &[u8]) -> Result<serde_json::Value, Ref
         },
     };
     let total_versions = versions(store, m.name()).await?.len();
-    to_json(&PutResponse { name: m.name().into(), version, created, total_versions })
+    let (result, message) = match (created, total_versions) {
+        (false, _) => (PutResult::NewVersion, format!("version `{version}` of app `{}` is already stored with this manifest; nothing changed", m.name())),
+        (true, 1) => (PutResult::Created, format!("stored app `{}` {version}", m.name())),
+        (true, _) => (PutResult::NewVersion, format!("stored app `{}` {version}", m.name())),
+    };
+    Ok(PutModelResponse { result, total_versions, current_version: version, message, name: m.name().into() })
 }
 
 /// `model.list`: every app with a stored version or an active deployment.
-async fn list(store: &kv::Store) -> Result<serde_json::Value, Refusal> {
+async fn list(store: &kv::Store) -> Result<Vec<ModelSummary>, Refusal> {
     let mut names = BTreeSet::new();
     let mut keys = store.keys().await.map_err(|e| format!("cannot list the apps bucket: {e}"))?;
     while let Some(key) = keys.next().await {
@@ -249,42 +313,63 @@ async fn list(store: &kv::Store) -> Result<serde_json::Value, Refusal> {
             continue;
         }
         let status = get_json::<AppStatus>(store, &status_key(&n)).await?;
-        out.push(AppSummary {
+        let detailed_status = status
+            .map(|s| s.to_wire())
+            .unwrap_or_else(|| Status { info: StatusInfo { status_type: StatusType::Undeployed, message: "never deployed".into() }, ..Status::default() });
+        let dep = dep.filter(|d| d.active);
+        out.push(ModelSummary {
             name: n.clone(),
-            latest_version: latest.map(|v| v.version.clone()),
-            deployed_version: dep.filter(|d| d.active).map(|d| d.version),
+            version: latest.map(|v| v.version.clone()).or_else(|| dep.as_ref().map(|d| d.version.clone())).unwrap_or_default(),
             description: latest.and_then(|v| Manifest::parse(&v.manifest).ok()).and_then(|m| m.description().map(str::to_string)),
-            status,
+            deployed_version: dep.map(|d| d.version),
+            status: detailed_status.state(),
+            status_message: Some(detailed_status.message().to_string()),
+            detailed_status,
         });
     }
-    to_json(&out)
+    Ok(out)
 }
 
 /// `model.del`: one version (not the deployed one), or every version (undeploying the app).
-async fn delete(store: &kv::Store, n: &str, version: Option<&str>) -> Result<serde_json::Value, Refusal> {
-    let all = versions(store, n).await?;
+async fn delete(store: &kv::Store, n: &str, version: Option<&str>) -> DeleteModelResponse {
+    let refused = |result, message| DeleteModelResponse { result, message, undeploy: false };
+    let all = match versions(store, n).await {
+        Ok(all) => all,
+        Err(e) => return refused(DeleteResult::Error, e),
+    };
     if all.is_empty() {
-        return Err(format!("no app `{n}`"));
+        return refused(DeleteResult::Noop, format!("no app `{n}`"));
     }
-    let dep = deployment(store, n).await?.filter(|d| d.active);
+    let dep = match deployment(store, n).await {
+        Ok(d) => d.filter(|d| d.active),
+        Err(e) => return refused(DeleteResult::Error, e),
+    };
     match version {
         Some(v) => {
             if !all.iter().any(|(_, s)| s.version == v) {
-                return Err(format!("app `{n}` has no version `{v}`"));
+                return refused(DeleteResult::Noop, format!("app `{n}` has no version `{v}`"));
             }
             if dep.as_ref().is_some_and(|d| d.version == v) {
-                return Err(format!("version `{v}` of app `{n}` is deployed; undeploy it first (`wash app undeploy {n}`)"));
+                return refused(DeleteResult::Error, format!("version `{v}` of app `{n}` is deployed; undeploy it first (`wash app undeploy {n}`)"));
             }
-            store.purge(version_key(n, v)).await.map_err(|e| format!("cannot delete version `{v}`: {e}"))?;
+            if let Err(e) = store.purge(version_key(n, v)).await {
+                return refused(DeleteResult::Error, format!("cannot delete version `{v}`: {e}"));
+            }
+            DeleteModelResponse { result: DeleteResult::Deleted, message: format!("deleted version `{v}` of app `{n}`"), undeploy: false }
         }
         None => {
-            if let Some(d) = dep {
-                put_json(store, &deployment_key(n), &Deployment { active: false, ..d }).await?;
+            let undeploy = dep.is_some();
+            if let Some(d) = dep
+                && let Err(e) = put_json(store, &deployment_key(n), &Deployment { active: false, ..d }).await
+            {
+                return refused(DeleteResult::Error, e);
             }
             for (_, s) in all {
-                store.purge(version_key(n, &s.version)).await.map_err(|e| format!("cannot delete version `{}`: {e}", s.version))?;
+                if let Err(e) = store.purge(version_key(n, &s.version)).await {
+                    return refused(DeleteResult::Error, format!("cannot delete version `{}`: {e}", s.version));
+                }
             }
+            DeleteModelResponse { result: DeleteResult::Deleted, message: format!("deleted every version of app `{n}`"), undeploy }
         }
     }
-    Ok(serde_json::Value::Null)
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::json;
-use trellis_lattice::app::{AppClient, AppState, AppStatus};
+use trellis_lattice::app::{AppClient, Status, StatusType};
 use trellis_lattice::manifest::Manifest;
 
 use crate::cli::Global;
@@ -97,7 +97,7 @@ pub async fn run(g: &Global, command: AppCommand) -> anyhow::Result<Report> {
         AppCommand::Undeploy(args) => {
             apps.undeploy(&args.name).await?;
             if !args.skip_wait {
-                wait(g, &apps, &args.name, AppState::Undeployed, Duration::from_secs(120), "undeploying").await?;
+                wait(g, &apps, &args.name, StatusType::Undeployed, Duration::from_secs(120), "undeploying").await?;
             }
             Ok(Report::new(format!("App `{}` undeployed", args.name), json!({"name": args.name})))
         }
@@ -109,8 +109,8 @@ pub async fn run(g: &Global, command: AppCommand) -> anyhow::Result<Report> {
                     vec![
                         a.name.clone(),
                         a.deployed_version.clone().unwrap_or_else(|| "-".into()),
-                        a.latest_version.clone().unwrap_or_else(|| "-".into()),
-                        a.status.as_ref().map(|s| s.state.as_str().to_string()).unwrap_or_else(|| "-".into()),
+                        Some(a.version.clone()).filter(|v| !v.is_empty()).unwrap_or_else(|| "-".into()),
+                        a.detailed_status.state().as_str().to_string(),
                         a.description.clone().unwrap_or_default(),
                     ]
                 })
@@ -118,20 +118,18 @@ pub async fn run(g: &Global, command: AppCommand) -> anyhow::Result<Report> {
             Ok(Report::new(table(&["NAME", "DEPLOYED", "LATEST", "STATUS", "DESCRIPTION"], &rows), json!({"apps": list})))
         }
         AppCommand::Get(args) => {
-            let got = apps.get(&args.name, args.version.as_deref()).await?;
-            Ok(Report::new(got.manifest.clone(), serde_json::to_value(&got)?))
+            // wadm's API carries the manifest as JSON; it is shown as such.
+            let manifest = apps.get(&args.name, args.version.as_deref()).await?;
+            Ok(Report::new(serde_json::to_string_pretty(&manifest)?, manifest))
         }
         AppCommand::Status(args) => {
             let s = apps.status(&args.name).await?;
-            Ok(Report::new(status_text(&s), serde_json::to_value(&s)?))
+            Ok(Report::new(status_text(&args.name, &s), serde_json::to_value(&s)?))
         }
         AppCommand::History(args) => {
             let versions = apps.versions(&args.name).await?;
-            let rows: Vec<Vec<String>> = versions
-                .iter()
-                .map(|v| vec![v.version.clone(), format!("{}", v.created_ms / 1000), if v.deployed { "yes".into() } else { "".into() }])
-                .collect();
-            Ok(Report::new(table(&["VERSION", "CREATED (UNIX S)", "DEPLOYED"], &rows), json!({"name": args.name, "versions": versions})))
+            let rows: Vec<Vec<String>> = versions.iter().map(|v| vec![v.version.clone(), if v.deployed { "yes".into() } else { "".into() }]).collect();
+            Ok(Report::new(table(&["VERSION", "DEPLOYED"], &rows), json!({"name": args.name, "versions": versions})))
         }
         AppCommand::Delete(args) => {
             apps.delete(&args.name, args.version.as_deref()).await?;
@@ -144,35 +142,35 @@ pub async fn run(g: &Global, command: AppCommand) -> anyhow::Result<Report> {
     }
 }
 
-fn status_text(s: &AppStatus) -> String {
-    let version = s.version.as_deref().map(|v| format!(" {v}")).unwrap_or_default();
-    let mut text = format!("{}{version}: {}: {}", s.name, s.state.as_str(), s.message);
-    for d in &s.details {
+fn status_text(name: &str, s: &Status) -> String {
+    let version = s.deployed_version().map(|v| format!(" {v}")).unwrap_or_default();
+    let mut text = format!("{name}{version}: {}: {}", s.state().as_str(), s.message());
+    for d in s.details() {
         text.push_str(&format!("\n  {d}"));
     }
     text
 }
 
 /// Waits until the app reaches `state`; a Failed status ends the wait with its error.
-async fn wait(g: &Global, apps: &AppClient, name: &str, state: AppState, within: Duration, doing: &str) -> anyhow::Result<AppStatus> {
+async fn wait(g: &Global, apps: &AppClient, name: &str, state: StatusType, within: Duration, doing: &str) -> anyhow::Result<Status> {
     let step = Step::start(g.output, format!("{doing} `{name}`"));
     let deadline = tokio::time::Instant::now() + within;
-    let mut last = None;
+    let mut last: Option<Status> = None;
     loop {
         if let Ok(s) = apps.status(name).await {
-            if s.state == state {
-                step.done(format!("{name}: {}", s.state.as_str()));
+            if s.state() == state {
+                step.done(format!("{name}: {}", s.state().as_str()));
                 return Ok(s);
             }
-            if s.state == AppState::Failed && state == AppState::Deployed {
+            if s.state() == StatusType::Failed && state == StatusType::Deployed {
                 step.fail();
-                anyhow::bail!("app `{name}` failed: {}", s.message);
+                anyhow::bail!("app `{name}` failed: {}", s.message());
             }
             last = Some(s);
         }
         if tokio::time::Instant::now() >= deadline {
             step.fail();
-            let why = last.map(|s| format!("{}: {}", s.state.as_str(), s.message)).unwrap_or_else(|| "no status yet".into());
+            let why = last.map(|s| format!("{}: {}", s.state().as_str(), s.message())).unwrap_or_else(|| "no status yet".into());
             anyhow::bail!("app `{name}` is not {} after {} s ({why}); `wash app status {name}` shows what is missing", state.as_str(), within.as_secs());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -195,20 +193,22 @@ async fn deploy(g: &Global, apps: &AppClient, args: &DeployArgs) -> anyhow::Resu
             return Err(Failure { summary: format!("{}: the manifest is not valid", args.target), details, json: json!({"errors": errors.errors()}) }.into());
         }
         let put = apps.put(&text).await?;
-        if args.version.as_ref().is_some_and(|v| v != &put.version) {
-            anyhow::bail!("the manifest's version is `{}`, not `{}`", put.version, args.version.as_deref().unwrap_or_default());
+        if args.version.as_ref().is_some_and(|v| v != &put.current_version) {
+            anyhow::bail!("the manifest's version is `{}`, not `{}`", put.current_version, args.version.as_deref().unwrap_or_default());
         }
-        (put.name, Some(put.version))
+        (put.name, Some(put.current_version))
     } else {
         (args.target.clone(), args.version.clone())
     };
     let d = apps.deploy(&name, version.as_deref()).await?;
-    let status = if args.skip_wait { None } else { Some(wait(g, apps, &name, AppState::Deployed, Duration::from_secs(args.wait_seconds), "deploying").await?) };
+    let status =
+        if args.skip_wait { None } else { Some(wait(g, apps, &name, StatusType::Deployed, Duration::from_secs(args.wait_seconds), "deploying").await?) };
+    let version = d.version.clone().unwrap_or_default();
     let text = match &status {
-        Some(s) => format!("App `{name}` {} deployed: {}", d.version, s.message),
-        None => format!("App `{name}` {} deployed", d.version),
+        Some(s) => format!("App `{name}` {version} deployed: {}", s.message()),
+        None => format!("App `{name}` {version} deployed"),
     };
-    Ok(Report::new(text, json!({"name": name, "version": d.version, "status": status})))
+    Ok(Report::new(text, json!({"name": name, "version": version, "status": status})))
 }
 
 fn read(file: &Path) -> anyhow::Result<String> {
