@@ -30,15 +30,15 @@ struct Args {
     /// NATS user JWT, for decentralized auth (with --nats-seed).
     #[arg(long, env = "WASMCLOUD_NATS_JWT", hide_env_values = true, requires = "nats_seed")]
     nats_jwt: Option<String>,
-    /// NATS credentials file (`.creds`: user JWT and nkey seed).
-    #[arg(long, visible_alias = "nats-creds", env = "TRELLIS_NATS_CREDSFILE")]
+    /// NATS credentials file (`.creds`: user JWT and nkey seed); also TRELLIS_NATS_CREDSFILE.
+    #[arg(long, visible_alias = "nats-creds", env = "WASMCLOUD_NATS_CREDS")]
     nats_credsfile: Option<std::path::PathBuf>,
     /// CA certificate (PEM) to trust for TLS to NATS; a tls:// URL requires TLS.
     #[arg(long, alias = "tls-ca-path", env = "TRELLIS_NATS_TLS_CA_FILE")]
     nats_tls_ca_file: Option<std::path::PathBuf>,
     /// The JetStream domain holding the lattice's state (links, config, apps): on an edge box
     /// whose NATS server is a leaf node, the hub's domain.
-    #[arg(long, env = "WASMCLOUD_JS_DOMAIN")]
+    #[arg(long, alias = "wasmcloud-js-domain", env = "WASMCLOUD_JS_DOMAIN")]
     js_domain: Option<String>,
     /// Start a local nats-server on --nats-host/--nats-port as a leaf node of this hub
     /// (e.g. nats-leaf://hub.example:7422) and join the lattice through it; needs --js-domain.
@@ -61,8 +61,9 @@ struct Args {
     /// A label k=v (repeatable); also WASMCLOUD_LABEL_k=v and TRELLIS_LABEL_k=v.
     #[arg(short = 'l', long = "label", value_parser = identity::parse_label)]
     labels: Vec<(String, String)>,
-    /// Allow loading components and providers from file:// references.
-    #[arg(long, env = "WASMCLOUD_ALLOW_FILE_LOAD", default_value_t = true, action = clap::ArgAction::Set)]
+    /// Allow loading components and providers from file:// references (as in wasmCloud: off
+    /// unless given; `--allow-file-load` alone means true, `--allow-file-load=false` works too).
+    #[arg(long, env = "WASMCLOUD_ALLOW_FILE_LOAD", default_value_t = false, num_args = 0..=1, default_missing_value = "true", require_equals = true, action = clap::ArgAction::Set)]
     allow_file_load: bool,
     /// Seconds between heartbeats.
     #[arg(long, env = "WASMCLOUD_HEARTBEAT_INTERVAL", default_value_t = 10)]
@@ -100,16 +101,21 @@ struct Args {
     /// ~/.local/state/trellis.
     #[arg(long, env = "TRELLIS_STATE_DIR")]
     state_dir: Option<std::path::PathBuf>,
-    /// Log filter (RUST_LOG syntax).
-    #[arg(long, env = "RUST_LOG", default_value = "info")]
-    log_level: String,
+    /// Log level (`info`, `debug`, …) or filter (RUST_LOG syntax); also RUST_LOG.
+    #[arg(long, alias = "structured-log-level", env = "WASMCLOUD_LOG_LEVEL")]
+    log_level: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    // The Trellis names of two wasmCloud variables, read when the wasmCloud one is not set.
+    if args.nats_credsfile.is_none() {
+        args.nats_credsfile = std::env::var_os("TRELLIS_NATS_CREDSFILE").filter(|v| !v.is_empty()).map(Into::into);
+    }
+    let log_level = args.log_level.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into());
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log_level).unwrap_or_else(|_| "info".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&log_level).unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let mut labels = identity::labels_from_env(std::env::vars());
@@ -265,5 +271,45 @@ fn parse_account_key(arg: &str) -> Result<String, String> {
     match nkeys::KeyPair::from_public_key(key) {
         Ok(k) if k.key_pair_type() == nkeys::KeyPairType::Account => Ok(key.to_string()),
         _ => Err(format!("`{key}` is not an account public key (A…, 56 characters); `wash keys gen account` makes one")),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use clap::Parser as _;
+
+    use super::Args;
+
+    fn parse(args: &[&str]) -> Args {
+        Args::try_parse_from([&["trellis-host"], args].concat()).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    /// Each flag Trellis shares with wasmCloud 1.x's host, written as wasmCloud's docs write it.
+    #[test]
+    fn wasmclouds_host_flags_parse_as_wasmcloud_takes_them() {
+        assert!(!parse(&[]).allow_file_load, "off by default, as in wasmCloud");
+        assert!(parse(&["--allow-file-load"]).allow_file_load);
+        assert!(parse(&["--allow-file-load=true"]).allow_file_load);
+        assert!(!parse(&["--allow-file-load=false"]).allow_file_load);
+        // A bare flag does not swallow what follows.
+        let a = parse(&["--allow-file-load", "--lattice", "prod"]);
+        assert!(a.allow_file_load && a.lattice == "prod");
+        let a = parse(&["--nats-host", "nats.example", "--nats-port", "4223", "-x", "edge", "-l", "zone=edge", "--label", "tier=1"]);
+        assert_eq!((a.nats_host.as_str(), a.nats_port, a.lattice.as_str()), ("nats.example", 4223, "edge"));
+        assert_eq!(a.labels, [("zone".to_string(), "edge".to_string()), ("tier".to_string(), "1".to_string())]);
+        let a = parse(&[]);
+        assert_eq!((a.nats_host.as_str(), a.nats_port, a.lattice.as_str()), ("127.0.0.1", 4222, "default"));
+        let a = parse(&["--nats-jwt", "eyJ…", "--nats-seed", "SUAM…", "--js-domain", "hub", "--heartbeat-interval-seconds", "30"]);
+        assert_eq!(
+            (a.nats_jwt.as_deref(), a.nats_seed.as_deref(), a.js_domain.as_deref(), a.heartbeat_interval_seconds),
+            (Some("eyJ…"), Some("SUAM…"), Some("hub"), 30)
+        );
+        assert_eq!(parse(&["--wasmcloud-js-domain", "hub"]).js_domain.as_deref(), Some("hub"));
+        assert_eq!(parse(&["--nats-creds", "/etc/nats.creds"]).nats_credsfile.as_deref(), Some(std::path::Path::new("/etc/nats.creds")));
+        let a = parse(&["--max-execution-time-ms", "600000", "--max-linear-memory-bytes", "1048576", "--log-level", "debug"]);
+        assert_eq!((a.max_execution_time_ms, a.max_linear_memory_bytes, a.log_level.as_deref()), (600_000, 1 << 20, Some("debug")));
+        assert_eq!(parse(&["--structured-log-level", "warn"]).log_level.as_deref(), Some("warn"));
+        assert!(Args::try_parse_from(["trellis-host", "--allow-file-load=maybe"]).is_err());
     }
 }

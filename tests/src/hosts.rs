@@ -150,7 +150,7 @@ impl ProcessHost {
 
     async fn spawn(args: &[&str], stderr: Stdio) -> anyhow::Result<Self> {
         let mut child = tokio::process::Command::new(host_binary()?)
-            .args(["--heartbeat-interval-seconds", "1"])
+            .args(["--heartbeat-interval-seconds", "1", "--allow-file-load"])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(stderr)
