@@ -902,7 +902,13 @@ impl Walker {
                     fields.entries.push((&key.name, value));
                 }
             } else if unsupported.contains(&key.name.as_str()) {
-                self.err(&key_path, key.line, format!("`{}` is not supported by Trellis yet; remove it", key.name));
+                // wadm's `spec.policies` ({name, type, properties}) name secret backends that
+                // components' `secrets` refer to; Trellis has neither, so it says what it takes.
+                let what = match key.name.as_str() {
+                    "policies" => "; a Trellis manifest's spec takes `components` only (components, providers and links take `config`)",
+                    _ => "",
+                };
+                self.err(&key_path, key.line, format!("`{}` is not supported by Trellis yet{what}; remove it", key.name));
             } else {
                 let hint = did_you_mean(&key.name, known).map(|s| format!("did you mean `{s}`? ")).unwrap_or_default();
                 self.err(&key_path, key.line, format!("unknown field; {hint}expected one of: {}", known.join(", ")));

@@ -596,3 +596,15 @@ fn suggestions() {
     assert_eq!(did_you_mean("q", PROPERTIES_FIELDS), None);
     assert_eq!(did_you_mean("linkdef", TRAIT_TYPES), Some("link"));
 }
+
+#[test]
+fn wadm_policies_are_refused_naming_what_is_supported() {
+    let text = "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata:\n  name: a\nspec:\n  policies:\n    - name: vault\n      type: policy.secret.wasmcloud.dev/v1alpha1\n      properties:\n        backend: vault\n  components:\n    - name: c\n      type: component\n      properties:\n        image: file:///c.wasm\n";
+    let errors = Manifest::parse(text).unwrap_err();
+    let e = &errors.errors()[0];
+    assert_eq!(e.line, Some(6));
+    assert_eq!(
+        e.to_string(),
+        "spec.policies: `policies` is not supported by Trellis yet; a Trellis manifest's spec takes `components` only (components, providers and links take `config`); remove it"
+    );
+}
