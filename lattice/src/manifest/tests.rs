@@ -600,7 +600,7 @@ fn suggestions() {
 #[test]
 fn wadm_policies_are_refused_naming_what_is_supported() {
     let text = "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata:\n  name: a\nspec:\n  policies:\n    - name: vault\n      type: policy.secret.wasmcloud.dev/v1alpha1\n      properties:\n        backend: vault\n  components:\n    - name: c\n      type: component\n      properties:\n        image: file:///c.wasm\n";
-    let errors = Manifest::parse(text).unwrap_err();
+    let errors = Manifest::parse(text).expect_err("policies are refused");
     let e = &errors.errors()[0];
     assert_eq!(e.line, Some(6));
     assert_eq!(
