@@ -4,6 +4,8 @@
 //! (every message of the run is recorded), is stored sealed in the KV bucket, and is absent
 //! from the host's log.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
