@@ -23,6 +23,7 @@ const COMPONENTS: &[(&str, &str, &str)] = &[
     ("tests/components", "misbehave", "TRELLIS_WASM_MISBEHAVE"),
     ("tests/components", "messenger", "TRELLIS_WASM_MESSENGER"),
     ("tests/components", "kvbench", "TRELLIS_WASM_KVBENCH"),
+    ("tests/components", "secret-reader", "TRELLIS_WASM_SECRET_READER"),
 ];
 
 /// Outer-build variables that must not reach the nested build: they describe

@@ -20,6 +20,7 @@ use std::time::Instant;
 use futures::future::BoxFuture;
 use trellis_lattice::ctl::DEFAULT_LINK_NAME;
 use trellis_lattice::rpc::{self, CallInfo, Invocation, Router};
+use trellis_lattice::secrets::{Application, Context, SecretReference, SecretRequest, SecretValue, SecretsClient};
 use trellis_lattice::wit_value::{self, WitValue};
 use wasmtime::Engine;
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
@@ -58,6 +59,10 @@ pub trait Outbound: Send + Sync + 'static {
 
     /// Whether a link named `name` from `source` for `interface` exists now.
     fn has_link(&self, source: &str, interface: &InterfaceName, name: &str) -> bool;
+
+    /// Fetches the secret `reference` names from its backend, for `source`; the error names
+    /// the secret and the backend, never a value.
+    fn secret(&self, source: &str, reference: SecretReference) -> BoxFuture<'static, Result<SecretValue, String>>;
 }
 
 /// `namespace:package/interface`, split.
@@ -95,9 +100,25 @@ impl std::fmt::Display for InterfaceName {
 pub(crate) struct LatticeLinks {
     pub router: Router,
     pub registry: Registry,
+    /// For the secrets backends.
+    pub nats: async_nats::Client,
 }
 
 impl Outbound for LatticeLinks {
+    fn secret(&self, source: &str, r: SecretReference) -> BoxFuture<'static, Result<SecretValue, String>> {
+        let client = SecretsClient::new(self.nats.clone(), &r.backend);
+        let source = source.to_string();
+        Box::pin(async move {
+            let req = SecretRequest {
+                key: r.key.clone(),
+                field: r.field.clone(),
+                version: r.version.clone(),
+                context: Context { application: Application { name: None, policy: r.policy.clone() }, ..Default::default() },
+            };
+            client.get(&req).await.map_err(|e| format!("secret `{}` of component `{source}`: {e}", r.name))
+        })
+    }
+
     fn config(&self, names: &[String]) -> trellis_lattice::ctl::StringMap {
         self.registry.view().merged_config(names)
     }
@@ -662,6 +683,10 @@ mod tests {
     struct Nowhere;
 
     impl Outbound for Nowhere {
+        fn secret(&self, _: &str, _: SecretReference) -> BoxFuture<'static, Result<SecretValue, String>> {
+            Box::pin(std::future::ready(Err("nowhere".into())))
+        }
+
         fn call(&self, _: LinkedCall) -> BoxFuture<'static, Result<Vec<WitValue>, String>> {
             Box::pin(std::future::ready(Err("nowhere".into())))
         }

@@ -13,6 +13,13 @@
 //!   interfaces travel under, in this store (every interface starts at `default`); it fails
 //!   when no such link exists at call time.
 //!
+//! - `wasmcloud:secrets/store` and `reveal` (`@0.1.0-draft`): `get(name)` finds the secret
+//!   reference named `name` among the component's `SECRET_*` config (what it was started with),
+//!   fetches the value from the reference's backend (`trellis_lattice::secrets`, sealed on the
+//!   wire) and keeps it in the store's resource table as a `secret`; `reveal` hands it over.
+//!   A secret it was not granted, or a backend failure, is a `secrets-error`; no message
+//!   carries a value, and nothing here logs one.
+//!
 //! Messaging and custom interfaces are not here: they reach their targets through the generic
 //! link mechanism of [`crate::c2c`].
 
@@ -30,6 +37,7 @@ mod bindings {
             "../interfaces/wasi-logging",
             "../interfaces/wasi-config",
             "../interfaces/wasmcloud-bus",
+            "../interfaces/wasmcloud-secrets",
             "../interfaces/trellis-host",
         ],
         world: "trellis:host/host",
@@ -37,6 +45,7 @@ mod bindings {
         with: {
             "wasi:keyvalue/store.bucket": super::Bucket,
             "wasmcloud:bus/lattice.call-target-interface": crate::c2c::InterfaceName,
+            "wasmcloud:secrets/store.secret": super::HeldSecret,
         },
     });
 }
@@ -46,9 +55,22 @@ use bindings::wasi::config::{runtime as config_runtime, store as config_store};
 use bindings::wasi::keyvalue::{atomics, batch, store};
 use bindings::wasi::logging::logging;
 use bindings::wasmcloud::bus::lattice;
+use bindings::wasmcloud::secrets::{reveal, store as secrets_store};
 
 /// The packages whose interfaces this module implements.
-pub const PACKAGES: &[&str] = &["wasi:keyvalue", "trellis:keyvalue", "wasi:logging", "wasi:config", "wasmcloud:bus"];
+pub const PACKAGES: &[&str] = &["wasi:keyvalue", "trellis:keyvalue", "wasi:logging", "wasi:config", "wasmcloud:bus", "wasmcloud:secrets"];
+
+/// A secret a component holds: its value stays in the host's store until revealed. `Debug`
+/// never shows it.
+pub struct HeldSecret {
+    value: trellis_lattice::secrets::SecretValue,
+}
+
+impl std::fmt::Debug for HeldSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HeldSecret(<redacted>)")
+    }
+}
 
 /// A bucket a component opened: the identifier it gave.
 #[derive(Debug)]
@@ -66,6 +88,8 @@ pub fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> {
     config_store::add_to_linker::<State, HasSelf<State>>(linker, |s| s)?;
     config_runtime::add_to_linker::<State, HasSelf<State>>(linker, |s| s)?;
     lattice::add_to_linker::<State, HasSelf<State>>(linker, |s| s)?;
+    secrets_store::add_to_linker::<State, HasSelf<State>>(linker, |s| s)?;
+    reveal::add_to_linker::<State, HasSelf<State>>(linker, |s| s)?;
     Ok(())
 }
 
@@ -292,5 +316,50 @@ impl lattice::HostCallTargetInterface for State {
     async fn drop(&mut self, rep: Resource<InterfaceName>) -> wasmtime::Result<()> {
         self.table_mut().delete(rep)?;
         Ok(())
+    }
+}
+
+impl State {
+    /// The reference named `name` among the component's `SECRET_*` config, if it was granted.
+    fn granted_secret(&self, name: &str) -> Option<trellis_lattice::secrets::SecretReference> {
+        self.config_names().iter().filter(|c| trellis_lattice::secrets::is_reference(c)).find_map(|c| {
+            let values = self.outbound().config(std::slice::from_ref(c));
+            trellis_lattice::secrets::SecretReference::from_config(c, &values).filter(|r| r.name == name)
+        })
+    }
+}
+
+impl secrets_store::Host for State {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Resource<HeldSecret>, secrets_store::SecretsError>> {
+        let id = self.link_context().component_id.clone();
+        let Some(reference) = self.granted_secret(&key) else {
+            return Ok(Err(secrets_store::SecretsError::Upstream(format!(
+                "secret `{key}` was not granted to component `{id}`; start it with `wash start component … --secret {key}` \
+                 or name it in the manifest's `properties.secrets`"
+            ))));
+        };
+        match self.outbound().secret(&id, reference).await {
+            Ok(value) => Ok(Ok(self.table_mut().push(HeldSecret { value })?)),
+            Err(e) => {
+                tracing::warn!(component_id = &*id, secret = key, error = e, "secret fetch failed");
+                Ok(Err(secrets_store::SecretsError::Upstream(e)))
+            }
+        }
+    }
+}
+
+impl secrets_store::HostSecret for State {
+    async fn drop(&mut self, rep: Resource<HeldSecret>) -> wasmtime::Result<()> {
+        self.table_mut().delete(rep)?;
+        Ok(())
+    }
+}
+
+impl reveal::Host for State {
+    async fn reveal(&mut self, s: Resource<HeldSecret>) -> wasmtime::Result<secrets_store::SecretValue> {
+        Ok(match &self.table().get(&s)?.value {
+            trellis_lattice::secrets::SecretValue::String(v) => secrets_store::SecretValue::String(v.clone()),
+            trellis_lattice::secrets::SecretValue::Bytes(v) => secrets_store::SecretValue::Bytes(v.clone()),
+        })
     }
 }

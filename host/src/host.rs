@@ -71,6 +71,11 @@ pub struct HostConfig {
     /// Where the host records the provider processes it starts, so that a host started later
     /// with the same directory stops those this one left if it is killed. `None`: not recorded.
     pub state_dir: Option<std::path::PathBuf>,
+    /// The seed (`SX…`) of the built-in secrets backend's xkey; with one, this host serves the
+    /// backend (`crate::secrets`) beside every other host given the same seed. `None`: it does not.
+    pub secrets_xkey_seed: Option<String>,
+    /// The name the backend answers under, and the backend secret references name by default.
+    pub secrets_backend: String,
 }
 
 /// The longest the orderly stop waits to give up the leader lease.
@@ -98,6 +103,8 @@ impl HostConfig {
             js_domain: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             state_dir: None,
+            secrets_xkey_seed: None,
+            secrets_backend: trellis_lattice::secrets::DEFAULT_BACKEND.into(),
         }
     }
 }
@@ -173,7 +180,14 @@ impl Host {
             None => e,
         })?;
         let router = Router::new(nats.clone(), &config.lattice);
-        let links = Arc::new(crate::c2c::LatticeLinks { router: router.clone(), registry: registry.clone() });
+        let secrets_key = match &config.secrets_xkey_seed {
+            Some(seed) => Some(
+                nkeys::XKey::from_seed(seed)
+                    .map_err(|_| HostError::Invalid("--secrets-xkey-seed is not an xkey seed (`SX…`); make one with `wash keys gen curve`".into()))?,
+            ),
+            None => None,
+        };
+        let links = Arc::new(crate::c2c::LatticeLinks { router: router.clone(), registry: registry.clone(), nats: nats.clone() });
         let runtime = Arc::new(Runtime::new(&config.runtime, links)?);
         let mut labels = identity::builtin_labels();
         labels.extend(config.labels.iter().filter(|(k, _)| !k.starts_with(identity::RESERVED_LABEL_PREFIX)).map(|(k, v)| (k.clone(), v.clone())));
@@ -206,6 +220,17 @@ impl Host {
             apps: OnceLock::new(),
             config,
         });
+        if let Some(key) = secrets_key {
+            let backend = crate::secrets::start(crate::secrets::Backend {
+                nats: ctx.conn.nats.clone(),
+                js: ctx.conn.js.clone(),
+                lattice: ctx.identity.lattice.clone(),
+                name: ctx.config.secrets_backend.clone(),
+                key,
+            })
+            .await?;
+            ctx.run.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(backend);
+        }
         let server = ctl::serve(ctx.clone()).await?;
         let heartbeat = tokio::spawn(heartbeat(ctx.clone()));
         ctx.run.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend([server, heartbeat]);

@@ -39,6 +39,7 @@ pub mod providers;
 pub mod registry;
 pub mod runtime;
 mod schedule;
+mod secrets;
 mod serve;
 mod stop;
 

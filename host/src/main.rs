@@ -101,6 +101,13 @@ struct Args {
     /// ~/.local/state/trellis.
     #[arg(long, env = "TRELLIS_STATE_DIR")]
     state_dir: Option<std::path::PathBuf>,
+    /// Serve the built-in secrets backend with this xkey seed (`SX…`, from `wash keys gen
+    /// curve`); every host serving it needs the same seed, which seals the stored values.
+    #[arg(long, env = "TRELLIS_SECRETS_XKEY_SEED", hide_env_values = true)]
+    secrets_xkey_seed: Option<String>,
+    /// The name the secrets backend answers under (`wasmcloud.secrets.v1alpha1.{name}.*`).
+    #[arg(long, env = "TRELLIS_SECRETS_BACKEND", default_value = trellis_lattice::secrets::DEFAULT_BACKEND)]
+    secrets_backend: String,
     /// Log level (`info`, `debug`, …) or filter (RUST_LOG syntax); also RUST_LOG.
     #[arg(long, alias = "structured-log-level", env = "WASMCLOUD_LOG_LEVEL")]
     log_level: Option<String>,
@@ -160,6 +167,8 @@ async fn main() -> anyhow::Result<()> {
         js_domain: args.js_domain.clone(),
         shutdown_timeout,
         state_dir: Some(state_dir),
+        secrets_xkey_seed: args.secrets_xkey_seed,
+        secrets_backend: args.secrets_backend,
     };
     let host = match Host::start(config).await {
         Ok(host) => host,

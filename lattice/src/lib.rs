@@ -33,6 +33,7 @@ pub mod manifest;
 pub mod messaging;
 pub mod provider;
 pub mod rpc;
+pub mod secrets;
 pub mod state;
 pub mod subject;
 pub mod wit_value;

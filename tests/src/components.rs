@@ -51,6 +51,12 @@ pub fn messenger() -> &'static str {
     env!("TRELLIS_WASM_MESSENGER")
 }
 
+/// `tests/components/secret-reader`: `/secret/NAME` reads secret `NAME` through
+/// `wasmcloud:secrets`; `200` with its value, `403 err …` for an error value.
+pub fn secret_reader() -> &'static str {
+    env!("TRELLIS_WASM_SECRET_READER")
+}
+
 /// A `file://` component reference for `path`, as accepted where an OCI
 /// reference would go.
 pub fn file_ref(path: impl AsRef<std::path::Path>) -> String {

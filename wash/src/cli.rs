@@ -80,6 +80,9 @@ pub enum Command {
     /// Put, read and delete named config.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Put, list and delete secrets in the built-in secrets backend (values never printed).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Put and delete host labels.
     #[command(subcommand)]
     Label(LabelCommand),
@@ -173,6 +176,10 @@ pub struct StartComponentArgs {
     /// How many instances may run at once.
     #[arg(long, default_value_t = 1)]
     pub max_instances: u32,
+    /// Grant secret NAME (stored under key KEY, default NAME, in the built-in backend): puts
+    /// the reference config `SECRET_NAME` and gives it to the component (repeatable).
+    #[arg(long = "secret", value_name = "NAME[=KEY]")]
+    pub secrets: Vec<String>,
     #[command(flatten)]
     pub placement: Placement,
 }
@@ -318,6 +325,42 @@ pub struct LinkDelArgs {
     /// The link name.
     #[arg(long, default_value = "default")]
     pub link_name: String,
+}
+
+/// `wash secrets …`.
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Store a secret (a new version if it exists); the value travels sealed to the backend.
+    Put {
+        /// The secret's name (its key in the backend).
+        name: String,
+        /// The value (visible in your shell history and process list: prefer the others).
+        #[arg(long, conflicts_with_all = ["from_file", "from_stdin"])]
+        value: Option<String>,
+        /// Read the value from this file (bytes as they are).
+        #[arg(long, conflicts_with = "from_stdin")]
+        from_file: Option<std::path::PathBuf>,
+        /// Read the value from standard input.
+        #[arg(long)]
+        from_stdin: bool,
+        /// The backend to store it in.
+        #[arg(long, default_value = trellis_lattice::secrets::DEFAULT_BACKEND)]
+        backend: String,
+    },
+    /// List stored secrets: names and versions, never values.
+    List {
+        /// The backend to ask.
+        #[arg(long, default_value = trellis_lattice::secrets::DEFAULT_BACKEND)]
+        backend: String,
+    },
+    /// Delete a secret with all its versions.
+    Del {
+        /// The secret's name.
+        name: String,
+        /// The backend to ask.
+        #[arg(long, default_value = trellis_lattice::secrets::DEFAULT_BACKEND)]
+        backend: String,
+    },
 }
 
 /// `wash config …`.

@@ -59,6 +59,15 @@ pub async fn start(g: &Global, args: &StartComponentArgs) -> anyhow::Result<Repo
     let ctl = lattice::ctl(g).await?;
     check_configs_exist(&ctl, &args.placement.config).await?;
     let p = &args.placement;
+    let mut config = p.config.clone();
+    for grant in &args.secrets {
+        let (name, key) = grant.split_once('=').unwrap_or((grant, grant));
+        let reference = trellis_lattice::secrets::SecretReference::new(name, key);
+        let config_name = trellis_lattice::secrets::config_name(name);
+        trellis_lattice::validate_id("secret name", name)?;
+        ctl.put_config(&config_name, &reference.to_config()).await?;
+        config.push(config_name);
+    }
     let host_id = match &p.host_id {
         Some(h) => h.clone(),
         None => {
@@ -84,7 +93,7 @@ pub async fn start(g: &Global, args: &StartComponentArgs) -> anyhow::Result<Repo
         component_id: id.clone(),
         max_instances: args.max_instances,
         host_id: host_id.clone(),
-        config: p.config.clone(),
+        config,
         ..Default::default()
     };
     lattice::on_host(&ctl, &host_id, ctl.scale_component(&cmd)).await?;

@@ -6,7 +6,9 @@ use anyhow::Context as _;
 use trellis_lattice::ErrorKind;
 use trellis_lattice::client::CtlClient;
 
-use crate::cli::{Command, ConfigCommand, GetCommand, Global, HostCommand, LabelCommand, LinkCommand, ScaleCommand, StartCommand, StopCommand, UpdateCommand};
+use crate::cli::{
+    Command, ConfigCommand, GetCommand, Global, HostCommand, LabelCommand, LinkCommand, ScaleCommand, SecretsCommand, StartCommand, StopCommand, UpdateCommand,
+};
 use crate::output::Report;
 
 pub mod app;
@@ -18,6 +20,7 @@ mod host;
 pub mod keys;
 mod link;
 mod provider;
+mod secrets;
 
 /// Runs one parsed command.
 pub async fn run(g: &Global, command: Command) -> anyhow::Result<Report> {
@@ -40,6 +43,11 @@ pub async fn run(g: &Global, command: Command) -> anyhow::Result<Report> {
         Command::Config(ConfigCommand::Put { name, values }) => config::put(g, &name, values).await,
         Command::Config(ConfigCommand::Get { name }) => config::get(g, &name).await,
         Command::Config(ConfigCommand::Del { name }) => config::del(g, &name).await,
+        Command::Secrets(SecretsCommand::Put { name, value, from_file, from_stdin, backend }) => {
+            secrets::put(g, &backend, &name, secrets::Source::pick(value, from_file, from_stdin)?).await
+        }
+        Command::Secrets(SecretsCommand::List { backend }) => secrets::list(g, &backend).await,
+        Command::Secrets(SecretsCommand::Del { name, backend }) => secrets::del(g, &backend, &name).await,
         Command::Label(LabelCommand::Put { host_id, labels }) => host::label_put(g, &host_id, &labels).await,
         Command::Label(LabelCommand::Del { host_id, keys }) => host::label_del(g, &host_id, &keys).await,
         Command::Get(GetCommand::Hosts) => host::get_hosts(g).await,

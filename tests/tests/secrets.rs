@@ -1,0 +1,119 @@
+//! Secrets end to end: a `trellis-host` process serving the built-in secrets backend, the
+//! `secret-reader` component behind the built-in http-server provider. The component reads a
+//! secret it was granted and is refused one it was not; the value never crosses NATS in clear
+//! (every message of the run is recorded), is stored sealed in the KV bucket, and is absent
+//! from the host's log.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use trellis_lattice::ctl::ScaleComponentCommand;
+use trellis_lattice::secrets::{self, SecretReference, SecretValue, SecretsClient};
+use trellis_tests::components::{file_ref, secret_reader};
+use trellis_tests::hosts::ProcessHost;
+use trellis_tests::nats::NatsServer;
+use trellis_tests::{http, scenario};
+
+const VALUE: &str = "s3cr3t-value-7f3a9c-do-not-leak";
+const OTHER: &str = "other-value-2b81e0-do-not-leak";
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_reads_what_it_was_granted_and_nothing_leaks() {
+    let nats = NatsServer::start().await.expect("nats-server");
+    let url = nats.url();
+    // Every message on the server, to prove nothing carries the value in clear.
+    let spy = nats.client().await.expect("connect");
+    let mut all = spy.subscribe(">").await.expect("subscribe");
+    let seen: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Some(m) = all.next().await {
+            let mut bytes = m.payload.to_vec();
+            for (k, vs) in m.headers.iter().flat_map(|h| h.iter()) {
+                bytes.extend_from_slice(k.as_ref());
+                vs.iter().for_each(|v| bytes.extend_from_slice(v.as_str().as_bytes()));
+            }
+            record.lock().unwrap().push(bytes);
+        }
+    });
+
+    let seed = nkeys::XKey::new().seed().expect("seed");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("host.log");
+    let host = ProcessHost::start_logged(&url, &["--secrets-xkey-seed", &seed, "--log-level", "debug"], &log).await.expect("trellis-host");
+    let mut l = scenario::lattice(nats).await;
+
+    // Store two secrets through the backend, as `wash secrets put` does.
+    let client = SecretsClient::new(l.client(), secrets::DEFAULT_BACKEND);
+    client.put("api-key", SecretValue::String(VALUE.into())).await.expect("put api-key");
+    client.put("other", SecretValue::String(OTHER.into())).await.expect("put other");
+    let listed = client.list().await.expect("list");
+    assert_eq!(listed.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["api-key", "other"]);
+
+    // At rest: the bucket holds ciphertext.
+    let js = async_nats::jetstream::new(l.client());
+    let kv = js.get_key_value(secrets::bucket("default")).await.expect("secrets bucket");
+    let stored = kv.get("api-key").await.expect("kv get").expect("stored");
+    assert!(!stored.windows(VALUE.len()).any(|w| w == VALUE.as_bytes()), "the KV holds the value in clear");
+
+    // References for both; the component is granted only `api-key`.
+    for name in ["api-key", "other"] {
+        l.ctl.put_config(&secrets::config_name(name), &SecretReference::new(name, name).to_config()).await.expect("put reference");
+    }
+    l.ctl
+        .scale_component(&ScaleComponentCommand {
+            component_ref: file_ref(secret_reader()),
+            component_id: "reader".into(),
+            max_instances: 2,
+            host_id: host.id.clone(),
+            config: vec![secrets::config_name("api-key")],
+            ..Default::default()
+        })
+        .await
+        .expect("scale");
+    l.events.wait_for("component_scaled", WAIT, |e| e.data["component_id"] == "reader").await.expect("component_scaled");
+    l.ctl
+        .start_provider(&trellis_lattice::ctl::StartProviderCommand {
+            provider_id: "http".into(),
+            provider_ref: "builtin://http-server".into(),
+            host_id: host.id.clone(),
+            config: vec![],
+            annotations: None,
+        })
+        .await
+        .expect("start provider");
+    l.events.wait_for("provider_started", WAIT, |e| e.data["provider_id"] == "http").await.expect("provider_started");
+    let addr = http::free_addr().expect("free address");
+    l.link_at("http", "reader", addr, &[]).await;
+
+    let granted = http::get_until(addr, "/secret/api-key", 200, WAIT).await.expect("granted secret");
+    assert_eq!(granted.text(), VALUE);
+    let refused = http::get(addr, "/secret/other").await.expect("refused secret");
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert!(refused.text().contains("was not granted to component `reader`"), "{}", refused.text());
+    assert!(!refused.text().contains(OTHER));
+    let missing = http::get(addr, "/secret/nope").await.expect("unknown secret");
+    assert_eq!(missing.status, 403);
+
+    // Nothing the lattice carried had the value in clear (the HTTP reply is not on NATS: the
+    // provider runs in the host and calls the component locally).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for bytes in seen.lock().unwrap().iter() {
+        for v in [VALUE, OTHER] {
+            assert!(!bytes.windows(v.len()).any(|w| w == v.as_bytes()), "a NATS message carried a secret in clear");
+        }
+    }
+    let text = std::fs::read_to_string(&log).expect("host log");
+    assert!(text.contains("secrets backend serving"), "the log is the host's:\n{text}");
+    for v in [VALUE, OTHER] {
+        assert!(!text.contains(v), "the host log holds a secret value");
+    }
+
+    // Deleting removes every version.
+    client.delete("other").await.expect("delete");
+    assert_eq!(client.list().await.expect("list").len(), 1);
+}
