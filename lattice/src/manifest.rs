@@ -88,6 +88,51 @@ pub struct Metadata {
 pub struct Spec {
     /// The components and capability providers, at least one, with unique names.
     pub components: Vec<Component>,
+    /// Policies that components' secrets name (wadm's `spec.policies`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<Policy>,
+}
+
+/// The type of a policy that names a secrets backend.
+pub const SECRET_POLICY_TYPE: &str = "policy.secret.wasmcloud.dev/v1alpha1";
+
+/// One entry of `spec.policies`: a named set of properties; a [`SECRET_POLICY_TYPE`] policy
+/// names the secrets backend (`backend`) of the secrets that refer to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    /// Its name, what secrets name.
+    pub name: String,
+    /// Its type, e.g. [`SECRET_POLICY_TYPE`].
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// Its properties.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: StringMap,
+}
+
+/// One entry of a component's `properties.secrets`: the secret the component reads as `name`
+/// is `key` (and `field`, `version`) in the backend of policy `policy`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecretProperty {
+    /// The name the component asks for.
+    pub name: String,
+    /// Where it comes from.
+    pub properties: SecretSource,
+}
+
+/// `properties` of a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecretSource {
+    /// The policy (of [`SECRET_POLICY_TYPE`]) naming the backend.
+    pub policy: String,
+    /// The key in the backend.
+    pub key: String,
+    /// A field within the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// A version; the latest when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// One entry of `spec.components`.
@@ -136,6 +181,9 @@ pub struct Properties {
     /// Named config given to it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub config: Vec<ConfigProperty>,
+    /// Secrets it may read (components only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretProperty>,
 }
 
 /// A named config in a manifest: a reference to config that exists, or (with `properties`)
@@ -793,9 +841,12 @@ fn resolve_plain(s: &str) -> Value {
 
 const ROOT_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
 const METADATA_FIELDS: &[&str] = &["name", "annotations", "labels"];
-const SPEC_FIELDS: &[&str] = &["components"];
+const SPEC_FIELDS: &[&str] = &["components", "policies"];
+const POLICY_FIELDS: &[&str] = &["name", "type", "properties"];
+const SECRET_FIELDS: &[&str] = &["name", "properties"];
+const SECRET_SOURCE_FIELDS: &[&str] = &["policy", "key", "field", "version"];
 const COMPONENT_FIELDS: &[&str] = &["name", "type", "properties", "traits"];
-const PROPERTIES_FIELDS: &[&str] = &["image", "id", "config"];
+const PROPERTIES_FIELDS: &[&str] = &["image", "id", "config", "secrets"];
 const CONFIG_FIELDS: &[&str] = &["name", "properties"];
 const TRAIT_FIELDS: &[&str] = &["type", "properties"];
 const TRAIT_TYPES: &[&str] = &["spreadscaler", "daemonscaler", "link"];
@@ -865,6 +916,8 @@ struct Walker {
     dropped: usize,
     configs: Vec<ConfigSeen>,
     links: Vec<LinkSeen>,
+    /// `spec.policies`, once read: (name, type).
+    policies: Vec<(String, String)>,
 }
 
 impl Walker {
@@ -902,13 +955,7 @@ impl Walker {
                     fields.entries.push((&key.name, value));
                 }
             } else if unsupported.contains(&key.name.as_str()) {
-                // wadm's `spec.policies` ({name, type, properties}) name secret backends that
-                // components' `secrets` refer to; Trellis has neither, so it says what it takes.
-                let what = match key.name.as_str() {
-                    "policies" => "; a Trellis manifest's spec takes `components` only (components, providers and links take `config`)",
-                    _ => "",
-                };
-                self.err(&key_path, key.line, format!("`{}` is not supported by Trellis yet{what}; remove it", key.name));
+                self.err(&key_path, key.line, format!("`{}` is not supported by Trellis yet; remove it", key.name));
             } else {
                 let hint = did_you_mean(&key.name, known).map(|s| format!("did you mean `{s}`? ")).unwrap_or_default();
                 self.err(&key_path, key.line, format!("unknown field; {hint}expected one of: {}", known.join(", ")));
@@ -1055,7 +1102,12 @@ impl Walker {
     }
 
     fn spec(&mut self, node: &Node, app: Option<&str>) -> Option<Spec> {
-        let f = self.fields(node, "spec", SPEC_FIELDS, &["policies"])?;
+        let f = self.fields(node, "spec", SPEC_FIELDS, &[])?;
+        // Policies first: components' secrets name them.
+        let policies = match f.get("policies") {
+            Some(n) => self.policies(n, "spec.policies"),
+            None => Some(Vec::new()),
+        };
         let Some(list_node) = f.get("components") else {
             self.err("spec.components", f.line, "missing; expected a list of components (name, type, properties, traits)");
             return None;
@@ -1076,7 +1128,113 @@ impl Walker {
             }
         }
         self.cross_check(items, &names, app);
-        all_ok.then_some(Spec { components })
+        let policies = policies?;
+        all_ok.then_some(Spec { components, policies })
+    }
+
+    fn policies(&mut self, node: &Node, path: &str) -> Option<Vec<Policy>> {
+        let items = self.list(node, path, "policies (name, type, properties)")?;
+        let mut out: Vec<Policy> = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let path = index(path, i);
+            let Some(f) = self.fields(item, &path, POLICY_FIELDS, &[]) else {
+                ok = false;
+                continue;
+            };
+            let name = match f.get("name") {
+                Some(n) => self.id(n, &child(&path, "name"), "policy name"),
+                None => {
+                    self.err(&child(&path, "name"), f.line, "missing; expected the policy name (letters, digits, `_` and `-`)");
+                    None
+                }
+            };
+            let ty = self.required_string(&f, "type", &path, &format!("the policy type, e.g. `{SECRET_POLICY_TYPE}`"));
+            let properties = absent_ok(f.get("properties").map(|n| self.string_map(n, &child(&path, "properties"), "policy keys to strings")));
+            let (Some(name), Some(ty), Some(properties)) = (name, ty, properties) else {
+                ok = false;
+                continue;
+            };
+            let properties = properties.unwrap_or_default();
+            if out.iter().any(|p| p.name == name) {
+                self.err(&child(&path, "name"), f.line, format!("policy `{name}` is defined twice; policy names must be unique"));
+                ok = false;
+                continue;
+            }
+            if ty == SECRET_POLICY_TYPE && properties.get("backend").is_none_or(|b| b.is_empty()) {
+                self.err(
+                    &child(&path, "properties"),
+                    f.line,
+                    "a secret policy needs `backend`: the secrets backend to ask (Trellis' built-in one is `nats-kv`)",
+                );
+                ok = false;
+                continue;
+            }
+            self.policies.push((name.clone(), ty.clone()));
+            out.push(Policy { name, ty, properties });
+        }
+        ok.then_some(out)
+    }
+
+    fn secrets(&mut self, node: &Node, path: &str) -> Option<Vec<SecretProperty>> {
+        let items = self.list(node, path, "secrets (name, properties: policy, key, field, version)")?;
+        let mut out: Vec<SecretProperty> = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let path = index(path, i);
+            let Some(f) = self.fields(item, &path, SECRET_FIELDS, &[]) else {
+                ok = false;
+                continue;
+            };
+            let name = match f.get("name") {
+                Some(n) => self.id(n, &child(&path, "name"), "secret name"),
+                None => {
+                    self.err(&child(&path, "name"), f.line, "missing; expected the name the component reads the secret by");
+                    None
+                }
+            };
+            let props_path = child(&path, "properties");
+            let source = match f.get("properties") {
+                Some(n) => self.secret_source(n, &props_path),
+                None => {
+                    self.err(&props_path, f.line, "missing; expected a map with `policy` and `key`");
+                    None
+                }
+            };
+            let (Some(name), Some(properties)) = (name, source) else {
+                ok = false;
+                continue;
+            };
+            if out.iter().any(|s| s.name == name) {
+                self.err(&child(&path, "name"), f.line, format!("secret `{name}` is listed twice"));
+                ok = false;
+                continue;
+            }
+            out.push(SecretProperty { name, properties });
+        }
+        ok.then_some(out)
+    }
+
+    fn secret_source(&mut self, node: &Node, path: &str) -> Option<SecretSource> {
+        let f = self.fields(node, path, SECRET_SOURCE_FIELDS, &[])?;
+        let policy = self.required_string(&f, "policy", path, "the name of a `spec.policies` entry of type policy.secret.wasmcloud.dev/v1alpha1");
+        let key = self.required_string(&f, "key", path, "the secret's key in the backend");
+        let field = absent_ok(f.get("field").map(|n| self.string(n, &child(path, "field"), "a field within the secret")));
+        let version = absent_ok(f.get("version").map(|n| self.string(n, &child(path, "version"), "a version of the secret")));
+        let policy = policy.and_then(|p| match self.policies.iter().find(|(n, _)| *n == p) {
+            Some((_, ty)) if ty == SECRET_POLICY_TYPE => Some(p),
+            Some((_, ty)) => {
+                self.err(&child(path, "policy"), f.line, format!("policy `{p}` is of type `{ty}`; a secret needs one of type `{SECRET_POLICY_TYPE}`"));
+                None
+            }
+            None => {
+                let known: Vec<&str> = self.policies.iter().map(|(n, _)| n.as_str()).collect();
+                let have = if known.is_empty() { "the manifest defines none".to_string() } else { format!("defined: {}", known.join(", ")) };
+                self.err(&child(path, "policy"), f.line, format!("names no policy of `spec.policies` ({have})"));
+                None
+            }
+        });
+        Some(SecretSource { policy: policy?, key: key?, field: field?, version: version? })
     }
 
     fn component(&mut self, node: &Node, path: &str, position: usize) -> Option<Component> {
@@ -1121,7 +1279,7 @@ impl Walker {
     }
 
     fn properties(&mut self, node: &Node, path: &str, kind: Option<ComponentType>) -> Option<Properties> {
-        let f = self.fields(node, path, PROPERTIES_FIELDS, &["secrets", "application"])?;
+        let f = self.fields(node, path, PROPERTIES_FIELDS, &["application"])?;
         let image_path = child(path, "image");
         let image = self.required_string(&f, "image", path, IMAGE_EXPECTED).and_then(|image| match check_image(&image, kind) {
             Ok(()) => Some(image),
@@ -1132,7 +1290,15 @@ impl Walker {
         });
         let id = absent_ok(f.get("id").map(|n| self.id(n, &child(path, "id"), "component id")));
         let config = f.get("config").map(|n| self.configs(n, &child(path, "config")));
-        Some(Properties { image: image?, id: id?, config: config.unwrap_or(Some(Vec::new()))? })
+        let secrets = match (f.get("secrets"), kind) {
+            (Some(n), Some(ComponentType::Capability)) => {
+                self.err(&child(path, "secrets"), n.line, "secrets are given to components, not (yet) to providers in Trellis; remove it");
+                None
+            }
+            (Some(n), _) => self.secrets(n, &child(path, "secrets")),
+            (None, _) => Some(Vec::new()),
+        };
+        Some(Properties { image: image?, id: id?, config: config.unwrap_or(Some(Vec::new()))?, secrets: secrets? })
     }
 
     fn configs(&mut self, node: &Node, path: &str) -> Option<Vec<ConfigProperty>> {

@@ -100,8 +100,14 @@ async fn a_component_reads_what_it_was_granted_and_nothing_leaks() {
     assert_eq!(missing.status, 403);
 
     // Nothing the lattice carried had the value in clear (the HTTP reply is not on NATS: the
-    // provider runs in the host and calls the component locally).
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // provider runs in the host and calls the component locally). A marker published last tells
+    // when the recorder has everything published before it.
+    spy.publish("trellis.test.marker", "end-of-run".into()).await.expect("marker");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !seen.lock().unwrap().iter().any(|b| b.as_slice() == b"end-of-run") {
+        assert!(tokio::time::Instant::now() < deadline, "the recorder never saw the marker");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for bytes in seen.lock().unwrap().iter() {
         for v in [VALUE, OTHER] {
             assert!(!bytes.windows(v.len()).any(|w| w == v.as_bytes()), "a NATS message carried a secret in clear");
@@ -116,4 +122,78 @@ async fn a_component_reads_what_it_was_granted_and_nothing_leaks() {
     // Deleting removes every version.
     client.delete("other").await.expect("delete");
     assert_eq!(client.list().await.expect("list").len(), 1);
+}
+
+/// An app whose manifest names secrets (`properties.secrets`, with a secret policy naming the
+/// backend): its component reads those and no others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_grants_its_component_the_secrets_its_manifest_names() {
+    use trellis_lattice::app::{AppClient, StatusType};
+    let nats = NatsServer::start().await.expect("nats-server");
+    let seed = nkeys::XKey::new().seed().expect("seed");
+    let _host = ProcessHost::start(&nats.url(), &["--secrets-xkey-seed", &seed]).await.expect("trellis-host");
+    let l = scenario::lattice(nats).await;
+    let client = SecretsClient::new(l.client(), secrets::DEFAULT_BACKEND);
+    client.put("prod-api-key", SecretValue::String(VALUE.into())).await.expect("put");
+    client.put("other", SecretValue::String(OTHER.into())).await.expect("put");
+    let addr = http::free_addr().expect("free address");
+    let manifest = format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: vault
+  annotations:
+    version: v1
+spec:
+  policies:
+    - name: store
+      type: policy.secret.wasmcloud.dev/v1alpha1
+      properties:
+        backend: nats-kv
+  components:
+    - name: reader
+      type: component
+      properties:
+        image: {image}
+        secrets:
+          - name: api-key
+            properties:
+              policy: store
+              key: prod-api-key
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1
+    - name: web
+      type: capability
+      properties:
+        image: builtin://http-server
+      traits:
+        - type: link
+          properties:
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            target:
+              name: reader
+            source:
+              config:
+                - name: vault-http
+                  properties:
+                    address: "{addr}"
+"#,
+        image = file_ref(secret_reader())
+    );
+    let apps = AppClient::new(l.client(), "default");
+    apps.put(&manifest).await.expect("put");
+    apps.deploy("vault", None).await.expect("deploy");
+    trellis_tests::apps::wait_status(&apps, "vault", StatusType::Deployed, WAIT).await;
+    // The component reads the secret by the name the manifest gives it, from the key it names.
+    assert_eq!(http::get_until(addr, "/secret/api-key", 200, WAIT).await.expect("granted").text(), VALUE);
+    let refused = http::get(addr, "/secret/other").await.expect("refused");
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    // The grant is a reference in config, never the value.
+    let reference = l.ctl.get_config("SECRET_vault-reader_api-key").await.expect("the reference config");
+    assert_eq!(reference.get("key").map(String::as_str), Some("prod-api-key"));
+    assert!(reference.values().all(|v| !v.contains(VALUE)));
 }

@@ -24,7 +24,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use trellis_lattice::app::{AppState, AppStatus, Deployment, Owned};
 use trellis_lattice::ctl::{HostInventory, Link, ScaleComponentCommand, Schedule, StartProviderCommand, StopProviderCommand, StringMap};
-use trellis_lattice::manifest::{APP_SPEC_ANNOTATION, ComponentType, ConfigProperty, Manifest, Trait, managed_annotations, spread_counts};
+use trellis_lattice::manifest::{APP_SPEC_ANNOTATION, ComponentType, ConfigProperty, Manifest, SecretProperty, Trait, managed_annotations, spread_counts};
+use trellis_lattice::secrets::{self, SecretReference};
 
 /// The last failed start of a component or provider, as an event reported it.
 #[derive(Debug, Clone, PartialEq)]
@@ -550,6 +551,28 @@ fn config_names_of(configs: &[ConfigProperty], into: &mut BTreeMap<String, Strin
     configs.iter().map(|c| c.name.clone()).collect()
 }
 
+/// The secrets a component may read, as wasmCloud passes them: one named config per secret,
+/// `SECRET_{component id}_{name}`, holding its reference (name, backend from its policy, key,
+/// field, version, policy); the component's config list names them. Their names.
+fn secret_configs(m: &Manifest, id: &str, secrets: &[SecretProperty], into: &mut BTreeMap<String, StringMap>) -> Vec<String> {
+    let mut names = Vec::new();
+    for s in secrets {
+        let Some(policy) = m.spec.policies.iter().find(|p| p.name == s.properties.policy) else { continue };
+        let reference = SecretReference {
+            name: s.name.clone(),
+            backend: policy.properties.get("backend").cloned().unwrap_or_else(|| secrets::DEFAULT_BACKEND.into()),
+            key: s.properties.key.clone(),
+            field: s.properties.field.clone(),
+            version: s.properties.version.clone(),
+            policy: secrets::policy_json(&policy.properties),
+        };
+        let name = format!("{}{id}_{}", secrets::CONFIG_PREFIX, s.name);
+        into.insert(name.clone(), reference.to_config());
+        names.push(name);
+    }
+    names
+}
+
 /// The links and config a manifest defines, whatever the hosts.
 pub(crate) fn definitions(m: &Manifest) -> Desired {
     desired(m, &[])
@@ -633,7 +656,8 @@ fn desired(m: &Manifest, hosts: &[HostInventory]) -> Desired {
     let mut d = Desired::default();
     for c in &m.spec.components {
         let id = m.component_id(c);
-        let config = config_names_of(&c.properties.config, &mut d.configs);
+        let mut config = config_names_of(&c.properties.config, &mut d.configs);
+        config.extend(secret_configs(m, &id, &c.properties.secrets, &mut d.configs));
         d.images.insert(id.clone(), (c.properties.image.clone(), config));
         let (daemon, scaler) = match c.scaler() {
             Some(Trait::SpreadScaler(s)) => (false, Some(s)),

@@ -159,7 +159,7 @@ spec:
     assert_eq!(message("apiVersion"), "must be `core.oam.dev/v1beta1`; got `core.oam.dev/v1`");
     assert!(message("metadata.name").contains("application name `my app` contains ' '"), "{}", message("metadata.name"));
     assert!(message("spec.components[0].type").contains("(capability providers are `capability`)"), "{}", message("spec.components[0].type"));
-    assert_eq!(message("spec.components[1].properties.confg"), "unknown field; did you mean `config`? expected one of: image, id, config");
+    assert_eq!(message("spec.components[1].properties.confg"), "unknown field; did you mean `config`? expected one of: image, id, config, secrets");
     assert_eq!(message("spec.components[1].traits[0].properties.instances"), "must be a positive integer (1 to 4294967295); got the number `0`");
     assert_eq!(
         message("spec.components[1].traits[0].properties.spread[0].requirements.zone"),
@@ -415,8 +415,8 @@ fn structural_mistakes() {
         shown,
         ["kind: is given twice", "spec.components[0].propertes: unknown field; did you mean `properties`? expected one of: name, type, properties, traits",]
     );
-    let e = one_error(&with_component("").replace("file:///echo.wasm\n", "file:///echo.wasm\n        secrets: []\n"));
-    assert_eq!(e.to_string(), "spec.components[0].properties.secrets: `secrets` is not supported by Trellis yet; remove it");
+    let e = one_error(&with_component("").replace("file:///echo.wasm\n", "file:///echo.wasm\n        application: {name: shared}\n"));
+    assert_eq!(e.to_string(), "spec.components[0].properties.application: `application` is not supported by Trellis yet; remove it");
     // A trait with no properties, a second scaler, the old `linkdef`.
     let shown: Vec<String> = Manifest::parse(&with_component(
         "      traits:\n        - type: spreadscaler\n        - type: daemonscaler\n          properties: {instances: 1}\n        - type: linkdef\n",
@@ -597,14 +597,64 @@ fn suggestions() {
     assert_eq!(did_you_mean("linkdef", TRAIT_TYPES), Some("link"));
 }
 
+/// A manifest with `policies` (YAML, indented by 2 under `spec`) and one component `c` with
+/// `secrets` (YAML, indented by 8), of `kind`.
+fn with_secrets(policies: &str, kind: &str, secrets: &str) -> String {
+    format!(
+        "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata:\n  name: a\nspec:\n{policies}  components:\n    - name: c\n      type: {kind}\n      properties:\n        image: file:///c.wasm\n{secrets}"
+    )
+}
+
+const NATS_KV_POLICY: &str = "  policies:\n    - name: store\n      type: policy.secret.wasmcloud.dev/v1alpha1\n      properties:\n        backend: nats-kv\n";
+
 #[test]
-fn wadm_policies_are_refused_naming_what_is_supported() {
-    let text = "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata:\n  name: a\nspec:\n  policies:\n    - name: vault\n      type: policy.secret.wasmcloud.dev/v1alpha1\n      properties:\n        backend: vault\n  components:\n    - name: c\n      type: component\n      properties:\n        image: file:///c.wasm\n";
-    let errors = Manifest::parse(text).expect_err("policies are refused");
-    let e = &errors.errors()[0];
-    assert_eq!(e.line, Some(6));
+fn secrets_name_a_secret_policy_of_the_manifest() {
+    let secrets = "        secrets:\n          - name: api-token\n            properties:\n              policy: store\n              key: prod-token\n              field: value\n";
+    let m = Manifest::parse(&with_secrets(NATS_KV_POLICY, "component", secrets)).expect("a valid manifest");
     assert_eq!(
-        e.to_string(),
-        "spec.policies: `policies` is not supported by Trellis yet; a Trellis manifest's spec takes `components` only (components, providers and links take `config`); remove it"
+        m.spec.policies,
+        [Policy { name: "store".into(), ty: SECRET_POLICY_TYPE.into(), properties: [("backend".to_string(), "nats-kv".to_string())].into() }]
     );
+    let s = &m.spec.components[0].properties.secrets[0];
+    assert_eq!(
+        (s.name.as_str(), s.properties.policy.as_str(), s.properties.key.as_str(), s.properties.field.as_deref()),
+        ("api-token", "store", "prod-token", Some("value"))
+    );
+    // What JSON carries (the wadm API answers with it) parses back to the same.
+    assert_eq!(Manifest::parse(&serde_json::to_string(&m).expect("json")).expect("its JSON parses"), m);
+
+    let cases = [
+        (
+            NATS_KV_POLICY.replace("store", "other"),
+            "component",
+            "spec.components[0].properties.secrets[0].properties.policy: names no policy of `spec.policies` (defined: other)",
+        ),
+        (
+            String::new(),
+            "component",
+            "spec.components[0].properties.secrets[0].properties.policy: names no policy of `spec.policies` (the manifest defines none)",
+        ),
+        (
+            NATS_KV_POLICY.replace("policy.secret.wasmcloud.dev/v1alpha1", "policy.other/v1"),
+            "component",
+            "spec.components[0].properties.secrets[0].properties.policy: policy `store` is of type `policy.other/v1`; a secret needs one of type `policy.secret.wasmcloud.dev/v1alpha1`",
+        ),
+        (
+            NATS_KV_POLICY.replace("        backend: nats-kv\n", "        region: eu\n"),
+            "component",
+            "spec.policies[0].properties: a secret policy needs `backend`: the secrets backend to ask (Trellis' built-in one is `nats-kv`)",
+        ),
+        (
+            NATS_KV_POLICY.to_string(),
+            "capability",
+            "spec.components[0].properties.secrets: secrets are given to components, not (yet) to providers in Trellis; remove it",
+        ),
+    ];
+    for (policies, kind, want) in cases {
+        let shown: Vec<String> = Manifest::parse(&with_secrets(&policies, kind, secrets)).expect_err(want).errors().iter().map(ToString::to_string).collect();
+        assert!(shown.iter().any(|e| e == want), "{shown:#?}");
+    }
+    let no_key = secrets.replace("              key: prod-token\n", "");
+    let e = one_error(&with_secrets(NATS_KV_POLICY, "component", &no_key));
+    assert_eq!(e.to_string(), "spec.components[0].properties.secrets[0].properties.key: missing; expected the secret's key in the backend");
 }

@@ -481,3 +481,17 @@ fn resends_are_keyed_by_what_they_ask_for() {
     assert_ne!(scale(2).resend_key(), scale(0).resend_key());
     assert_eq!(Action::DeleteConfig("x".into()).resend_key(), None, "links and config are put every pass until they are in place");
 }
+
+#[test]
+fn a_secret_becomes_a_reference_config_put_before_the_component_that_names_it() {
+    let text = "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata:\n  name: a\nspec:\n  policies:\n    - name: store\n      type: policy.secret.wasmcloud.dev/v1alpha1\n      properties:\n        backend: nats-kv\n  components:\n    - name: c\n      type: component\n      properties:\n        image: file:///c.wasm\n        secrets:\n          - name: token\n            properties:\n              policy: store\n              key: prod-token\n";
+    let m = Manifest::parse(text).expect("a valid manifest");
+    let p = plan(&[deployed("a", m, 1, Owned::default())], &Actual { inventories: vec![host("h1", "x")], ..Default::default() });
+    assert_eq!(steps(&p), ["a: put config SECRET_a-c_token", "a: scale a-c on h1 to 1 from file:///c.wasm"]);
+    let Action::PutConfig { values, .. } = &p.steps[0].action else { panic!("a config put") };
+    let reference = SecretReference::from_config("SECRET_a-c_token", values).expect("a secret reference");
+    assert_eq!((reference.name.as_str(), reference.backend.as_str(), reference.key.as_str()), ("token", "nats-kv", "prod-token"));
+    let Action::Scale(cmd) = &p.steps[1].action else { panic!("a scale") };
+    assert_eq!(cmd.config, ["SECRET_a-c_token"], "the component is granted exactly its secrets");
+    assert!(p.apps[0].owned.configs.contains("SECRET_a-c_token"), "undeploying removes the reference");
+}
