@@ -24,6 +24,7 @@ use crate::registry::Registry;
 use crate::runtime::{Limits, Runtime};
 use crate::serve::Serving;
 use crate::stop::Budget;
+use trellis_lattice::secrets::{self, Secret, SecretReference, SecretRequest, SecretValue, SecretsClient};
 
 /// The parts of [`HostConfig`] the lifecycle goes by.
 pub(crate) struct Settings {
@@ -285,11 +286,19 @@ impl Lifecycle {
             }
             let source = providers::resolve_ref(&cmd.provider_ref, settings.allow_file_load, &settings.builtins)?;
             let mut config = StringMap::new();
+            let mut granted = std::collections::BTreeMap::new();
             for name in &cmd.config {
                 let values = lattice.registry.get_config(name).await?.ok_or_else(|| {
                     HostError::Provider(format!("config `{name}` given to provider `{}` does not exist; create it with `wash config put`", cmd.provider_id))
                 })?;
-                config.extend(values);
+                // A secret reference grants a secret; its value is fetched now, for host data.
+                match secrets::is_reference(name).then(|| SecretReference::from_config(name, &values)).flatten() {
+                    Some(reference) => {
+                        let secret = self.provider_secret(&cmd.provider_id, &reference).await?;
+                        granted.insert(reference.name, secret);
+                    }
+                    None => config.extend(values),
+                }
             }
             let link_definitions =
                 lattice.registry.known_links().into_iter().filter(|l| l.source_id == cmd.provider_id || l.target == cmd.provider_id).collect();
@@ -309,6 +318,7 @@ impl Lifecycle {
                 lattice_rpc_tls_ca_file: settings.nats.tls_ca_file.clone(),
                 js_domain: settings.js_domain.clone(),
                 log_level: None,
+                secrets: granted,
             };
             self.providers
                 .start(providers::Launch {
@@ -373,6 +383,26 @@ impl Lifecycle {
         }
         self.providers.stop_all(budget.left()).await;
         guard
+    }
+
+    /// Fetches secret `reference` granted to provider `provider_id` from its backend (sealed
+    /// both ways), for the provider's host data.
+    async fn provider_secret(&self, provider_id: &str, reference: &SecretReference) -> Result<Secret> {
+        let client = SecretsClient::new(self.lattice.nats.clone(), &reference.backend);
+        let req = SecretRequest {
+            key: reference.key.clone(),
+            field: reference.field.clone(),
+            version: reference.version.clone(),
+            context: secrets::Context { application: secrets::Application { name: None, policy: reference.policy.clone() }, ..Default::default() },
+        };
+        let value = client
+            .get(&req)
+            .await
+            .map_err(|e| HostError::Provider(format!("secret `{}` granted to provider `{provider_id}` cannot be read: {e}", reference.name)))?;
+        Ok(match value {
+            SecretValue::String(s) => Secret { string_secret: Some(s), ..Default::default() },
+            SecretValue::Bytes(b) => Secret { binary_secret: Some(b), ..Default::default() },
+        })
     }
 
     /// Kills every provider process now, for a host that must exit at once.

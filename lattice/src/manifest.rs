@@ -181,7 +181,8 @@ pub struct Properties {
     /// Named config given to it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub config: Vec<ConfigProperty>,
-    /// Secrets it may read (components only).
+    /// Secrets it may read (a component through `wasmcloud:secrets`, a provider through its
+    /// host data).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretProperty>,
 }
@@ -1290,13 +1291,9 @@ impl Walker {
         });
         let id = absent_ok(f.get("id").map(|n| self.id(n, &child(path, "id"), "component id")));
         let config = f.get("config").map(|n| self.configs(n, &child(path, "config")));
-        let secrets = match (f.get("secrets"), kind) {
-            (Some(n), Some(ComponentType::Capability)) => {
-                self.err(&child(path, "secrets"), n.line, "secrets are given to components, not (yet) to providers in Trellis; remove it");
-                None
-            }
-            (Some(n), _) => self.secrets(n, &child(path, "secrets")),
-            (None, _) => Some(Vec::new()),
+        let secrets = match f.get("secrets") {
+            Some(n) => self.secrets(n, &child(path, "secrets")),
+            None => Some(Vec::new()),
         };
         Some(Properties { image: image?, id: id?, config: config.unwrap_or(Some(Vec::new()))?, secrets: secrets? })
     }

@@ -45,6 +45,11 @@ pub struct HostData {
     /// Log level for the provider (`info`, `debug`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
+    /// The secrets granted to the provider (the `SECRET_*` references among its start config),
+    /// fetched by the host at start, by the name the provider reads them by. Only the provider
+    /// sees them: the line goes to its stdin, and `Debug` shows no value.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub secrets: std::collections::BTreeMap<String, crate::secrets::Secret>,
 }
 
 impl HostData {

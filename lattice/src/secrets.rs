@@ -199,7 +199,7 @@ impl SecretValue {
 }
 
 /// A secret as a backend returns it. `Debug` never shows the value.
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Secret {
     /// The version returned.
     pub version: String,

@@ -197,3 +197,56 @@ spec:
     assert_eq!(reference.get("key").map(String::as_str), Some("prod-api-key"));
     assert!(reference.values().all(|v| !v.contains(VALUE)));
 }
+
+/// What the `secret-peek` provider read through its SDK, once it has.
+static PEEKED: std::sync::Mutex<Option<Option<String>>> = std::sync::Mutex::new(None);
+
+/// A built-in provider that reads secret `token` through `ProviderContext::secret` and records
+/// it, then waits to be stopped.
+fn peek(ctx: trellis_provider_sdk::ProviderContext) -> futures::future::BoxFuture<'static, Result<(), trellis_provider_sdk::ProviderError>> {
+    Box::pin(async move {
+        let seen = ctx.secret("token").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        *PEEKED.lock().unwrap() = Some(seen);
+        ctx.shutdown_requested().await;
+        Ok(())
+    })
+}
+
+/// A provider reads the secrets its start config grants, through the provider SDK; its host
+/// data (what the inventory and events describe) shows none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_reads_the_secret_its_start_config_grants() {
+    let nats = NatsServer::start().await.expect("nats-server");
+    let mut config = trellis_tests::hosts::config(&nats.url(), &[]);
+    config.secrets_xkey_seed = Some(nkeys::XKey::new().seed().expect("seed"));
+    config.builtins.push(trellis_provider_sdk::Builtin { name: "secret-peek", run: peek });
+    let host = trellis_host::Host::start(config).await.expect("host");
+    let mut l = scenario::lattice(nats).await;
+    SecretsClient::new(l.client(), secrets::DEFAULT_BACKEND).put("prov-token", SecretValue::String(VALUE.into())).await.expect("put");
+    let reference = SecretReference { name: "token".into(), ..SecretReference::new("token", "prov-token") };
+    l.ctl.put_config("SECRET_peek_token", &reference.to_config()).await.expect("put reference");
+    l.ctl
+        .start_provider(&trellis_lattice::ctl::StartProviderCommand {
+            provider_id: "peek".into(),
+            provider_ref: "builtin://secret-peek".into(),
+            host_id: host.id().into(),
+            config: vec!["SECRET_peek_token".into()],
+            annotations: None,
+        })
+        .await
+        .expect("start provider");
+    let started = l.events.wait_for("provider_started", WAIT, |e| e.data["provider_id"] == "peek").await.expect("provider_started");
+    assert!(!started.data.to_string().contains(VALUE), "the event carries the value");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let seen = loop {
+        if let Some(seen) = PEEKED.lock().unwrap().clone() {
+            break seen;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the provider never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(seen.as_deref(), Some(VALUE));
+    let inventory = serde_json::to_string(&l.ctl.get_host_inventory(host.id()).await.expect("inventory")).expect("json");
+    assert!(!inventory.contains(VALUE));
+    host.stop(Duration::from_secs(5)).await;
+}

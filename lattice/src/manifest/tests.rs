@@ -644,11 +644,6 @@ fn secrets_name_a_secret_policy_of_the_manifest() {
             "component",
             "spec.policies[0].properties: a secret policy needs `backend`: the secrets backend to ask (Trellis' built-in one is `nats-kv`)",
         ),
-        (
-            NATS_KV_POLICY.to_string(),
-            "capability",
-            "spec.components[0].properties.secrets: secrets are given to components, not (yet) to providers in Trellis; remove it",
-        ),
     ];
     for (policies, kind, want) in cases {
         let shown: Vec<String> = Manifest::parse(&with_secrets(&policies, kind, secrets)).expect_err(want).errors().iter().map(ToString::to_string).collect();

@@ -97,6 +97,12 @@ impl ProviderContext {
         &self.host_data.config
     }
 
+    /// Secret `name`, if it was granted to this provider (a `SECRET_*` reference in its start
+    /// config, fetched by the host when it started the provider).
+    pub fn secret(&self, name: &str) -> Option<trellis_lattice::secrets::SecretValue> {
+        self.host_data.secrets.get(name).cloned().and_then(trellis_lattice::secrets::Secret::value)
+    }
+
     /// The NATS connection.
     pub fn nats(&self) -> &async_nats::Client {
         &self.nats
