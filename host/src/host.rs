@@ -33,8 +33,8 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Largest component file a host loads.
 pub const MAX_COMPONENT_BYTES: u64 = 128 << 20;
 
-/// How a host is set up.
-#[derive(Debug, Clone)]
+/// How a host is set up. `Debug` shows no seed (NATS user, secrets key).
+#[derive(Clone)]
 pub struct HostConfig {
     /// The lattice to join.
     pub lattice: String,
@@ -76,6 +76,25 @@ pub struct HostConfig {
     pub secrets_xkey_seed: Option<String>,
     /// The name the backend answers under, and the backend secret references name by default.
     pub secrets_backend: String,
+}
+
+impl std::fmt::Debug for HostConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostConfig")
+            .field("lattice", &self.lattice)
+            .field("nats_url", &self.nats.url)
+            .field("nats_seed", &self.nats.nkey_seed.as_ref().map(|_| "<redacted>"))
+            .field("labels", &self.labels)
+            .field("js_domain", &self.js_domain)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("allow_file_load", &self.allow_file_load)
+            .field("require_signed", &self.require_signed)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("state_dir", &self.state_dir)
+            .field("secrets_xkey_seed", &self.secrets_xkey_seed.as_ref().map(|_| "<redacted>"))
+            .field("secrets_backend", &self.secrets_backend)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The longest the orderly stop waits to give up the leader lease.
@@ -462,5 +481,18 @@ impl HostCtx {
         budget.over_nats("publishing host_stopped", self.conn.events.publish_and_flush(&HostStopped { labels })).await;
         tracing::info!(host_id = self.identity.id, "host stopped");
         self.run.stopped_tx.send_replace(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_host_config_shows_no_seed() {
+        let mut c = super::HostConfig::new("nats://127.0.0.1:4222");
+        c.nats.nkey_seed = Some("SUAMK2FG4MI6UE3ACF3FK3OIQBCEIEZV7NSWFFEW63UXMRLFM2XLAXK4GY".into());
+        c.secrets_xkey_seed = Some("SXAKJGXQ6A3QHVJ4TPE4XH3ZCV3BHYW6ZVG6S7BCDK36KIIXHBCQFWBJRQ".into());
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("SUAMK") && !shown.contains("SXAKJ"), "{shown}");
+        assert!(shown.contains("<redacted>") && shown.contains("nats://127.0.0.1:4222"), "{shown}");
     }
 }

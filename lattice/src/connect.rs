@@ -8,8 +8,8 @@ use crate::{Error, ErrorKind};
 /// The oldest nats-server whose JetStream API async-nats 0.51 understands.
 pub const MIN_NATS_SERVER_VERSION: (u64, u64) = (2, 10);
 
-/// How to reach NATS.
-#[derive(Debug, Clone, Default)]
+/// How to reach NATS. `Debug` shows no seed.
+#[derive(Clone, Default)]
 pub struct ConnectOptions {
     /// `nats://host:port` (comma-separated for several servers).
     pub url: String,
@@ -25,6 +25,20 @@ pub struct ConnectOptions {
     pub require_tls: bool,
     /// The connection name the server shows.
     pub name: Option<String>,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("url", &self.url)
+            .field("nkey_seed", &self.nkey_seed.as_ref().map(|_| "<redacted>"))
+            .field("jwt", &self.jwt.as_ref().map(|_| "<set>"))
+            .field("creds_file", &self.creds_file)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("require_tls", &self.require_tls)
+            .field("name", &self.name)
+            .finish()
+    }
 }
 
 impl ConnectOptions {
@@ -195,6 +209,7 @@ mod tests {
         assert_eq!((jwt.as_deref(), seed.as_deref()), (Some("eyJ0.eyJ1.c2ln"), Some("SUAIO3FHUX5PNV2LQIIP7TZ3N4L7TX3W53MQGEIVYFIGA635OZCKEYHFLM")));
         let plain = ConnectOptions { nkey_seed: Some("SU…".into()), ..ConnectOptions::new("nats://x") };
         assert_eq!(plain.user_credentials().unwrap(), (None, Some("SU…".to_string())));
+        assert!(!format!("{plain:?}").contains("SU…"), "Debug shows the seed");
         let missing = ConnectOptions { creds_file: Some(dir.join("nope.creds")), ..ConnectOptions::new("nats://x") };
         assert!(missing.user_credentials().unwrap_err().to_string().contains("cannot read NATS creds file"));
         std::fs::remove_dir_all(dir).unwrap();
