@@ -75,8 +75,9 @@ pub struct Manifest {
 pub struct Metadata {
     /// The application name (letters, digits, `_`, `-`).
     pub name: String,
-    /// Annotations, among them [`VERSION_ANNOTATION`] and [`DESCRIPTION_ANNOTATION`].
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Annotations, among them [`VERSION_ANNOTATION`] and [`DESCRIPTION_ANNOTATION`]. Always
+    /// serialised: wadm-types' `Metadata` requires it.
+    #[serde(default)]
     pub annotations: StringMap,
     /// Labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -105,8 +106,8 @@ pub struct Policy {
     /// Its type, e.g. [`SECRET_POLICY_TYPE`].
     #[serde(rename = "type")]
     pub ty: String,
-    /// Its properties.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Its properties (always serialised: wadm-types' `Policy` requires them).
+    #[serde(default)]
     pub properties: StringMap,
 }
 
@@ -248,7 +249,7 @@ pub struct Spread {
     /// Its name (unique within the scaler).
     pub name: String,
     /// Labels a host must carry, with these values.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     pub requirements: StringMap,
     /// Its share of the instances, relative to the other entries ([`DEFAULT_WEIGHT`] when absent).
     pub weight: u32,

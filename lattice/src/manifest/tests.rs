@@ -653,3 +653,22 @@ fn secrets_name_a_secret_policy_of_the_manifest() {
     let e = one_error(&with_secrets(NATS_KV_POLICY, "component", &no_key));
     assert_eq!(e.to_string(), "spec.components[0].properties.secrets[0].properties.key: missing; expected the secret's key in the backend");
 }
+
+/// What the wadm API carries (`GetModelResponse.manifest`) must decode into wadm-types 0.8's
+/// `Manifest`, which requires `metadata.annotations`, every spread's `requirements` and every
+/// policy's `properties`, and refuses unknown fields: our JSON always has the first three, even
+/// empty, and uses only wadm's field names.
+#[test]
+fn manifest_json_has_the_fields_wadm_types_requires() {
+    let text = "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata:\n  name: a\nspec:\n  policies:\n    - name: p\n      type: other.policy/v1\n  components:\n    - name: c\n      type: component\n      properties:\n        image: file:///c.wasm\n      traits:\n        - type: spreadscaler\n          properties:\n            instances: 2\n            spread:\n              - name: all\n";
+    let m = Manifest::parse(text).expect("a valid manifest");
+    let v = serde_json::to_value(&m).expect("json");
+    assert_eq!(v["metadata"]["annotations"], serde_json::json!({}));
+    assert_eq!(v["spec"]["components"][0]["traits"][0]["properties"]["spread"][0]["requirements"], serde_json::json!({}));
+    assert_eq!(v["spec"]["policies"][0]["properties"], serde_json::json!({}));
+    let component = &v["spec"]["components"][0];
+    let keys: Vec<&str> = component.as_object().expect("a map").keys().map(String::as_str).collect();
+    assert_eq!(keys, ["name", "properties", "traits", "type"]);
+    let props: Vec<&str> = component["properties"].as_object().expect("a map").keys().map(String::as_str).collect();
+    assert_eq!(props, ["image"], "empty lists and absent ids are left out, as wadm does");
+}
