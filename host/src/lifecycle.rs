@@ -357,9 +357,12 @@ impl Lifecycle {
     /// anything after this.
     pub async fn shutdown(&self, budget: &Budget) -> MutexGuard<'_, ()> {
         let guard = self.lock.lock().await;
-        let components = self.components.clear().await;
+        // Stop taking calls and answer those taken while the components are still in the table
+        // (a call taken and then served from an empty table would fail), then drop them.
         let drain = budget.for_draining();
-        futures::future::join_all(components.iter().map(|c| self.serving.unserve_gracefully(&c.id, drain))).await;
+        let serving: Vec<String> = self.components.list().await.iter().map(|c| c.id.clone()).collect();
+        futures::future::join_all(serving.iter().map(|id| self.serving.unserve_gracefully(id, drain))).await;
+        let components = self.components.clear().await;
         // Calls from this process (local routes) hold slots too; wait for them to come back.
         let until = tokio::time::Instant::now() + budget.for_draining();
         while tokio::time::Instant::now() < until && components.iter().any(|c| c.gate.available() < c.max_instances() as usize) {
