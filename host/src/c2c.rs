@@ -20,7 +20,7 @@ use std::time::Instant;
 use futures::future::BoxFuture;
 use trellis_lattice::ctl::DEFAULT_LINK_NAME;
 use trellis_lattice::rpc::{self, CallInfo, Invocation, Router};
-use trellis_lattice::secrets::{Application, Context, SecretReference, SecretRequest, SecretValue, SecretsClient};
+use trellis_lattice::secrets::{SecretReference, SecretValue, SecretsClient};
 use trellis_lattice::wit_value::{self, WitValue};
 use wasmtime::Engine;
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
@@ -108,15 +108,7 @@ impl Outbound for LatticeLinks {
     fn secret(&self, source: &str, r: SecretReference) -> BoxFuture<'static, Result<SecretValue, String>> {
         let client = SecretsClient::new(self.nats.clone(), &r.backend);
         let source = source.to_string();
-        Box::pin(async move {
-            let req = SecretRequest {
-                key: r.key.clone(),
-                field: r.field.clone(),
-                version: r.version.clone(),
-                context: Context { application: Application { name: None, policy: r.policy.clone() }, ..Default::default() },
-            };
-            client.get(&req).await.map_err(|e| format!("secret `{}` of component `{source}`: {e}", r.name))
-        })
+        Box::pin(async move { client.get(&r.request()).await.map_err(|e| format!("secret `{}` of component `{source}`: {e}", r.name)) })
     }
 
     fn config(&self, names: &[String]) -> trellis_lattice::ctl::StringMap {

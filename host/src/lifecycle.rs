@@ -24,7 +24,7 @@ use crate::registry::Registry;
 use crate::runtime::{Limits, Runtime};
 use crate::serve::Serving;
 use crate::stop::Budget;
-use trellis_lattice::secrets::{self, Secret, SecretReference, SecretRequest, SecretValue, SecretsClient};
+use trellis_lattice::secrets::{self, Secret, SecretReference, SecretValue, SecretsClient};
 
 /// The parts of [`HostConfig`] the lifecycle goes by.
 pub(crate) struct Settings {
@@ -392,14 +392,8 @@ impl Lifecycle {
     /// both ways), for the provider's host data.
     async fn provider_secret(&self, provider_id: &str, reference: &SecretReference) -> Result<Secret> {
         let client = SecretsClient::new(self.lattice.nats.clone(), &reference.backend);
-        let req = SecretRequest {
-            key: reference.key.clone(),
-            field: reference.field.clone(),
-            version: reference.version.clone(),
-            context: secrets::Context { application: secrets::Application { name: None, policy: reference.policy.clone() }, ..Default::default() },
-        };
         let value = client
-            .get(&req)
+            .get(&reference.request())
             .await
             .map_err(|e| HostError::Provider(format!("secret `{}` granted to provider `{provider_id}` cannot be read: {e}", reference.name)))?;
         Ok(match value {

@@ -989,6 +989,19 @@ impl Walker {
         }
     }
 
+    /// The required identifier field `name` of the entry at `path` (a `what`); missing, the
+    /// error says `expected`.
+    fn required_id(&mut self, f: &Fields<'_>, path: &str, what: &str, expected: &str) -> Option<String> {
+        let name_path = child(path, "name");
+        match f.get("name") {
+            Some(n) => self.id(n, &name_path, what),
+            None => {
+                self.err(&name_path, f.line, format!("missing; expected {expected}"));
+                None
+            }
+        }
+    }
+
     /// An identifier (letters, digits, `_`, `-`), checked with [`crate::validate_id`].
     fn id(&mut self, node: &Node, path: &str, what: &str) -> Option<String> {
         let s = self.string(node, path, &format!("a {what}: letters, digits, `_` and `-`"))?;
@@ -1144,13 +1157,7 @@ impl Walker {
                 ok = false;
                 continue;
             };
-            let name = match f.get("name") {
-                Some(n) => self.id(n, &child(&path, "name"), "policy name"),
-                None => {
-                    self.err(&child(&path, "name"), f.line, "missing; expected the policy name (letters, digits, `_` and `-`)");
-                    None
-                }
-            };
+            let name = self.required_id(&f, &path, "policy name", "the policy name (letters, digits, `_` and `-`)");
             let ty = self.required_string(&f, "type", &path, &format!("the policy type, e.g. `{SECRET_POLICY_TYPE}`"));
             let properties = absent_ok(f.get("properties").map(|n| self.string_map(n, &child(&path, "properties"), "policy keys to strings")));
             let (Some(name), Some(ty), Some(properties)) = (name, ty, properties) else {
@@ -1188,13 +1195,7 @@ impl Walker {
                 ok = false;
                 continue;
             };
-            let name = match f.get("name") {
-                Some(n) => self.id(n, &child(&path, "name"), "secret name"),
-                None => {
-                    self.err(&child(&path, "name"), f.line, "missing; expected the name the component reads the secret by");
-                    None
-                }
-            };
+            let name = self.required_id(&f, &path, "secret name", "the name the component reads the secret by");
             let props_path = child(&path, "properties");
             let source = match f.get("properties") {
                 Some(n) => self.secret_source(n, &props_path),
@@ -1309,13 +1310,7 @@ impl Walker {
                 ok = false;
                 continue;
             };
-            let name = match f.get("name") {
-                Some(n) => self.id(n, &child(&path, "name"), "config name"),
-                None => {
-                    self.err(&child(&path, "name"), f.line, "missing; expected the config name (letters, digits, `_` and `-`)");
-                    None
-                }
-            };
+            let name = self.required_id(&f, &path, "config name", "the config name (letters, digits, `_` and `-`)");
             let properties = absent_ok(f.get("properties").map(|n| self.string_map(n, &child(&path, "properties"), "config keys to strings")));
             match (name, properties) {
                 (Some(name), Some(properties)) => {

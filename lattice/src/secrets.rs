@@ -380,6 +380,17 @@ impl SecretReference {
         m
     }
 
+    /// The `get` request for this reference (no tokens: the host decides access from its
+    /// grants, see the README).
+    pub fn request(&self) -> SecretRequest {
+        SecretRequest {
+            key: self.key.clone(),
+            field: self.field.clone(),
+            version: self.version.clone(),
+            context: Context { application: Application { name: None, policy: self.policy.clone() }, ..Default::default() },
+        }
+    }
+
     /// Reads a reference from config `config_name`'s values; `None` when they are not one.
     /// A reference without `name` is named by the config name without `SECRET_`.
     pub fn from_config(config_name: &str, m: &StringMap) -> Option<Self> {

@@ -116,22 +116,32 @@ impl Lattice {
 
     /// Scales `path` as `id` on `host` and waits for `component_scaled`.
     pub async fn start_component(&mut self, host: &Host, id: &str, path: &str, max: u32, limits: Option<StringMap>) {
+        self.start_component_on(host.id(), id, path, max, limits).await
+    }
+
+    /// [`Lattice::start_component`] on the host with id `host_id` (a process host, say).
+    pub async fn start_component_on(&mut self, host_id: &str, id: &str, path: &str, max: u32, limits: Option<StringMap>) {
         self.ctl
             .scale_component(&ScaleComponentCommand {
                 component_ref: file_ref(path),
                 component_id: id.into(),
                 max_instances: max,
-                host_id: host.id().into(),
+                host_id: host_id.into(),
                 component_limits: limits,
                 ..Default::default()
             })
             .await
             .expect("scenario step");
-        self.events.wait_for("component_scaled", WAIT, |e| e.data["component_id"] == id && e.source == host.id()).await.expect("scenario step");
+        self.events.wait_for("component_scaled", WAIT, |e| e.data["component_id"] == id && e.source == host_id).await.expect("scenario step");
     }
 
     /// Starts provider `reference` as `id` on `host` with `config` (as named config) and waits for `provider_started`.
     pub async fn start_provider(&mut self, host: &Host, id: &str, reference: &str, config: &[(&str, &str)]) {
+        self.start_provider_on(host.id(), id, reference, config).await
+    }
+
+    /// [`Lattice::start_provider`] on the host with id `host_id` (a process host, say).
+    pub async fn start_provider_on(&mut self, host_id: &str, id: &str, reference: &str, config: &[(&str, &str)]) {
         let mut names = Vec::new();
         if !config.is_empty() {
             let name = format!("{id}-config");
@@ -142,13 +152,13 @@ impl Lattice {
             .start_provider(&StartProviderCommand {
                 provider_id: id.into(),
                 provider_ref: reference.into(),
-                host_id: host.id().into(),
+                host_id: host_id.into(),
                 config: names,
                 annotations: None,
             })
             .await
             .expect("scenario step");
-        self.events.wait_for("provider_started", WAIT, |e| e.data["provider_id"] == id && e.source == host.id()).await.expect("scenario step");
+        self.events.wait_for("provider_started", WAIT, |e| e.data["provider_id"] == id && e.source == host_id).await.expect("scenario step");
     }
 
     /// Links `source` (the http-server provider) to `target` with source config `cfg`.

@@ -7,21 +7,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use trellis_lattice::ctl::{ScaleComponentCommand, StartProviderCommand};
 use trellis_tests::components::{file_ref, http_hello};
 use trellis_tests::hosts::{ProcessHost, children_of, http_server_provider_binary};
 use trellis_tests::http::{Load, free_addr, get_until};
 use trellis_tests::nats::NatsServer;
 use trellis_tests::scenario::{Lattice, WAIT};
-
-/// Starts provider `reference` as `id` on `host` and waits for `provider_started`.
-async fn start_provider(l: &mut Lattice, host: &ProcessHost, id: &str, reference: &str) {
-    l.ctl
-        .start_provider(&StartProviderCommand { provider_id: id.into(), provider_ref: reference.into(), host_id: host.id.clone(), ..Default::default() })
-        .await
-        .unwrap();
-    l.events.wait_for("provider_started", WAIT, |e| e.data["provider_id"] == id && e.source == host.id).await.unwrap();
-}
 
 /// The one child process of `host` named like `name`, once there is one.
 async fn only_child(host: &ProcessHost, name: &str) -> u32 {
@@ -70,19 +60,9 @@ async fn with_nats_gone_sigterm_exits_0_within_the_timeout_stops_its_providers_a
     let state = dir.path().join("state");
     let args = ["--shutdown-timeout-seconds", "3", "--state-dir", state.to_str().unwrap()];
     let mut host = ProcessHost::start_logged(&nats.url(), &args, &host_log).await.unwrap();
-    l.ctl
-        .scale_component(&ScaleComponentCommand {
-            component_ref: file_ref(http_hello()),
-            component_id: "hello".into(),
-            max_instances: 2,
-            host_id: host.id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    l.events.wait_for("component_scaled", WAIT, |e| e.data["component_id"] == "hello").await.unwrap();
-    start_provider(&mut l, &host, "web", &file_ref(http_server_provider_binary().unwrap())).await;
-    start_provider(&mut l, &host, "stubborn", &stubborn_provider(dir.path())).await;
+    l.start_component_on(&host.id, "hello", http_hello(), 2, None).await;
+    l.start_provider_on(&host.id, "web", &file_ref(http_server_provider_binary().unwrap()), &[]).await;
+    l.start_provider_on(&host.id, "stubborn", &stubborn_provider(dir.path()), &[]).await;
     let web = only_child(&host, "trellis-provide").await;
     let stubborn = only_child(&host, "sleep").await;
     assert_eq!(std::fs::read_dir(state.join("providers")).unwrap().count(), 2, "both provider processes are recorded");
@@ -114,7 +94,7 @@ async fn a_second_signal_exits_at_once_and_kills_the_provider_processes() {
     let args = ["--shutdown-timeout-seconds", "60", "--state-dir", state.to_str().unwrap()];
     for (first, second, code) in [("TERM", "TERM", 143), ("INT", "INT", 130)] {
         let mut host = ProcessHost::start_logged(&nats.url(), &args, &host_log).await.unwrap();
-        start_provider(&mut l, &host, "stubborn", &stubborn_provider(dir.path())).await;
+        l.start_provider_on(&host.id, "stubborn", &stubborn_provider(dir.path()), &[]).await;
         let stubborn = only_child(&host, "sleep").await;
         // The orderly stop now waits for the provider, which does not stop, for its grace.
         host.signal(first).unwrap();
@@ -136,7 +116,7 @@ async fn the_next_host_on_the_state_directory_stops_the_provider_a_killed_host_l
     let state = dir.path().join("state");
     let args = ["--state-dir", state.to_str().unwrap()];
     let mut doomed = ProcessHost::start(&nats.url(), &args).await.unwrap();
-    start_provider(&mut l, &doomed, "web", &file_ref(http_server_provider_binary().unwrap())).await;
+    l.start_provider_on(&doomed.id, "web", &file_ref(http_server_provider_binary().unwrap()), &[]).await;
     let orphan = only_child(&doomed, "trellis-provide").await;
     doomed.signal("KILL").unwrap();
     doomed.wait(WAIT).await.unwrap();
@@ -167,17 +147,7 @@ async fn with_nats_up_sigterm_under_http_load_drains_and_publishes_host_stopped(
     let state = dir.path().join("state");
     let mut back = ProcessHost::start(&nats.url(), &["--state-dir", state.to_str().unwrap()]).await.unwrap();
     l.start_component(&mid, "hello", http_hello(), 4, None).await;
-    l.ctl
-        .scale_component(&ScaleComponentCommand {
-            component_ref: file_ref(http_hello()),
-            component_id: "hello".into(),
-            max_instances: 4,
-            host_id: back.id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    l.events.wait_for("component_scaled", WAIT, |e| e.data["component_id"] == "hello" && e.source == back.id).await.unwrap();
+    l.start_component_on(&back.id, "hello", http_hello(), 4, None).await;
     l.start_provider(&front, "http", "builtin://http-server", &[]).await;
     let addr = free_addr().unwrap();
     l.link_at("http", "hello", addr, &[]).await;

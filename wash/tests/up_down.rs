@@ -22,6 +22,20 @@ fn pid(v: &serde_json::Value, field: &str) -> u32 {
     v[field].as_u64().and_then(|p| u32::try_from(p).ok()).unwrap_or_else(|| panic!("no `{field}` in {v}"))
 }
 
+/// Starts `wash up -o json` in the foreground; the child and its ready line.
+async fn up_in_the_foreground(wash: &Wash) -> (std::process::Child, serde_json::Value) {
+    let mut child = wash.cmd(&["up", "-o", "json"]).stdout(std::process::Stdio::piped()).spawn().expect("wash up");
+    let stdout = child.stdout.take().expect("stdout");
+    let ready = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead as _;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    });
+    let line = tokio::time::timeout(WAIT, ready).await.expect("ready in time").expect("joined").expect("read");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    (child, v)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_detached_runs_a_lattice_and_down_removes_it() {
     let wash = Wash::new(free_port());
@@ -91,15 +105,7 @@ async fn up_reuses_a_running_nats_and_down_leaves_it_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_in_the_foreground_stops_on_sigterm() {
     let wash = Wash::new(free_port());
-    let mut child = wash.cmd(&["up", "-o", "json"]).stdout(std::process::Stdio::piped()).spawn().expect("wash up");
-    let stdout = child.stdout.take().expect("stdout");
-    let ready = tokio::task::spawn_blocking(move || {
-        use std::io::BufRead as _;
-        let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    });
-    let line = tokio::time::timeout(WAIT, ready).await.expect("ready in time").expect("joined").expect("read");
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    let (mut child, v) = up_in_the_foreground(&wash).await;
     let host_id = v["host_id"].as_str().expect("host id").to_string();
     let nats_pid = pid(&v, "nats_pid");
     assert!(wash.path(&format!("hosts/{host_id}.json")).exists());
@@ -139,15 +145,7 @@ async fn down_stops_a_lattice_whose_nats_server_is_gone() {
 async fn a_second_ctrl_c_makes_wash_up_exit_at_once() {
     let dir = tempfile::tempdir().expect("temp dir");
     let wash = Wash::new(free_port());
-    let mut child = wash.cmd(&["up", "-o", "json"]).stdout(std::process::Stdio::piped()).spawn().expect("wash up");
-    let stdout = child.stdout.take().expect("stdout");
-    let ready = tokio::task::spawn_blocking(move || {
-        use std::io::BufRead as _;
-        let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    });
-    let line = tokio::time::timeout(WAIT, ready).await.expect("ready in time").expect("joined").expect("read");
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    let (mut child, v) = up_in_the_foreground(&wash).await;
     let nats_pid = pid(&v, "nats_pid");
     // A provider that ignores SIGTERM keeps the orderly stop busy for its grace period.
     let stubborn = trellis_tests::stubborn_provider(dir.path()).expect("script");

@@ -64,8 +64,15 @@ pub(super) async fn reconcile(ctl: &CtlClient, store: &kv::Store, hosts: &[Strin
     }
     let links = ctl.get_links().await?;
     let mut apps = Vec::new();
+    // Each app's last status, read once: whether an undeployed app is settled, and whether its
+    // new status is news for `wadm.status`.
+    let mut last_status = HashMap::new();
     for (name, deployment) in deployments {
-        let settled = !deployment.active && read::<AppStatus>(store, &status_key(&name)).await.is_some_and(|s| s.state == AppState::Undeployed);
+        let last = read::<AppStatus>(store, &status_key(&name)).await;
+        let settled = !deployment.active && last.as_ref().is_some_and(|s| s.state == AppState::Undeployed);
+        if let Some(last) = last {
+            last_status.insert(name.clone(), last);
+        }
         let owned = read::<Owned>(store, &owned_key(&name)).await.unwrap_or_default();
         let manifest = Manifest::parse(&deployment.manifest).map_err(|e| e.to_string());
         apps.push(AppInput { name, deployment, manifest, owned, settled });
@@ -81,7 +88,7 @@ pub(super) async fn reconcile(ctl: &CtlClient, store: &kv::Store, hosts: &[Strin
     let mut plan = plan::plan(&apps, &actual);
     let failed = execute(ctl, &plan.steps, &mut plan.apps, pending).await;
     for app in &plan.apps {
-        record(ctl, store, app, failed.get(&app.name).map(Vec::as_slice).unwrap_or_default()).await;
+        record(ctl, store, app, last_status.get(&app.name), failed.get(&app.name).map(Vec::as_slice).unwrap_or_default()).await;
     }
     Ok(())
 }
@@ -166,10 +173,9 @@ fn keep_old(owned: &mut Owned, before: &Owned, link: &Link, old: &[Link]) {
 /// Writes `app`'s status and what it owns, and publishes the status on
 /// `wadm.status.{lattice}.{app}` (wadm's `Status`) when it changed. A failed write is logged:
 /// the next pass writes again.
-async fn record(ctl: &CtlClient, store: &kv::Store, app: &AppPlan, failed: &[String]) {
+async fn record(ctl: &CtlClient, store: &kv::Store, app: &AppPlan, before: Option<&AppStatus>, failed: &[String]) {
     let status = app.status(failed, now_ms());
     let name = &app.name;
-    let before = read::<AppStatus>(store, &status_key(name)).await;
     if before.is_none_or(|b| (b.state, &b.message, &b.details, &b.version) != (status.state, &status.message, &status.details, &status.version)) {
         let subject = app_status_subject(ctl.lattice(), name);
         match serde_json::to_vec(&status.to_wire()) {
