@@ -76,6 +76,8 @@ pub struct RunningComponent {
     pub id: String,
     /// Where it was loaded from.
     pub image_ref: String,
+    /// What `image_ref` resolved to (`sha256:…`).
+    pub image_digest: Option<String>,
     /// Annotations from the scale request.
     pub annotations: StringMap,
     /// Named config given to it.
@@ -108,6 +110,7 @@ impl RunningComponent {
         ComponentDescription {
             id: self.id.clone(),
             image_ref: self.image_ref.clone(),
+            image_digest: self.image_digest.clone(),
             name: self.claims.as_ref().and_then(|c| c.wascap.name.clone()),
             annotations: self.annotations.clone(),
             revision: self.claims.as_ref().and_then(|c| c.wascap.rev).unwrap_or(0),

@@ -30,8 +30,7 @@ use crate::{ctl, identity};
 /// The software version hosts report.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Largest component file a host loads.
-pub const MAX_COMPONENT_BYTES: u64 = 128 << 20;
+pub use crate::artifacts::MAX_COMPONENT_BYTES;
 
 /// How a host is set up. `Debug` shows no seed (NATS user, secrets key).
 #[derive(Clone)]
@@ -76,6 +75,10 @@ pub struct HostConfig {
     pub secrets_xkey_seed: Option<String>,
     /// The name the backend answers under, and the backend secret references name by default.
     pub secrets_backend: String,
+    /// How OCI registries are reached (wasmCloud's `--allowed-insecure`, `--allow-latest`, `--oci-*`).
+    pub oci: crate::artifacts::OciSettings,
+    /// Where pulled artifacts and compiled components are cached (`--cache-dir`); `None`: nothing is.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for HostConfig {
@@ -93,6 +96,8 @@ impl std::fmt::Debug for HostConfig {
             .field("state_dir", &self.state_dir)
             .field("secrets_xkey_seed", &self.secrets_xkey_seed.as_ref().map(|_| "<redacted>"))
             .field("secrets_backend", &self.secrets_backend)
+            .field("oci", &self.oci)
+            .field("cache_dir", &self.cache_dir)
             .finish_non_exhaustive()
     }
 }
@@ -124,6 +129,8 @@ impl HostConfig {
             state_dir: None,
             secrets_xkey_seed: None,
             secrets_backend: trellis_lattice::secrets::DEFAULT_BACKEND.into(),
+            oci: crate::artifacts::OciSettings::default(),
+            cache_dir: None,
         }
     }
 }
@@ -207,7 +214,8 @@ impl Host {
             None => None,
         };
         let links = Arc::new(crate::c2c::LatticeLinks { router: router.clone(), registry: registry.clone(), nats: nats.clone() });
-        let runtime = Arc::new(Runtime::new(&config.runtime, links)?);
+        let runtime_config = RuntimeConfig { compiled_cache: config.cache_dir.clone(), ..config.runtime.clone() };
+        let runtime = Arc::new(Runtime::new(&runtime_config, links)?);
         let mut labels = identity::builtin_labels();
         labels.extend(config.labels.iter().filter(|(k, _)| !k.starts_with(identity::RESERVED_LABEL_PREFIX)).map(|(k, v)| (k.clone(), v.clone())));
         let (stopped_tx, _) = watch::channel(false);

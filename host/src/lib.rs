@@ -22,9 +22,11 @@
 #![deny(missing_docs)]
 
 mod apps;
+pub mod artifacts;
 pub mod c2c;
 pub mod capabilities;
 mod claims;
+mod compiled;
 pub mod components;
 mod ctl;
 mod deny;
@@ -36,6 +38,7 @@ mod lifecycle;
 pub mod nats_server;
 pub mod process;
 pub mod providers;
+pub mod publish;
 pub mod registry;
 pub mod runtime;
 mod schedule;

@@ -8,17 +8,19 @@ use std::time::Duration;
 
 use tokio::sync::{Mutex, MutexGuard};
 use trellis_lattice::ConnectOptions;
+use trellis_lattice::artifact::ArtifactRef;
 use trellis_lattice::claims::Claims;
 use trellis_lattice::ctl::{ScaleComponentCommand, StartProviderCommand, StringMap, UpdateComponentCommand};
 use trellis_lattice::event::{ComponentScaleFailed, ComponentScaled, ProviderStartFailed};
 use trellis_lattice::provider::HostData;
 use trellis_lattice::rpc::Router;
 
+use crate::artifacts::{Artifacts, Kind, OciSettings, StoreAccess};
 use crate::claims::{self, Policy};
 use crate::components::{Components, Gate, RunningComponent};
 use crate::error::{HostError, Result};
 use crate::events::Events;
-use crate::host::{HostConfig, MAX_COMPONENT_BYTES};
+use crate::host::HostConfig;
 use crate::providers::{self, Providers};
 use crate::registry::Registry;
 use crate::runtime::{Limits, Runtime};
@@ -44,6 +46,10 @@ pub(crate) struct Settings {
     js_domain: Option<String>,
     /// Where provider processes are recorded (see [`providers::stop_orphans`]).
     state_dir: Option<std::path::PathBuf>,
+    /// How registries are reached.
+    oci: OciSettings,
+    /// Where artifacts are cached.
+    cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Settings {
@@ -58,6 +64,8 @@ impl Settings {
             nats: config.nats.clone(),
             js_domain: config.js_domain.clone(),
             state_dir: config.state_dir.clone(),
+            oci: config.oci.clone(),
+            cache_dir: config.cache_dir.clone(),
         }
     }
 }
@@ -78,6 +86,14 @@ pub(crate) struct Conn {
     pub router: Router,
 }
 
+/// A component fetched, checked and compiled, ready to go into the table.
+struct Loaded {
+    prepared: Arc<crate::runtime::Prepared>,
+    claims: Option<Claims>,
+    /// What its reference resolved to.
+    digest: Option<String>,
+}
+
 /// The components and providers of one host, and the changes to them.
 pub(crate) struct Lifecycle {
     lattice: Conn,
@@ -86,7 +102,9 @@ pub(crate) struct Lifecycle {
     components: Components,
     providers: Providers,
     serving: Serving,
-    /// Serialises component lifecycle changes so two scale requests cannot interleave.
+    artifacts: Arc<Artifacts>,
+    /// Serialises changes to the component table so two scale requests cannot interleave
+    /// (fetching and compiling happen outside it, so a slow source delays only its own scale).
     lock: Mutex<()>,
 }
 
@@ -96,7 +114,9 @@ impl Lifecycle {
         let components = Components::default();
         let serving = Serving::new(lattice.router.clone(), runtime.clone(), components.clone());
         let providers = Providers::new(settings.state_dir.as_deref());
-        Self { lattice, settings, runtime, components, providers, serving, lock: Mutex::new(()) }
+        let store = StoreAccess { nats: lattice.nats.clone(), lattice: lattice.lattice.clone(), js_domain: settings.js_domain.clone() };
+        let artifacts = Artifacts::new(settings.oci.clone(), settings.allow_file_load, settings.cache_dir.clone(), Some(store));
+        Self { lattice, settings, runtime, components, providers, serving, artifacts, lock: Mutex::new(()) }
     }
 
     /// The runtime components run in.
@@ -114,20 +134,12 @@ impl Lifecycle {
         &self.providers
     }
 
-    /// Reads a component reference's bytes.
-    async fn fetch(&self, reference: &str) -> Result<Vec<u8>> {
-        let load_err = |reason: String| HostError::Load { reference: reference.into(), reason };
-        let Some(path) = reference.strip_prefix("file://") else {
-            return Err(load_err("only file:// references are supported; use file:///absolute/path.wasm".into()));
-        };
-        if !self.settings.allow_file_load {
-            return Err(load_err("loading from files is disabled on this host (start it with --allow-file-load)".into()));
-        }
-        let meta = tokio::fs::metadata(path).await.map_err(|e| load_err(format!("cannot read `{path}`: {e}")))?;
-        if meta.len() > MAX_COMPONENT_BYTES {
-            return Err(load_err(format!("the file is {} bytes; the limit is {MAX_COMPONENT_BYTES}", meta.len())));
-        }
-        tokio::fs::read(path).await.map_err(|e| load_err(format!("cannot read `{path}`: {e}")))
+    /// Fetches, checks and compiles the component `reference` names (no lock held).
+    async fn load(&self, reference: &str) -> Result<Loaded> {
+        let fetched = self.artifacts.fetch(reference, Kind::Component).await?;
+        let (bytes, claims) = claims::check(&self.settings.policy, reference, fetched.bytes.clone()).await?;
+        let prepared = self.runtime.prepare(reference, bytes).await?;
+        Ok(Loaded { prepared, claims, digest: Some(fetched.digest.clone()) })
     }
 
     /// The limits for a component: the host's, lowered by the scale request's `component_limits`.
@@ -149,10 +161,10 @@ impl Lifecycle {
     /// Runs `component_ref` as `id` with `max_instances` slots (0 stops it), publishing
     /// `component_scaled` or `component_scale_failed`.
     pub async fn scale_component(&self, cmd: ScaleComponentCommand) {
-        let _guard = self.lock.lock().await;
         let annotations = cmd.annotations.clone().unwrap_or_default();
-        let outcome: Result<Option<Claims>> = async {
+        let outcome: Result<Option<Loaded>> = async {
             if cmd.max_instances == 0 {
+                let _guard = self.lock.lock().await;
                 // Stop taking calls first (the other replicas get them), answer the calls
                 // already taken, then drop the component.
                 let wait = self.components.get(&cmd.component_id).await.map(|c| c.limits.max_execution_time).unwrap_or_default();
@@ -162,43 +174,52 @@ impl Lifecycle {
                     tracing::info!(component_id = old.id, "component stopped");
                 }
                 self.serving.unserve(&cmd.component_id).await;
-                return Ok(old.and_then(|c| c.claims.clone()));
+                return Ok(old.map(|c| Loaded { prepared: c.prepared.clone(), claims: c.claims.clone(), digest: c.image_digest.clone() }));
             }
             let limits = self.limits_for(cmd.component_limits.as_ref())?;
-            let existing = self.components.get(&cmd.component_id).await;
-            let (prepared, claims) = match &existing {
-                Some(c) if c.image_ref == cmd.component_ref => (c.prepared.clone(), c.claims.clone()),
-                Some(c) if !cmd.allow_update => {
-                    return Err(HostError::Invalid(format!(
-                        "component `{}` already runs from `{}`; to switch it to `{}` send allow_update or use `wash update component`",
-                        c.id, c.image_ref, cmd.component_ref
-                    )));
-                }
-                _ => {
-                    let bytes = self.fetch(&cmd.component_ref).await?;
-                    let (bytes, claims) = claims::check(&self.settings.policy, &cmd.component_ref, bytes).await?;
-                    (self.runtime.prepare(&cmd.component_ref, bytes).await?, claims)
-                }
+            let refuse_switch = |c: &RunningComponent| {
+                HostError::Invalid(format!(
+                    "component `{}` already runs from `{}`; to switch it to `{}` send allow_update or use `wash update component`",
+                    c.id, c.image_ref, cmd.component_ref
+                ))
             };
-            if let Some(c) = &claims {
+            // Fetch and compile before taking the lock, unless it already runs from this reference.
+            let fresh = match self.components.get(&cmd.component_id).await {
+                Some(c) if c.image_ref == cmd.component_ref => None,
+                Some(c) if !cmd.allow_update => return Err(refuse_switch(&c)),
+                _ => Some(self.load(&cmd.component_ref).await?),
+            };
+            let _guard = self.lock.lock().await;
+            let existing = self.components.get(&cmd.component_id).await;
+            let loaded = match (fresh, &existing) {
+                (_, Some(c)) if c.image_ref != cmd.component_ref && !cmd.allow_update => return Err(refuse_switch(c)),
+                (Some(loaded), _) => loaded,
+                (None, Some(c)) if c.image_ref == cmd.component_ref => {
+                    Loaded { prepared: c.prepared.clone(), claims: c.claims.clone(), digest: c.image_digest.clone() }
+                }
+                // It stopped (or changed) while this request waited: load it after all.
+                (None, _) => self.load(&cmd.component_ref).await?,
+            };
+            if let Some(c) = &loaded.claims {
                 self.lattice.registry.put_claims(&c.sub, &c.to_map()).await?;
             }
             self.components
                 .insert(RunningComponent {
                     id: cmd.component_id.clone(),
                     image_ref: cmd.component_ref.clone(),
+                    image_digest: loaded.digest.clone(),
                     annotations: annotations.clone(),
                     config: cmd.config.clone().into(),
-                    prepared,
-                    claims: claims.clone(),
+                    prepared: loaded.prepared.clone(),
+                    claims: loaded.claims.clone(),
                     limits,
                     gate: Gate::new(cmd.max_instances, self.settings.max_queued_per_component),
                     invocations: Default::default(),
                 })
                 .await;
             self.serving.serve(&cmd.component_id).await?;
-            tracing::info!(component_id = cmd.component_id, max_instances = cmd.max_instances, "component scaled");
-            Ok(claims)
+            tracing::info!(component_id = cmd.component_id, max_instances = cmd.max_instances, digest = loaded.digest, "component scaled");
+            Ok(Some(loaded))
         }
         .await;
         if let Err(e) = &outcome {
@@ -217,11 +238,17 @@ impl Lifecycle {
 
     /// Publishes `component_scaled` (with the claims of what runs now) or
     /// `component_scale_failed` (with the error).
-    async fn announce(&self, scaled: ComponentScaled, outcome: Result<Option<Claims>>) {
+    async fn announce(&self, scaled: ComponentScaled, outcome: Result<Option<Loaded>>) {
         let events = &self.lattice.events;
         match outcome {
-            Ok(claims) => {
-                let scaled = ComponentScaled { public_key: claims.as_ref().map(|c| c.sub.clone()), claims: claims.as_ref().map(Claims::to_map), ..scaled };
+            Ok(loaded) => {
+                let claims = loaded.as_ref().and_then(|l| l.claims.as_ref());
+                let scaled = ComponentScaled {
+                    public_key: claims.map(|c| c.sub.clone()),
+                    claims: claims.map(Claims::to_map),
+                    image_digest: loaded.as_ref().and_then(|l| l.digest.clone()),
+                    ..scaled
+                };
                 events.publish(&scaled).await
             }
             Err(e) => events.publish(&ComponentScaleFailed { scaled, error: e.to_string() }).await,
@@ -231,13 +258,14 @@ impl Lifecycle {
     /// Switches running component `id` to `new_ref`: the new version serves from the moment it
     /// is ready; the old one finishes its in-flight invocations and is dropped.
     pub async fn update_component(&self, cmd: UpdateComponentCommand) {
-        let _guard = self.lock.lock().await;
-        let outcome: Result<(Arc<RunningComponent>, Option<Claims>)> = async {
+        let outcome: Result<(Arc<RunningComponent>, Loaded)> = async {
+            if self.components.get(&cmd.component_id).await.is_none() {
+                return Err(HostError::NoSuchComponent(cmd.component_id.clone()));
+            }
+            let loaded = self.load(&cmd.new_component_ref).await?;
+            let _guard = self.lock.lock().await;
             let old = self.components.get(&cmd.component_id).await.ok_or_else(|| HostError::NoSuchComponent(cmd.component_id.clone()))?;
-            let bytes = self.fetch(&cmd.new_component_ref).await?;
-            let (bytes, claims) = claims::check(&self.settings.policy, &cmd.new_component_ref, bytes).await?;
-            let prepared = self.runtime.prepare(&cmd.new_component_ref, bytes).await?;
-            if let Some(c) = &claims {
+            if let Some(c) = &loaded.claims {
                 self.lattice.registry.put_claims(&c.sub, &c.to_map()).await?;
             }
             let annotations = cmd.annotations.clone().unwrap_or_else(|| old.annotations.clone());
@@ -245,16 +273,17 @@ impl Lifecycle {
                 .insert(RunningComponent {
                     id: old.id.clone(),
                     image_ref: cmd.new_component_ref.clone(),
+                    image_digest: loaded.digest.clone(),
                     annotations,
                     config: old.config.clone(),
-                    prepared,
-                    claims: claims.clone(),
+                    prepared: loaded.prepared.clone(),
+                    claims: loaded.claims.clone(),
                     limits: old.limits,
                     gate: Gate::new(old.max_instances(), self.settings.max_queued_per_component),
                     invocations: Default::default(),
                 })
                 .await;
-            Ok((old, claims))
+            Ok((old, loaded))
         }
         .await;
         let (annotations, max_instances) = match &outcome {
@@ -272,7 +301,7 @@ impl Lifecycle {
             component_id: cmd.component_id,
             ..Default::default()
         };
-        self.announce(scaled, outcome.map(|(_, claims)| claims)).await;
+        self.announce(scaled, outcome.map(|(_, loaded)| Some(loaded))).await;
     }
 
     /// Starts a provider under supervision. A failure is announced as `provider_start_failed`;
@@ -284,7 +313,7 @@ impl Lifecycle {
             if self.providers.contains(&cmd.provider_id).await {
                 return Err(HostError::Provider(format!("provider `{}` already runs on host `{}`", cmd.provider_id, lattice.host_id)));
             }
-            let source = providers::resolve_ref(&cmd.provider_ref, settings.allow_file_load, &settings.builtins)?;
+            let source = self.provider_source(&cmd.provider_ref).await?;
             let mut config = StringMap::new();
             let mut granted = std::collections::BTreeMap::new();
             for name in &cmd.config {
@@ -400,6 +429,25 @@ impl Lifecycle {
             SecretValue::String(s) => Secret { string_secret: Some(s), ..Default::default() },
             SecretValue::Bytes(b) => Secret { binary_secret: Some(b), ..Default::default() },
         })
+    }
+
+    /// What provider reference `reference` runs: a built-in, a file, or the executable for this
+    /// platform taken out of a provider archive from a registry or the lattice store.
+    async fn provider_source(&self, reference: &str) -> Result<providers::Source> {
+        match ArtifactRef::parse(reference) {
+            Ok(ArtifactRef::Oci(_) | ArtifactRef::Lattice(_)) => {
+                let fetched = self.artifacts.fetch(reference, Kind::Provider).await.map_err(|e| HostError::Provider(e.to_string()))?;
+                let dir = self.artifacts.provider_dir();
+                let (path, claims) =
+                    tokio::task::spawn_blocking(move || crate::artifacts::unpack_provider(&fetched.bytes, &dir, trellis_lattice::claims::now()))
+                        .await
+                        .map_err(|e| HostError::Provider(format!("unpacking `{reference}` panicked: {e}")))?
+                        .map_err(|why| HostError::Provider(format!("`{reference}`: {why}")))?;
+                tracing::info!(reference, provider_key = claims.sub, path = %path.display(), "provider archive unpacked");
+                Ok(providers::Source::Process(path))
+            }
+            _ => providers::resolve_ref(reference, self.settings.allow_file_load, &self.settings.builtins),
+        }
     }
 
     /// Kills every provider process now, for a host that must exit at once.

@@ -108,6 +108,37 @@ struct Args {
     /// The name the secrets backend answers under (`wasmcloud.secrets.v1alpha1.{name}.*`).
     #[arg(long, env = "TRELLIS_SECRETS_BACKEND", default_value = trellis_lattice::secrets::DEFAULT_BACKEND)]
     secrets_backend: String,
+    /// Registries spoken to over plain HTTP, comma-separated (`localhost:5000`); all others need TLS.
+    #[arg(long, env = "WASMCLOUD_OCI_ALLOWED_INSECURE", value_delimiter = ',')]
+    allowed_insecure: Vec<String>,
+    /// Allow `:latest` (and untagged) references; refused otherwise, since the tag can move under a running app.
+    #[arg(long, env = "WASMCLOUD_OCI_ALLOW_LATEST")]
+    allow_latest: bool,
+    /// The registry --oci-user and --oci-password are for (default: any registry).
+    #[arg(long, env = "WASMCLOUD_OCI_REGISTRY")]
+    oci_registry: Option<String>,
+    /// Registry user name (with --oci-password); otherwise Docker's ~/.docker/config.json is read.
+    #[arg(long, env = "WASMCLOUD_OCI_REGISTRY_USER", requires = "oci_password")]
+    oci_user: Option<String>,
+    /// Registry password or token.
+    #[arg(long, env = "WASMCLOUD_OCI_REGISTRY_PASSWORD", hide_env_values = true, requires = "oci_user")]
+    oci_password: Option<String>,
+    /// A CA certificate (PEM) to trust for registries, beside the system's roots.
+    #[arg(long, env = "TRELLIS_OCI_CA_FILE")]
+    oci_ca_file: Option<std::path::PathBuf>,
+    /// The longest one pull may take, in seconds (registry or lattice store, first byte to last).
+    #[arg(long, env = "TRELLIS_OCI_PULL_TIMEOUT_SECONDS", default_value_t = 120)]
+    oci_pull_timeout_seconds: u64,
+    /// Use the digest a tag had when last pulled without asking the registry again.
+    #[arg(long, env = "TRELLIS_OCI_TRUST_CACHED_TAGS")]
+    oci_trust_cached_tags: bool,
+    /// Where pulled artifacts and compiled components are cached. Default: $XDG_CACHE_HOME/trellis,
+    /// else ~/.cache/trellis.
+    #[arg(long, env = "TRELLIS_CACHE_DIR")]
+    cache_dir: Option<std::path::PathBuf>,
+    /// The most the compiled-code cache keeps on disk, in MiB (least recently used go first).
+    #[arg(long, env = "TRELLIS_COMPILED_CACHE_MAX_MIB", default_value_t = 2048)]
+    compiled_cache_max_mib: u64,
     /// Log level (`info`, `debug`, …) or filter (RUST_LOG syntax); also RUST_LOG.
     #[arg(long, alias = "structured-log-level", env = "WASMCLOUD_LOG_LEVEL")]
     log_level: Option<String>,
@@ -157,6 +188,8 @@ async fn main() -> anyhow::Result<()> {
             },
             max_total_instances: args.max_total_instances,
             pooling: true,
+            compiled_cache: None,
+            compiled_cache_max_bytes: args.compiled_cache_max_mib.saturating_mul(1 << 20),
         },
         allow_file_load: args.allow_file_load,
         max_queued_per_component: 1024,
@@ -169,6 +202,18 @@ async fn main() -> anyhow::Result<()> {
         state_dir: Some(state_dir),
         secrets_xkey_seed: args.secrets_xkey_seed,
         secrets_backend: args.secrets_backend,
+        oci: trellis_host::artifacts::OciSettings {
+            allowed_insecure: args.allowed_insecure.into_iter().filter(|r| !r.is_empty()).collect(),
+            allow_latest: args.allow_latest,
+            registry: args.oci_registry,
+            user: args.oci_user,
+            password: args.oci_password,
+            ca_file: args.oci_ca_file,
+            pull_timeout: Duration::from_secs(args.oci_pull_timeout_seconds.max(1)),
+            trust_cached_tags: args.oci_trust_cached_tags,
+            ..Default::default()
+        },
+        cache_dir: args.cache_dir.or_else(trellis_host::artifacts::default_cache_dir),
     };
     let host = match Host::start(config).await {
         Ok(host) => host,

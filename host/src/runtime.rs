@@ -31,6 +31,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::c2c::{self, ExportedFunc, Exports, InterfaceName, Outbound};
+use crate::compiled::CompiledCache;
 use crate::error::{HostError, Result};
 
 /// How often the epoch advances; the granularity of deadlines and of yielding to tokio.
@@ -75,6 +76,9 @@ impl Default for Limits {
     }
 }
 
+/// The default cap of the compiled-code cache: 2 GiB.
+pub const DEFAULT_COMPILED_CACHE_BYTES: u64 = 2 << 30;
+
 /// Sizing of the engine.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -84,11 +88,21 @@ pub struct RuntimeConfig {
     pub max_total_instances: u32,
     /// Use the pooling allocator when the address space allows it.
     pub pooling: bool,
+    /// Where compiled components are kept across restarts (see [`crate::compiled`]); none when `None`.
+    pub compiled_cache: Option<std::path::PathBuf>,
+    /// The most the compiled-code cache holds on disk (bytes).
+    pub compiled_cache_max_bytes: u64,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { limits: Limits::default(), max_total_instances: 1000, pooling: true }
+        Self {
+            limits: Limits::default(),
+            max_total_instances: 1000,
+            pooling: true,
+            compiled_cache: None,
+            compiled_cache_max_bytes: DEFAULT_COMPILED_CACHE_BYTES,
+        }
     }
 }
 
@@ -233,6 +247,8 @@ pub struct Runtime {
     pooling: bool,
     /// Compiled components by digest, so scaling or updating to the same bytes compiles once.
     cache: Mutex<HashMap<String, Weak<Prepared>>>,
+    /// Compiled components on disk, by the wasm's SHA-256.
+    compiled: Option<Arc<CompiledCache>>,
     _ticker: Ticker,
 }
 
@@ -291,7 +307,8 @@ impl Runtime {
                 }
             })
             .map_err(|e| HostError::Engine(format!("cannot start the epoch ticker thread: {e}")))?;
-        Ok(Self { engine, linker, outbound, limits: config.limits, pooling, cache: Mutex::new(HashMap::new()), _ticker: Ticker(stop) })
+        let compiled = config.compiled_cache.as_deref().map(|root| Arc::new(CompiledCache::new(root, &engine, config.compiled_cache_max_bytes)));
+        Ok(Self { engine, linker, outbound, limits: config.limits, pooling, cache: Mutex::new(HashMap::new()), compiled, _ticker: Ticker(stop) })
     }
 
     /// Whether the pooling allocator is in use.
@@ -318,7 +335,18 @@ impl Runtime {
         let this = self.clone();
         let digest2 = digest.clone();
         let prepared = tokio::task::spawn_blocking(move || -> std::result::Result<Prepared, String> {
-            let component = Component::new(&this.engine, &bytes).map_err(|e| format!("invalid component: {e:#}"))?;
+            let cached = this.compiled.as_ref().and_then(|c| c.load(&this.engine, &digest2));
+            let component = match cached {
+                Some(component) => component,
+                None => {
+                    let component = Component::new(&this.engine, &bytes).map_err(|e| format!("invalid component: {e:#}"))?;
+                    if let Some(cache) = this.compiled.clone() {
+                        let (component, digest) = (component.clone(), digest2.clone());
+                        tokio::task::spawn_blocking(move || cache.store(&digest, &component));
+                    }
+                    component
+                }
+            };
             let mut linker = this.linker.clone();
             c2c::link_imports(&mut linker, &this.engine, &component, &this.outbound)?;
             let exports = Exports::index(&this.engine, &component);

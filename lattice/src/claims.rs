@@ -26,6 +26,8 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::BTreeMap;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use nkeys::{KeyPair, KeyPairType};
@@ -251,6 +253,35 @@ pub fn decode(token: &str) -> Result<Claims, ClaimsError> {
 /// Decodes `token` and checks its header, key kinds, signature and dates against `now`
 /// (seconds since the Unix epoch). The hash is not checked here: see [`verify_component`].
 pub fn verify_token(token: &str, now: u64) -> Result<Claims, ClaimsError> {
+    verify_signed(token, now, KeyPairType::Module, "a module public key (M…)")
+}
+
+/// What [`verify_signed`] checks of a token's claims.
+trait Signed: serde::de::DeserializeOwned {
+    fn keys(&self) -> (&str, &str);
+    fn dates(&self) -> (Option<u64>, Option<u64>);
+}
+
+impl Signed for Claims {
+    fn keys(&self) -> (&str, &str) {
+        (&self.iss, &self.sub)
+    }
+    fn dates(&self) -> (Option<u64>, Option<u64>) {
+        (self.nbf, self.exp)
+    }
+}
+
+impl Signed for ProviderClaims {
+    fn keys(&self) -> (&str, &str) {
+        (&self.iss, &self.sub)
+    }
+    fn dates(&self) -> (Option<u64>, Option<u64>) {
+        (self.nbf, self.exp)
+    }
+}
+
+/// Header, issuer and subject key kinds, signature and dates of a token.
+fn verify_signed<T: Signed>(token: &str, now: u64, subject: KeyPairType, subject_kind: &str) -> Result<T, ClaimsError> {
     let token = token.trim();
     let parts: Vec<&str> = token.split('.').collect();
     let [header, claims_seg, sig] = parts.as_slice() else {
@@ -260,26 +291,97 @@ pub fn verify_token(token: &str, now: u64) -> Result<Claims, ClaimsError> {
     if h.alg != HEADER_ALG || !h.typ.eq_ignore_ascii_case(HEADER_TYPE) {
         return Err(ClaimsError::Malformed(format!("the header says typ `{}`, alg `{}`; expected typ `jwt`, alg `Ed25519`", h.typ, h.alg)));
     }
-    let claims: Claims = segment_json("claims segment", claims_seg)?;
-    if key_type(&claims.iss) != Some(KeyPairType::Account) {
-        return Err(ClaimsError::Malformed(format!("the issuer `{}` is not an account public key (A…)", claims.iss)));
+    let claims: T = segment_json("claims segment", claims_seg)?;
+    let (iss, sub) = claims.keys();
+    if key_type(iss) != Some(KeyPairType::Account) {
+        return Err(ClaimsError::Malformed(format!("the issuer `{iss}` is not an account public key (A…)")));
     }
-    if key_type(&claims.sub) != Some(KeyPairType::Module) {
-        return Err(ClaimsError::Malformed(format!("the subject `{}` is not a module public key (M…)", claims.sub)));
+    if key_type(sub) != Some(subject) {
+        return Err(ClaimsError::Malformed(format!("the subject `{sub}` is not {subject_kind}")));
     }
     let sig = URL_SAFE_NO_PAD.decode(sig.trim_end_matches('=')).map_err(|e| ClaimsError::Malformed(format!("the signature is not base64url: {e}")))?;
-    let issuer = KeyPair::from_public_key(&claims.iss).map_err(|e| ClaimsError::Malformed(format!("the issuer key: {e}")))?;
+    let issuer = KeyPair::from_public_key(iss).map_err(|e| ClaimsError::Malformed(format!("the issuer key: {e}")))?;
     let signed_len = header.len() + 1 + claims_seg.len();
-    issuer.verify(&token.as_bytes()[..signed_len], &sig).map_err(|_| ClaimsError::BadSignature { issuer: claims.iss.clone() })?;
-    if let Some(nbf) = claims.nbf
+    issuer.verify(&token.as_bytes()[..signed_len], &sig).map_err(|_| ClaimsError::BadSignature { issuer: iss.to_string() })?;
+    let (nbf, exp) = claims.dates();
+    if let Some(nbf) = nbf
         && now < nbf
     {
         return Err(ClaimsError::NotYetValid { from: nbf });
     }
-    if let Some(exp) = claims.exp
+    if let Some(exp) = exp
         && now >= exp
     {
         return Err(ClaimsError::Expired { at: exp });
+    }
+    Ok(claims)
+}
+
+/// The claims of a wasmCloud provider archive (`claims.jwt` in a PAR), with wasmCloud's field
+/// names: the subject is the provider's service key (`V…`), and `wascap.target_hashes` holds
+/// the upper-case hex SHA-256 of each platform's binary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderClaims {
+    /// A unique token id.
+    pub jti: String,
+    /// Issued at, seconds since the Unix epoch.
+    pub iat: u64,
+    /// The issuer: an account public key (`A…`).
+    pub iss: String,
+    /// The subject: the provider's service public key (`V…`).
+    pub sub: String,
+    /// Expiry, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
+    /// Not valid before, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// The claims revision.
+    #[serde(default)]
+    pub wascap_revision: u32,
+    /// What the token says about the provider.
+    pub wascap: ProviderMetadata,
+}
+
+/// The `wascap` part of [`ProviderClaims`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProviderMetadata {
+    /// A descriptive name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Who made it.
+    #[serde(default)]
+    pub vendor: String,
+    /// A monotonically increasing revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rev: Option<i32>,
+    /// A human-friendly version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ver: Option<String>,
+    /// A JSON schema for the provider's link config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_schema: Option<serde_json::Value>,
+    /// Platform (`x86_64-linux`, …) → upper-case hex SHA-256 of its binary.
+    #[serde(default)]
+    pub target_hashes: BTreeMap<String, String>,
+}
+
+/// Encodes provider claims as a JWT signed by `issuer`.
+pub fn encode_provider(claims: &ProviderClaims, issuer: &KeyPair) -> Result<String, ClaimsError> {
+    let header = Header { typ: HEADER_TYPE.into(), alg: HEADER_ALG.into() };
+    let signed = format!("{}.{}", json_segment(&header)?, json_segment(claims)?);
+    let sig = issuer.sign(signed.as_bytes()).map_err(|e| ClaimsError::Sign(format!("the issuer key cannot sign ({e}); give a seed (S…), not a public key")))?;
+    Ok(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig)))
+}
+
+/// Checks a provider archive's token (header, keys, signature, dates) and that it lists
+/// `binary` as the binary for `target`.
+pub fn verify_provider(token: &str, now: u64, target: &str, binary: &[u8]) -> Result<ProviderClaims, ClaimsError> {
+    let claims: ProviderClaims = verify_signed(token, now, KeyPairType::Service, "a service public key (V…)")?;
+    let want = claims.wascap.target_hashes.get(target).ok_or_else(|| ClaimsError::Malformed(format!("the claims list no hash for `{target}`")))?;
+    let got = hex_upper(&Sha256::digest(binary));
+    if !want.eq_ignore_ascii_case(&got) {
+        return Err(ClaimsError::HashMismatch { token: want.clone(), actual: got });
     }
     Ok(claims)
 }

@@ -82,6 +82,9 @@ pub struct ComponentDescription {
     pub id: String,
     /// Where it was loaded from.
     pub image_ref: String,
+    /// What `image_ref` resolved to when it was loaded (`sha256:…`); a Trellis addition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
     /// Its name from its claims, if signed.
     #[serde(default)]
     pub name: Option<String>,

@@ -108,8 +108,11 @@ event!(
         annotations: StringMap,
         /// The host.
         host_id: String,
-        /// The reference it runs from.
+        /// The reference it runs from, as the request gave it.
         image_ref: String,
+        /// What the reference resolved to (`sha256:…`: the OCI manifest's digest, the lattice
+        /// store's, or a file's SHA-256); a Trellis addition.
+        image_digest: Option<String>,
         /// The concurrency limit now in force; 0 when stopped.
         max_instances: u32,
         /// The component id.

@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 
 pub mod app;
+pub mod artifact;
 pub mod claims;
 pub mod client;
 mod connect;

@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
+use crate::artifact::ArtifactRef;
 use saphyr_parser::{Event, Parser, ScalarStyle, Tag};
 use serde::Serialize;
 
@@ -857,7 +858,7 @@ const SPREAD_FIELDS: &[&str] = &["name", "requirements", "weight"];
 const LINK_FIELDS: &[&str] = &["namespace", "package", "interfaces", "name", "source", "target"];
 const LINK_SOURCE_FIELDS: &[&str] = &["config"];
 const LINK_TARGET_FIELDS: &[&str] = &["name", "config"];
-const IMAGE_EXPECTED: &str = "file://PATH, builtin://NAME or an OCI reference such as ghcr.io/org/name:1.0";
+const IMAGE_EXPECTED: &str = "file://PATH, builtin://NAME, an OCI reference such as ghcr.io/org/name:1.0, or lattice://NAME:TAG";
 
 fn child(path: &str, key: &str) -> String {
     let plain =
@@ -1703,82 +1704,14 @@ fn peek_id(node: &Node) -> Option<(&str, usize)> {
     }
 }
 
-/// Checks an image reference: `file://PATH`, `builtin://NAME` (capabilities only), or an OCI
-/// reference (`[oci://]registry/repository[:tag][@digest]`).
+/// Checks an image reference (the forms of [`crate::artifact`]); `builtin://` names capabilities only.
 fn check_image(image: &str, kind: Option<ComponentType>) -> Result<(), String> {
-    if image.is_empty() {
-        return Err(format!("must not be empty; expected {IMAGE_EXPECTED}"));
-    }
-    if image.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(format!("{} contains whitespace or control characters; expected {IMAGE_EXPECTED}", quote(image)));
-    }
-    if let Some(path) = image.strip_prefix("file://") {
-        return if path.is_empty() { Err("`file://` names no file; expected file://PATH".into()) } else { Ok(()) };
-    }
-    if let Some(name) = image.strip_prefix("builtin://") {
-        crate::validate_id("built-in provider name", name).map_err(|e| format!("{}; expected builtin://NAME, such as builtin://http-server", e.message()))?;
-        if kind == Some(ComponentType::Component) {
-            return Err(format!("{} names a provider built into the host; a component needs file://PATH or an OCI reference", quote(image)));
+    match ArtifactRef::parse(image)? {
+        ArtifactRef::Builtin(_) if kind == Some(ComponentType::Component) => {
+            Err(format!("{} names a provider built into the host; a component needs {}", quote(image), crate::artifact::EXPECTED))
         }
-        return Ok(());
+        _ => Ok(()),
     }
-    let reference = image.strip_prefix("oci://").unwrap_or(image);
-    if let Some((scheme, _)) = reference.split_once("://") {
-        return Err(format!("unsupported scheme `{scheme}://`; expected {IMAGE_EXPECTED}"));
-    }
-    if reference.starts_with('/') || reference.starts_with("./") || reference.starts_with("../") || reference.ends_with(".wasm") {
-        return Err(format!("{} looks like a file path; write it as file://{reference}", quote(image)));
-    }
-    check_oci(reference).map_err(|why| format!("{} is not an OCI reference ({why}); expected {IMAGE_EXPECTED}", quote(image)))
-}
-
-fn check_oci(reference: &str) -> Result<(), &'static str> {
-    let (name_tag, digest) = match reference.split_once('@') {
-        Some((n, d)) => (n, Some(d)),
-        None => (reference, None),
-    };
-    if let Some(digest) = digest {
-        let (algorithm, hex) = digest.split_once(':').ok_or("a digest is ALGORITHM:HEX")?;
-        if algorithm.is_empty()
-            || !algorithm.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+._-".contains(c))
-            || hex.len() < 32
-            || !hex.chars().all(|c| c.is_ascii_hexdigit())
-        {
-            return Err("a digest is ALGORITHM:HEX, such as sha256: and 64 hex digits");
-        }
-    }
-    let last_slash = name_tag.rfind('/').ok_or("it has no registry: REGISTRY/REPOSITORY[:TAG]")?;
-    let (name, tag) = match name_tag[last_slash..].rfind(':') {
-        Some(colon) => (&name_tag[..last_slash + colon], Some(&name_tag[last_slash + colon + 1..])),
-        None => (name_tag, None),
-    };
-    if let Some(tag) = tag
-        && (tag.is_empty() || tag.len() > 128 || tag.starts_with(['.', '-']) || !tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)))
-    {
-        return Err("a tag is up to 128 letters, digits, `_`, `.` and `-`");
-    }
-    let mut parts = name.split('/');
-    let registry = parts.next().unwrap_or_default();
-    let (host, port) = match registry.split_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (registry, None),
-    };
-    if host.is_empty()
-        || !(host.contains('.') || host == "localhost" || port.is_some())
-        || !host.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
-        || port.is_some_and(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()))
-    {
-        return Err("it does not start with a registry such as ghcr.io or localhost:5000");
-    }
-    for part in parts {
-        let ok = part.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && part.chars().last().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
-        if !ok {
-            return Err("repository path parts are lower-case letters, digits, `.`, `_` and `-`");
-        }
-    }
-    Ok(())
 }
 
 /// The known name closest to `got` (a typo or a case slip), if one is close enough.

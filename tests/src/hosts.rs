@@ -220,6 +220,22 @@ impl Events {
         Ok(Self { rx, seen: Vec::new() })
     }
 
+    /// The first event named one of `names` for which `pred` holds (see [`Events::wait_for`]).
+    pub async fn wait_for_any(&mut self, names: &[&str], timeout: Duration, pred: impl Fn(&CloudEvent) -> bool) -> anyhow::Result<CloudEvent> {
+        if let Some(i) = self.seen.iter().position(|e| names.contains(&e.name()) && pred(e)) {
+            return Ok(self.seen.remove(i));
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(ev)) if names.contains(&ev.name()) && pred(&ev) => return Ok(ev),
+                Ok(Some(ev)) => self.seen.push(ev),
+                Ok(None) => bail!("the event subscription ended"),
+                Err(_) => bail!("no {names:?} event matched within {timeout:?}"),
+            }
+        }
+    }
+
     /// The first event (seen before or arriving within `timeout`) named `name` for which `pred`
     /// holds; the event is consumed.
     pub async fn wait_for(&mut self, name: &str, timeout: Duration, pred: impl Fn(&CloudEvent) -> bool) -> anyhow::Result<CloudEvent> {

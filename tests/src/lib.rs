@@ -8,7 +8,9 @@ pub mod hosts;
 pub mod http;
 pub mod nats;
 pub mod redis;
+pub mod registry;
 pub mod scenario;
+pub mod tls;
 
 /// A loopback port nothing listened on a moment ago (bound, then released), for a server a
 /// test starts right after; see [`http::free_addr`].

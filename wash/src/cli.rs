@@ -91,6 +91,12 @@ pub enum Command {
     Get(GetCommand),
     /// Send an HTTP request to a component over the data plane and print the response body.
     Call(CallArgs),
+    /// Push a component or provider to an OCI registry or the lattice's own store (lattice://NAME:TAG).
+    Push(crate::commands::artifact::PushArgs),
+    /// Pull a component or provider from a registry or the lattice store to a file.
+    Pull(crate::commands::artifact::PullArgs),
+    /// Show a file's or reference's digest, claims and WIT world (imports and exports).
+    Inspect(crate::commands::artifact::InspectArgs),
     /// Generate, show and list nkeys (accounts, components, providers, hosts, users).
     #[command(subcommand)]
     Keys(crate::commands::keys::KeysCommand),

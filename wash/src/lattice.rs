@@ -107,7 +107,8 @@ pub async fn find_running<T>(
 }
 
 /// Turns a plain path (or a `file://` reference with a relative path) into `file:///absolute`;
-/// other references pass unchanged.
+/// registry and lattice references (`ghcr.io/org/x:1`, `lattice://x:1`) pass unchanged, and
+/// so does any other `scheme://` (the host names what it does not take).
 pub fn resolve_ref(reference: &str) -> anyhow::Result<String> {
     let path = match reference.strip_prefix("file://") {
         Some(p) if p.starts_with('/') => return Ok(reference.to_string()),
@@ -115,9 +116,18 @@ pub fn resolve_ref(reference: &str) -> anyhow::Result<String> {
         None if reference.contains("://") => return Ok(reference.to_string()),
         None => reference,
     };
-    let abs = std::fs::canonicalize(path)
-        .with_context(|| format!("no file at `{path}`; give a path to an existing file or a reference such as file:///abs/path.wasm"))?;
-    Ok(format!("file://{}", abs.display()))
+    match std::fs::canonicalize(path) {
+        Ok(abs) => Ok(format!("file://{}", abs.display())),
+        Err(_)
+            if !reference.starts_with("file://")
+                && matches!(trellis_lattice::artifact::ArtifactRef::parse(reference), Ok(trellis_lattice::artifact::ArtifactRef::Oci(_))) =>
+        {
+            Ok(reference.to_string())
+        }
+        Err(e) => Err(e).with_context(|| {
+            format!("no file at `{path}`; give a path to an existing file, a registry reference such as ghcr.io/org/name:1.0, or lattice://NAME:TAG")
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -479,6 +479,7 @@ fn images() {
         "ghcr.io/wasmcloud/components/http-hello-world-rust:0.1.0",
         "oci://ghcr.io/org/name:1.0",
         "localhost:5000/x",
+        "lattice://hello:1.0",
         "registry.example.com/a/b@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
     ];
     for image in ok {
@@ -496,7 +497,8 @@ fn images() {
         ("nginx", "it has no registry"),
         ("ghcr.io/Org/x:1", "repository path parts are lower-case"),
         ("ghcr.io/org/x:", "a tag is up to 128"),
-        ("ghcr.io/org/x@sha256:12", "a digest is ALGORITHM:HEX"),
+        ("ghcr.io/org/x@sha256:12", "a digest is sha256: and 64 lower-case hex digits"),
+        ("lattice://Hello:1", "is not a lattice reference"),
         ("ghcr.io/org/x y", "contains whitespace"),
     ];
     for (image, want) in bad {

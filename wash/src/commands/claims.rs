@@ -88,13 +88,13 @@ pub fn run(command: ClaimsCommand) -> anyhow::Result<Report> {
 }
 
 /// Lower-case letters, digits, `_` and `-`: a name that is safe as a key file name.
-fn key_file_stem(s: &str) -> String {
+pub(crate) fn key_file_stem(s: &str) -> String {
     let stem: String = s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c.to_ascii_lowercase() } else { '_' }).collect();
     if stem.is_empty() { "wash".into() } else { stem }
 }
 
 /// The default key `NAME` of kind `want`: read from the keys directory, generated when missing.
-fn default_key(name: &str, want: KeyPairType, disable_keygen: bool, flag: &str, generated: &mut Vec<PathBuf>) -> anyhow::Result<KeyPair> {
+pub(crate) fn default_key(name: &str, want: KeyPairType, disable_keygen: bool, flag: &str, generated: &mut Vec<PathBuf>) -> anyhow::Result<KeyPair> {
     let dir = keys::keys_dir()?;
     let path = dir.join(format!("{name}.nk"));
     if path.is_file() {

@@ -12,6 +12,7 @@ use crate::cli::{
 use crate::output::Report;
 
 pub mod app;
+pub mod artifact;
 mod call;
 pub mod claims;
 mod component;
@@ -54,6 +55,9 @@ pub async fn run(g: &Global, command: Command) -> anyhow::Result<Report> {
         Command::Get(GetCommand::Inventory { host_id }) => host::get_inventory(g, host_id.as_deref()).await,
         Command::Get(GetCommand::Claims) => host::get_claims(g).await,
         Command::Call(args) => call::run(g, &args).await,
+        Command::Push(args) => artifact::push(g, &args).await,
+        Command::Pull(args) => artifact::pull(g, &args).await,
+        Command::Inspect(args) => artifact::inspect(g, &args).await,
         Command::Keys(command) => keys::run(command),
         Command::Claims(command) => claims::run(command),
         Command::App(command) => app::run(g, command).await,
