@@ -346,7 +346,7 @@ impl Artifacts {
         let store = LatticeStore::new(js, &access.lattice);
         let stored = store.resolve(r).await?;
         if !kind.layers().contains(&stored.media_type.as_str()) {
-            return Err(format!("it holds `{}`, not {}", stored.media_type, expected_layers(kind)));
+            return Err(format!("it holds `{}`, not {}{}", stored.media_type, expected_layers(kind), other_kind(kind, &[stored.media_type.as_str()])));
         }
         let cap = kind.cap();
         if let Some(bytes) = self.cache.as_ref().and_then(|c| c.blob(&stored.digest, cap)) {
@@ -368,6 +368,15 @@ impl Artifacts {
     }
 }
 
+/// A hint when `found` media types are of the other kind.
+fn other_kind(kind: Kind, found: &[&str]) -> &'static str {
+    match kind {
+        Kind::Component if found.contains(&artifact::PAR_LAYER) => " (it is a provider archive: start it with `wash start provider`)",
+        Kind::Provider if found.iter().any(|m| Kind::Component.layers().contains(m)) => " (it is a component: start it with `wash start component`)",
+        _ => "",
+    }
+}
+
 fn expected_layers(kind: Kind) -> String {
     kind.layers().iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(" or ")
 }
@@ -379,11 +388,7 @@ fn pick_layer(manifest: &OciImageManifest, kind: Kind) -> std::result::Result<&O
         [one] => Ok(one),
         [] => {
             let found: Vec<&str> = manifest.layers.iter().map(|l| l.media_type.as_str()).collect();
-            let other = match kind {
-                Kind::Component if found.contains(&artifact::PAR_LAYER) => " (it is a provider archive: start it with `wash start provider`)",
-                Kind::Provider if found.iter().any(|m| Kind::Component.layers().contains(m)) => " (it is a component: start it with `wash start component`)",
-                _ => "",
-            };
+            let other = other_kind(kind, &found);
             Err(format!(
                 "it has no layer of type {}{other}; its layers are {}",
                 expected_layers(kind),

@@ -152,6 +152,8 @@ impl ProcessHost {
         let mut child = tokio::process::Command::new(host_binary()?)
             .args(["--heartbeat-interval-seconds", "1", "--allow-file-load"])
             .args(args)
+            // Tests keep the artifact and compiled-code cache out of the user's home.
+            .env("TRELLIS_CACHE_DIR", std::env::temp_dir().join("trellis-test-cache"))
             .stdout(Stdio::piped())
             .stderr(stderr)
             .kill_on_drop(true)

@@ -325,3 +325,32 @@ async fn a_provider_archive_from_the_registry_runs_as_a_provider_process() {
     assert!(reply.text().contains("Hello"), "{}", reply.text());
     host.stop(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_fifos_and_directories_are_refused_at_once_and_block_no_other_scale_or_the_stop() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("component.wasm");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let nats = NatsServer::start().await.unwrap();
+    let host = Host::start(host_config(&nats.url(), OciSettings::default(), None)).await.unwrap();
+    let mut l = lattice(nats).await;
+    let cases = [
+        ("zero", "file:///dev/zero".to_string()),
+        ("random", "file:///dev/urandom".to_string()),
+        ("fifo", format!("file://{}", fifo.display())),
+        ("dir", format!("file://{}", dir.path().display())),
+    ];
+    for (id, reference) in &cases {
+        let started = std::time::Instant::now();
+        let (outcome, data) = scale(&mut l, &host, id, reference).await;
+        assert_eq!(outcome, "failed", "{reference}: {data}");
+        trellis_tests::assert_contains_all(data["error"].as_str().unwrap(), &["not a regular file", reference.trim_start_matches("file://")]);
+        assert!(started.elapsed() < Duration::from_secs(5), "{reference} took {:?}", started.elapsed());
+    }
+    // The host goes on scaling, serving and stopping.
+    l.scale(&host, "hello", http_hello(), 1).await;
+    serve_and_get(&mut l, &host, "hello").await;
+    tokio::time::timeout(Duration::from_secs(10), host.stop(Duration::from_secs(5))).await.expect("the host stops");
+}

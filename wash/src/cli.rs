@@ -133,6 +133,12 @@ pub struct UpArgs {
     /// when the NATS server is a leaf node (e.g. `hub`).
     #[arg(long, visible_alias = "js-domain", env = "WASMCLOUD_JS_DOMAIN")]
     pub wasmcloud_js_domain: Option<String>,
+    /// Registries the host may speak plain HTTP to, comma-separated (e.g. localhost:5000).
+    #[arg(long, env = "WASMCLOUD_OCI_ALLOWED_INSECURE", value_delimiter = ',')]
+    pub allowed_insecure: Vec<String>,
+    /// Let the host run `:latest` (and untagged) references.
+    #[arg(long, env = "WASMCLOUD_OCI_ALLOW_LATEST")]
+    pub allow_latest: bool,
     /// Where a detached parent waits for the host id (internal).
     #[arg(long, hide = true)]
     pub ready_file: Option<PathBuf>,

@@ -133,6 +133,9 @@ async fn run_host(
     // The same built-in providers as `trellis-host`, so `builtin://http-server` works here too.
     config.builtins = vec![trellis_provider_http_server::builtin()];
     config.state_dir = Some(home.root().join("state"));
+    config.cache_dir = Some(home.root().join("cache"));
+    config.oci.allowed_insecure = args.allowed_insecure.iter().filter(|r| !r.is_empty()).cloned().collect();
+    config.oci.allow_latest = args.allow_latest;
     let shutdown_timeout = config.shutdown_timeout;
     let host = match Host::start(config).await {
         Ok(host) => host,
@@ -253,6 +256,12 @@ async fn detach(g: &Global, args: &UpArgs, home: &Home) -> anyhow::Result<Report
     cmd.arg("up").arg("--ready-file").arg(&ready_file);
     for (k, v) in &args.labels {
         cmd.arg("--label").arg(format!("{k}={v}"));
+    }
+    if !args.allowed_insecure.is_empty() {
+        cmd.arg("--allowed-insecure").arg(args.allowed_insecure.join(","));
+    }
+    if args.allow_latest {
+        cmd.arg("--allow-latest");
     }
     for (flag, value) in
         [("--nats-remote-url", &args.nats_remote_url), ("--nats-js-domain", &args.nats_js_domain), ("--wasmcloud-js-domain", &args.wasmcloud_js_domain)]
