@@ -109,7 +109,8 @@ fn bounded(cfg: &StringMap, key: &str, max: u64) -> Result<Option<u64>, String> 
 impl Limits {
     /// `base` with what `cfg` sets.
     fn from(cfg: &StringMap, base: Limits) -> Result<Self, String> {
-        let header_read_timeout = bounded(cfg, "header_read_timeout_ms", MAX_HEADER_READ_TIMEOUT_MS)?.map(Duration::from_millis).unwrap_or(base.header_read_timeout);
+        let header_read_timeout =
+            bounded(cfg, "header_read_timeout_ms", MAX_HEADER_READ_TIMEOUT_MS)?.map(Duration::from_millis).unwrap_or(base.header_read_timeout);
         let max_connections = bounded(cfg, "max_connections", MAX_CONNECTIONS_LIMIT as u64)?.map(|n| n as usize).unwrap_or(base.max_connections);
         Ok(Self { header_read_timeout, max_connections })
     }
@@ -257,6 +258,7 @@ impl Drop for Open {
 
 async fn accept(listener: tokio::net::TcpListener, addr: SocketAddr, shared: Arc<Shared>) {
     let open = Arc::new(AtomicUsize::new(0));
+    let refusing = Arc::new(AtomicUsize::new(0));
     let mut refused: u64 = 0;
     loop {
         let (stream, _) = match listener.accept().await {
@@ -275,7 +277,7 @@ async fn accept(listener: tokio::net::TcpListener, addr: SocketAddr, shared: Arc
             if refused % 1000 == 1 {
                 tracing::warn!(%addr, max_connections = limits.max_connections, refused, "connection limit reached; refusing connections");
             }
-            refuse(stream, addr, limits.max_connections);
+            refuse(stream, addr, limits.max_connections, &refusing);
             continue;
         }
         let guard = Open(open.clone());
@@ -300,15 +302,49 @@ async fn accept(listener: tokio::net::TcpListener, addr: SocketAddr, shared: Arc
     }
 }
 
-/// Answers a connection over the limit with one `503` (written only if the socket takes it at
-/// once: a refusal never waits on the client) and closes it.
-fn refuse(stream: tokio::net::TcpStream, addr: SocketAddr, max: usize) {
-    let body = format!("{addr} holds its limit of {max} connections (max_connections); retry later\n");
-    let reply = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.try_write(reply.as_bytes());
+/// Most refusals in flight on one listener; past it an over-cap connection is closed at once.
+const MAX_REFUSING: usize = 64;
+/// How long a refusal waits for the client's request before it answers (a client that sees an
+/// answer before it has sent its request takes it for a broken connection).
+const REFUSAL_WAIT: Duration = Duration::from_millis(250);
+
+/// Answers a connection over the limit with one `503` and closes it. At most [`MAX_REFUSING`]
+/// are answered at once, each within about twice [`REFUSAL_WAIT`]; beyond that a connection is
+/// closed unanswered, so a flood costs no more than that many descriptors beyond the cap.
+fn refuse(mut stream: tokio::net::TcpStream, addr: SocketAddr, max: usize, refusing: &Arc<AtomicUsize>) {
+    use tokio::io::AsyncWriteExt as _;
+    if refusing.fetch_add(1, Ordering::SeqCst) >= MAX_REFUSING {
+        refusing.fetch_sub(1, Ordering::SeqCst);
+        return;
+    }
+    let guard = Open(refusing.clone());
+    tokio::spawn(async move {
+        let _guard = guard;
+        // Readiness may be reported before any byte has come: wait for a read that gets one.
+        let _ = tokio::time::timeout(REFUSAL_WAIT, async {
+            let mut head = [0u8; 8192];
+            loop {
+                if stream.readable().await.is_err() {
+                    return;
+                }
+                match stream.try_read(&mut head) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    _ => return,
+                }
+            }
+        })
+        .await;
+        let body = format!("{addr} holds its limit of {max} connections (max_connections); retry later\n");
+        let reply = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = tokio::time::timeout(REFUSAL_WAIT, async {
+            stream.write_all(reply.as_bytes()).await?;
+            stream.shutdown().await
+        })
+        .await;
+    });
 }
 
 type ResponseBody = StreamBody<futures::stream::BoxStream<'static, Result<Frame<Bytes>, RpcError>>>;
@@ -425,7 +461,8 @@ async fn handle(shared: &Shared, addr: SocketAddr, req: http::Request<Incoming>)
 /// being re-placed.
 async fn call_retrying(ctx: &ProviderContext, inv: Invocation, body: rpc::Body) -> Result<rpc::Response, RpcError> {
     let (replay, first) = retry::Replay::new(body, retry::REPLAY_BYTES, inv.call.clone());
-    let attempt = |body: rpc::Body| Invocation { call: inv.call.clone(), traceparent: inv.traceparent.clone(), deadline: inv.deadline, head: inv.head.clone(), body };
+    let attempt =
+        |body: rpc::Body| Invocation { call: inv.call.clone(), traceparent: inv.traceparent.clone(), deadline: inv.deadline, head: inv.head.clone(), body };
     let lost = match ctx.router().call(attempt(first)).await {
         Err(e) if e.kind == RpcErrorKind::Lost => e,
         other => return other,
@@ -440,7 +477,9 @@ async fn call_retrying(ctx: &ProviderContext, inv: Invocation, body: rpc::Body) 
         };
         tracing::info!(target = inv.call.target, link = inv.call.link_name, "retrying an idempotent request whose replica was lost");
         match ctx.router().call(attempt(body)).await {
-            Err(e) if e.kind == RpcErrorKind::NoReplica && waiting_since.elapsed() < REPLICA_WAIT && tokio::time::Instant::now() + REPLICA_POLL < inv.deadline => {
+            Err(e)
+                if e.kind == RpcErrorKind::NoReplica && waiting_since.elapsed() < REPLICA_WAIT && tokio::time::Instant::now() + REPLICA_POLL < inv.deadline =>
+            {
                 tokio::time::sleep(REPLICA_POLL).await;
             }
             Err(e) if e.kind == RpcErrorKind::Lost => {

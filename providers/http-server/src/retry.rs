@@ -60,10 +60,7 @@ impl Policy {
     pub fn refusal(&self, method: &http::Method) -> String {
         let mut listed: Vec<&str> = IDEMPOTENT.to_vec();
         listed.extend(self.extra.iter().map(String::as_str));
-        format!(
-            "not retried: `{method}` is not idempotent for this link (retried: {}; a link adds methods with `idempotent_methods`)",
-            listed.join(", ")
-        )
+        format!("not retried: `{method}` is not idempotent for this link (retried: {}; a link adds methods with `idempotent_methods`)", listed.join(", "))
     }
 }
 
