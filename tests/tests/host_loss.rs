@@ -152,7 +152,9 @@ async fn kill_9_under_load(method: &'static str) -> Run {
 
 impl Run {
     fn report(&self, method: &str) {
-        let at = |t: Instant| if t >= self.killed { format!("+{:.2} s", (t - self.killed).as_secs_f64()) } else { format!("-{:.2} s", (self.killed - t).as_secs_f64()) };
+        let at = |t: Instant| {
+            if t >= self.killed { format!("+{:.2} s", (t - self.killed).as_secs_f64()) } else { format!("-{:.2} s", (self.killed - t).as_secs_f64()) }
+        };
         let slow_failed: Vec<&Slow> = self.slow.iter().filter(|s| !matches!(&s.outcome, Ok((200, _)))).collect();
         let last_slow = self.slow.iter().map(|s| s.done).max().unwrap();
         eprintln!(
@@ -210,4 +212,31 @@ async fn a_kill_9_under_post_load_fails_the_posts_the_host_held_with_502() {
     }
     assert!(held > 0, "none of the {SLOW} slow POSTs was held by the killed host (a chance of 0.07 %)");
     assert!(run.load_ok > 20, "only {} POSTs answered", run.load_ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_get_waits_for_a_replica_when_its_only_host_was_killed() {
+    let nats = NatsServer::start().await.unwrap();
+    let url = nats.url();
+    let spare = start_host(&url, &[]).await.unwrap();
+    let doomed = ProcessHost::start(&url, &[]).await.unwrap();
+    let mut l = lattice(nats).await;
+    // Every replica of `hello` is on the host that is killed; the provider is elsewhere.
+    l.start_component_on(&doomed.id, "hello", misbehave(), 4, None).await;
+    l.start_provider(&spare, "http", "builtin://http-server", &[]).await;
+    let addr = free_addr().unwrap();
+    l.link_at("http", "hello", addr, &[]).await;
+    get_until(addr, "/", 200, WAIT).await.unwrap();
+
+    let slow = tokio::spawn(async move { request(addr, "GET", &format!("/sleep?ms={SLEEP_MS}"), Bytes::new(), Duration::from_secs(30)).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed = Instant::now();
+    drop(doomed);
+    // The call is found lost within about a second (no replica answers the probe); its retry
+    // finds no replica at all, and waits. One is started a second after the kill.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    l.start_component(&spare, "hello", misbehave(), 4, None).await;
+    let r = slow.await.unwrap().unwrap();
+    eprintln!("a GET held by the only replica's host, killed: answered {:?} after the kill, {} after a new replica started", killed.elapsed(), r.status);
+    assert_eq!((r.status, r.text()), (200, format!("slept {SLEEP_MS}\n")));
 }

@@ -93,7 +93,7 @@ const MAX_HEADER_READ_TIMEOUT_MS: u64 = 3_600_000;
 
 /// How long a call whose replica was lost waits for another replica to appear (a replica
 /// re-placed elsewhere, say) when its retry finds none, within its deadline.
-const REPLICA_WAIT: Duration = Duration::from_secs(5);
+const REPLICA_WAIT: Duration = Duration::from_secs(10);
 /// How often it looks during [`REPLICA_WAIT`].
 const REPLICA_POLL: Duration = Duration::from_millis(100);
 
