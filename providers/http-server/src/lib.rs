@@ -239,12 +239,11 @@ async fn serve(ctx: ProviderContext) -> Result<(), ProviderError> {
 
 /// The limits of the listener at `addr`: its link's in `address` mode, else the provider's.
 fn listener_limits(shared: &Shared, addr: SocketAddr) -> Limits {
-    if shared.settings.mode == Mode::Address {
-        if let Some(r) = shared.routes.read().unwrap_or_else(|p| p.into_inner()).iter().find(|r| r.address == addr) {
-            return r.limits;
-        }
+    let routes = shared.routes.read().unwrap_or_else(|p| p.into_inner());
+    match shared.settings.mode {
+        Mode::Address => routes.iter().find(|r| r.address == addr).map_or(shared.settings.limits, |r| r.limits),
+        Mode::Path => shared.settings.limits,
     }
-    shared.settings.limits
 }
 
 /// Counts a listener's open connections; dropping it closes the count for one.

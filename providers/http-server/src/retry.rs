@@ -160,7 +160,7 @@ mod tests {
     use trellis_lattice::rpc::collect_body;
 
     fn chunks(parts: &[&'static [u8]]) -> Body {
-        futures::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p))).collect::<Vec<_>>()).boxed()
+        futures::stream::iter(parts.iter().map(|p| Bytes::from_static(p)).collect::<Vec<_>>()).map(Ok).boxed()
     }
 
     #[test]
