@@ -119,3 +119,27 @@ async fn slow_loris_connections_are_closed_after_the_header_timeout_and_capped_p
         assert_eq!(get(addr, "/").await.unwrap().text(), "Hello from Trellis!\n");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_limit_in_provider_config_is_an_error_naming_the_key() {
+    let mut l = trellis_tests::scenario::Lattice::new().await;
+    let host = l.host().await;
+    for (id, key, value, says) in [
+        ("http-a", "max_connections", "lots", "max_connections `lots` is not a whole number from 1 to 65536"),
+        ("http-b", "header_read_timeout_ms", "0", "header_read_timeout_ms `0` is not a whole number from 1 to 3600000"),
+        ("http-c", "idempotent_methods", "PUT,GET POST", "idempotent_methods: `GET POST` is not an HTTP method"),
+    ] {
+        l.put_config(id, &[(key, value)]).await;
+        let cmd = trellis_lattice::ctl::StartProviderCommand {
+            provider_id: id.into(),
+            provider_ref: "builtin://http-server".into(),
+            host_id: host.id().into(),
+            config: vec![id.into()],
+            ..Default::default()
+        };
+        l.ctl.start_provider(&cmd).await.unwrap();
+        let ev = l.events.wait_for("provider_stopped", WAIT, |e| e.data["provider_id"] == id).await.unwrap();
+        let reason = ev.data["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains(says), "{key}={value}: {reason}");
+    }
+}
