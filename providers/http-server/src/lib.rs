@@ -466,6 +466,7 @@ async fn call_retrying(ctx: &ProviderContext, inv: Invocation, body: rpc::Body) 
         Err(e) if e.kind == RpcErrorKind::Lost => e,
         other => return other,
     };
+    tracing::info!(target = inv.call.target, link = inv.call.link_name, "retrying an idempotent request whose replica was lost");
     let waiting_since = tokio::time::Instant::now();
     loop {
         let Some(body) = replay.attempt().await else {
@@ -474,7 +475,6 @@ async fn call_retrying(ctx: &ProviderContext, inv: Invocation, body: rpc::Body) 
                 ..lost
             });
         };
-        tracing::info!(target = inv.call.target, link = inv.call.link_name, "retrying an idempotent request whose replica was lost");
         match ctx.router().call(attempt(body)).await {
             Err(e)
                 if e.kind == RpcErrorKind::NoReplica && waiting_since.elapsed() < REPLICA_WAIT && tokio::time::Instant::now() + REPLICA_POLL < inv.deadline =>
