@@ -92,8 +92,13 @@ pub struct LoadRequest {
 impl Load {
     /// Starts the loops, accepting any of `bodies`, and lets them run for half a second.
     pub async fn start(addr: SocketAddr, bodies: &'static [&'static [u8]]) -> Load {
+        Self::start_method(addr, "GET", bodies).await
+    }
+
+    /// [`Load::start`] with requests of `method` (`POST`, say) rather than `GET`.
+    pub async fn start_method(addr: SocketAddr, method: &'static str, bodies: &'static [&'static [u8]]) -> Load {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let task = tokio::spawn(hammer_for(addr, 4, stop.clone(), bodies));
+        let task = tokio::spawn(hammer_for(addr, 4, stop.clone(), method, bodies));
         tokio::time::sleep(Duration::from_millis(500)).await;
         Load { stop, task }
     }
@@ -120,9 +125,15 @@ impl Load {
 /// How long a [`Load`] request may take before the client gives up on it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Keep-alive HTTP loops against `addr` until `stop`, accepting any of `bodies` (answered 200
-/// with an expected body, or failed): every request made.
-async fn hammer_for(addr: SocketAddr, loops: usize, stop: std::sync::Arc<std::sync::atomic::AtomicBool>, bodies: &'static [&'static [u8]]) -> Vec<LoadRequest> {
+/// Keep-alive HTTP loops of `method /` against `addr` until `stop`, accepting any of `bodies`
+/// (answered 200 with an expected body, or failed): every request made.
+async fn hammer_for(
+    addr: SocketAddr,
+    loops: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    method: &'static str,
+    bodies: &'static [&'static [u8]],
+) -> Vec<LoadRequest> {
     use http_body_util::{BodyExt, Full};
     use std::sync::atomic::Ordering;
     use tokio::time::Instant;
@@ -156,7 +167,7 @@ async fn hammer_for(addr: SocketAddr, loops: usize, stop: std::sync::Arc<std::sy
                 let Some(s) = sender.as_mut() else { continue };
                 let outcome: anyhow::Result<()> = async {
                     s.ready().await?;
-                    let req = http::Request::get("/").header("host", "drain").body(Full::new(bytes::Bytes::new()))?;
+                    let req = http::Request::builder().method(method).uri("/").header("host", "drain").body(Full::new(bytes::Bytes::new()))?;
                     let resp = tokio::time::timeout(REQUEST_TIMEOUT, s.send_request(req)).await??;
                     let status = resp.status();
                     let body = resp.into_body().collect().await?.to_bytes();

@@ -15,6 +15,8 @@
 //! - `/config` answers its named config through `wasi:config` (`store.get`
 //!   of `greeting`, `runtime.get-all`) as `greeting=… all=k=v,…`;
 //! - `/log?MESSAGE` logs MESSAGE at warn through `wasi:logging`;
+//! - `/sleep?ms=N` waits N milliseconds (at most 60000), then answers
+//!   `slept N\n` (a call that is held for a while: tests kill its host);
 //! - `/echo` streams the request body back as the response body, chunk by
 //!   chunk, never holding all of it;
 //! - anything else answers `misbehave v1\n`, which tests use to tell this
@@ -51,6 +53,11 @@ impl Guest for Misbehave {
                 let message = p.trim_start_matches("/log?");
                 bindings::wasi::logging::logging::log(bindings::wasi::logging::logging::Level::Warn, "misbehave", message);
                 "logged\n".to_string()
+            }
+            Some(p) if p.starts_with("/sleep?ms=") => {
+                let ms: u64 = p.trim_start_matches("/sleep?ms=").parse().unwrap_or(0).min(60_000);
+                wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+                format!("slept {ms}\n")
             }
             Some(p) if p == "/socket" || p.starts_with("/socket?") => {
                 let port = p
