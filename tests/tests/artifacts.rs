@@ -354,3 +354,60 @@ async fn devices_fifos_and_directories_are_refused_at_once_and_block_no_other_sc
     serve_and_get(&mut l, &host, "hello").await;
     tokio::time::timeout(Duration::from_secs(10), host.stop(Duration::from_secs(5))).await.expect("the host stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_whose_component_is_in_the_registry_deploys_and_serves() {
+    use trellis_lattice::app::{AppClient, StatusType};
+    init_tracing();
+    let registry = Registry::start().await.unwrap();
+    let digest = push_hello(&registry, "apps/hello:1.0").await;
+    let nats = NatsServer::start().await.unwrap();
+    let host = Host::start(host_config(&nats.url(), insecure(&registry), None)).await.unwrap();
+    let l = lattice(nats).await;
+    let apps = AppClient::new(l.ctl.nats().clone(), "default");
+    let addr = free_addr().unwrap();
+    let manifest = format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: oci-app
+  annotations:
+    version: v1
+spec:
+  components:
+    - name: hello
+      type: component
+      properties:
+        image: {image}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 2
+    - name: http
+      type: capability
+      properties:
+        image: builtin://http-server
+      traits:
+        - type: link
+          properties:
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            source:
+              config:
+                - name: oci-app-http
+                  properties:
+                    address: "{addr}"
+            target:
+              name: hello
+"#,
+        image = registry.reference("apps/hello:1.0")
+    );
+    apps.put(&manifest).await.unwrap();
+    apps.deploy("oci-app", None).await.unwrap();
+    trellis_tests::apps::wait_status(&apps, "oci-app", StatusType::Deployed, Duration::from_secs(60)).await;
+    let reply = get_until(addr, "/", 200, WAIT).await.unwrap();
+    assert!(reply.text().contains("Hello"), "{}", reply.text());
+    let inventory = host.inventory().await;
+    assert!(inventory.components.iter().any(|c| c.image_digest.as_deref() == Some(digest.as_str())), "{inventory:?}");
+}
