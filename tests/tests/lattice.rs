@@ -285,7 +285,7 @@ async fn bad_input_gets_clear_errors_and_the_host_keeps_serving() {
         (file_ref(&garbage), "not WebAssembly"),
         (file_ref(&core), "core WebAssembly module, not a component"),
         (file_ref(dir.path().join("missing.wasm")), "cannot read"),
-        ("oci://example/thing:1".to_string(), "only file:// references"),
+        ("oci://example/thing:1".to_string(), "does not start with a registry such as ghcr.io"),
     ];
     for (i, (reference, why)) in cases.iter().enumerate() {
         let id = format!("bad{i}");
