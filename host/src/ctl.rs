@@ -148,9 +148,9 @@ async fn handle_op(ctx: &Arc<HostCtx>, op: &CtlOp, payload: &[u8]) -> std::resul
         CtlOp::HostCordon(_) | CtlOp::HostUncordon(_) | CtlOp::HostDrain(_) => {
             expect_no_body(op, payload)?;
             match op {
-                CtlOp::HostCordon(_) => ctx.scheduling().cordon(),
-                CtlOp::HostUncordon(_) => ctx.scheduling().uncordon(),
-                _ => ctx.scheduling().drain(),
+                CtlOp::HostCordon(_) => ctx.scheduling().cordon().await,
+                CtlOp::HostUncordon(_) => ctx.scheduling().uncordon().await,
+                _ => ctx.scheduling().drain().await,
             };
             ok(HostScheduleReply { host_id: ctx.id().to_string(), schedule: ctx.schedule().await })
         }

@@ -224,6 +224,7 @@ impl Host {
             lifecycle::Settings::of(&config),
             runtime,
         );
+        let schedule = Scheduling::load(config.state_dir.as_deref(), events.clone());
         let ctx = Arc::new(HostCtx {
             identity: Identity {
                 id,
@@ -234,7 +235,7 @@ impl Host {
             },
             conn: Connection { nats, js, events, registry, router },
             workloads,
-            schedule: Scheduling::default(),
+            schedule,
             run: Run { stopping: AtomicBool::new(false), stopped_tx, tasks: std::sync::Mutex::new(Vec::new()) },
             apps: OnceLock::new(),
             config,
@@ -265,6 +266,7 @@ impl Host {
         ctx.run.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend(tasks);
         let me = &ctx.identity;
         ctx.conn.events.publish_and_flush(&HostStarted { friendly_name: me.friendly_name.clone(), labels, uptime_seconds: 0, version: VERSION.into() }).await;
+        ctx.schedule.announce_restored().await;
         tracing::info!(host_id = me.id, friendly_name = me.friendly_name, lattice = me.lattice, "host started");
         Ok(Self { ctx })
     }
