@@ -209,7 +209,10 @@ impl Host {
         let links = Arc::new(crate::c2c::LatticeLinks { router: router.clone(), registry: registry.clone(), nats: nats.clone() });
         let runtime = Arc::new(Runtime::new(&config.runtime, links)?);
         let mut labels = identity::builtin_labels();
-        labels.extend(config.labels.iter().filter(|(k, _)| !k.starts_with(identity::RESERVED_LABEL_PREFIX)).map(|(k, v)| (k.clone(), v.clone())));
+        for (k, v) in config.labels.iter().filter(|(k, _)| !identity::is_reserved_label(k)) {
+            identity::check_label(k, v).map_err(HostError::Invalid)?;
+        }
+        labels.extend(config.labels.iter().filter(|(k, _)| !identity::is_reserved_label(k)).map(|(k, v)| (k.clone(), v.clone())));
         let (stopped_tx, _) = watch::channel(false);
         let events = Events::new(nats.clone(), &config.lattice, &id);
         let workloads = Lifecycle::new(

@@ -131,6 +131,19 @@ async fn forty_kinds_of_bad_input_each_get_an_error_and_change_nothing() {
         ),
         (sub(CtlOp::LinkDel), br#"{"source_id": "a.b", "wit_namespace": "w", "wit_package": "p"}"#.to_vec(), "`a.b`"),
         (sub(CtlOp::LabelPut(h.clone())), br#"{"key": "hostcore.os", "value": "x"}"#.to_vec(), "reserved"),
+        // Control characters in labels, ids and config names (never stored; the error names the
+        // field and the character, and echoes nothing raw), and the reserved prefix in any case.
+        (sub(CtlOp::LabelPut(h.clone())), br#"{"key": "HOSTCORE.os", "value": "x"}"#.to_vec(), "reserved"),
+        (sub(CtlOp::LabelPut(h.clone())), br#"{"key": "zone", "value": "\u001b[2J"}"#.to_vec(), "U+001B"),
+        (sub(CtlOp::LabelPut(h.clone())), br#"{"key": "zone\nNFAKE", "value": "x"}"#.to_vec(), "U+000A"),
+        (sub(CtlOp::LabelPut(h.clone())), br#"{"key": "zone", "value": "\u202etxt"}"#.to_vec(), "U+202E"),
+        (sub(CtlOp::LabelPut(h.clone())), br#"{"key": "zone", "value": "\u009b2J"}"#.to_vec(), "U+009B"),
+        (
+            sub(CtlOp::ComponentScale(h.clone())),
+            br#"{"component_ref": "file:///x", "component_id": "a\u001b[2J", "host_id": "h", "max_instances": 1}"#.to_vec(),
+            "contains '\\u{1b}'",
+        ),
+        (sub(CtlOp::ConfigPut("a\u{1b}b".into())), br#"{"k": "v"}"#.to_vec(), "config name `a\\u{1b}b`"),
         (sub(CtlOp::LabelDel(h.clone())), br#"{"key": "never-set"}"#.to_vec(), "no label"),
         (sub(CtlOp::ComponentUpdate(h.clone())), br#"{"component_id": "ghost", "new_component_ref": "file:///x", "host_id": "h"}"#.to_vec(), "not running"),
         (sub(CtlOp::ProviderStop(h.clone())), br#"{"host_id": "h", "provider_id": "ghost"}"#.to_vec(), "not running"),
@@ -143,6 +156,8 @@ async fn forty_kinds_of_bad_input_each_get_an_error_and_change_nothing() {
         assert_eq!(ctl.get_links().await.unwrap(), vec![link.clone()], "links changed after {what}");
         assert_eq!(ctl.get_config("addr").await.unwrap(), config, "config changed after {what}");
         assert!(ctl.get_config("c").await.is_err(), "config `c` appeared after {what}");
+        let labels = ctl.get_host_inventory(host.id()).await.unwrap().labels;
+        assert!(labels.keys().all(|k| k.starts_with("hostcore.")) && labels.len() == 3, "labels changed after {what}: {labels:?}");
     };
 
     for (subject, payload, word) in &control {
@@ -152,6 +167,7 @@ async fn forty_kinds_of_bad_input_each_get_an_error_and_change_nothing() {
         assert_eq!(v["success"], false, "{what}: {v}");
         let message = v["message"].as_str().unwrap_or_default();
         assert!(message.contains(word), "{what}: expected `{word}` in: {message}");
+        assert!(!message.chars().any(char::is_control), "{what}: the error carries a raw control character: {message:?}");
         unchanged(&what).await;
     }
 
