@@ -28,6 +28,7 @@ mod connect;
 pub mod ctl;
 mod error;
 pub mod event;
+pub mod guard;
 pub mod keyvalue;
 pub mod manifest;
 pub mod messaging;

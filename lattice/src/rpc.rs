@@ -371,6 +371,11 @@ impl Router {
         Self { nats, lattice: lattice.into(), local: Arc::default(), chunk }
     }
 
+    /// The NATS connection calls go over.
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.nats
+    }
+
     /// The lattice.
     pub fn lattice(&self) -> &str {
         &self.lattice

@@ -21,6 +21,12 @@ fn envelope(head: &[u8], body: &[u8]) -> Bytes {
     Bytes::from(rmp_serde::to_vec(&wire).unwrap())
 }
 
+/// A raw data-plane message whose body continues at inbox `more`.
+fn envelope_more(head: &[u8], body: &[u8], more: &str) -> Bytes {
+    let wire = (serde_bytes::ByteBuf::from(head.to_vec()), serde_bytes::ByteBuf::from(body.to_vec()), Some(more.to_string()));
+    Bytes::from(rmp_serde::to_vec(&wire).unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forty_kinds_of_bad_input_each_get_an_error_and_change_nothing() {
     let nats = NatsServer::start().await.unwrap();
@@ -181,6 +187,9 @@ async fn forty_kinds_of_bad_input_each_get_an_error_and_change_nothing() {
         (http.clone(), envelope(&vec![0x90; 300 * 1024], b""), RpcErrorKind::Malformed, "the limit is"),
         (rpc::subject("default", "hello", "wasi:keyvalue/store", "get"), envelope(b"\x90", b""), RpcErrorKind::Unsupported, "does not export"),
         (rpc::subject("default", "hello", rpc::http::INTERFACE, "frobnicate"), envelope(&head_ok, b""), RpcErrorKind::Unsupported, "no function `frobnicate`"),
+        // A body inbox that is not the caller's: the host would pull from it on its own connection.
+        (http.clone(), envelope_more(&head_ok, b"x", "wasmbus.ctl.v1.default.host.ping"), RpcErrorKind::Malformed, "not an inbox of the caller"),
+        (http.clone(), envelope_more(&head_ok, b"x", "wadm.api.default.model.del.app"), RpcErrorKind::Malformed, "as the inbox to pull"),
     ];
     for (subject, payload, kind, word) in &data {
         let what = format!("{subject} with {} bytes", payload.len());
