@@ -15,8 +15,9 @@
 //!
 //! Bounds: a control line is at most [`MAX_CONTROL_LINE`] bytes and a message at most
 //! [`MAX_MESSAGE`] (nats-server's own ceiling); beyond either the stream cannot be followed and
-//! the connection is closed (the client reconnects). A guard holds at most one message per
-//! connection. It serves one client: it stops once no connection has been open for
+//! the connection is closed (the client reconnects). A message's fate is decided on its control
+//! line and header block; its payload then streams through, so a connection holds at most a
+//! control line and a header block, plus one read (64 KiB). It serves one client: it stops once no connection has been open for
 //! [`IDLE_EXIT`] (a live client reconnects far more often than that: async-nats backs off at
 //! most 4 s).
 //!
@@ -48,6 +49,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The most servers a guard keeps (the configured ones, then those the servers announce).
 const MAX_SERVERS: usize = 64;
+
+/// The most read from the server at a time.
+const READ_SIZE: usize = 64 * 1024;
 
 /// How often, at most, a connection logs the messages it dropped (with their count since).
 const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -150,11 +154,14 @@ async fn relay(client: TcpStream, state: &Shared) {
     let (mut ur, mut uw) = upstream.into_split();
     let to_server = tokio::io::copy(&mut cr, &mut uw);
     let to_client = async {
-        let mut buf = BytesMut::with_capacity(64 * 1024);
-        let mut out = BytesMut::with_capacity(64 * 1024);
+        let mut buf = BytesMut::with_capacity(READ_SIZE);
+        let mut out = BytesMut::with_capacity(READ_SIZE);
+        let mut at = Sifting::default();
         let mut first = true;
         let (mut unlogged, mut logged_at) = (0u64, None::<tokio::time::Instant>);
         loop {
+            // Room for a whole read each time (a full BytesMut would grow by 64 bytes a read).
+            buf.reserve(READ_SIZE);
             if ur.read_buf(&mut buf).await? == 0 {
                 return Ok::<(), std::io::Error>(());
             }
@@ -170,7 +177,7 @@ async fn relay(client: TcpStream, state: &Shared) {
                 }
             }
             let mut dropped = 0;
-            let sifted = sift(&mut buf, &mut out, &mut dropped);
+            let sifted = sift(&mut at, &mut buf, &mut out, &mut dropped);
             unlogged += dropped;
             if unlogged > 0 && logged_at.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
                 tracing::warn!(
@@ -222,12 +229,37 @@ fn find_crlf(buf: &[u8]) -> Option<usize> {
     buf.windows(2).take(MAX_CONTROL_LINE + 1).position(|w| w == b"\r\n")
 }
 
-/// Moves every complete operation off the front of `buf`: what async-nats can parse is
-/// appended to `out` as it was, a message it would refuse is dropped (counted in `dropped`).
-/// An incomplete operation stays in `buf` for the next read. `Err` when the stream cannot be
+/// Where the stream is inside a message whose start was already decided.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sifting {
+    /// Bytes of an accepted message still to pass (payload and its CRLF).
+    passing: usize,
+    /// Bytes of a dropped message still to skip.
+    skipping: usize,
+}
+
+/// Moves every operation off the front of `buf`: what async-nats can parse is appended to
+/// `out` as it was, a message it would refuse is dropped (counted in `dropped`). A message's
+/// fate is decided on its control line (and, for `HMSG`, its header block); its payload then
+/// streams through (or is skipped) as it arrives, so the guard holds no whole message. What
+/// cannot be decided yet stays in `buf` for the next read. `Err` when the stream cannot be
 /// followed (a control line or message over the bounds, a size that is not a number).
-pub(crate) fn sift(buf: &mut BytesMut, out: &mut BytesMut, dropped: &mut u64) -> Result<(), String> {
+pub(crate) fn sift(at: &mut Sifting, buf: &mut BytesMut, out: &mut BytesMut, dropped: &mut u64) -> Result<(), String> {
     loop {
+        if at.passing > 0 || at.skipping > 0 {
+            let n = (at.passing + at.skipping).min(buf.len());
+            if at.passing > 0 {
+                out.extend_from_slice(&buf[..n]);
+                at.passing -= n;
+            } else {
+                at.skipping -= n;
+            }
+            buf.advance(n);
+            if buf.is_empty() {
+                return Ok(());
+            }
+            continue;
+        }
         let Some(end) = find_crlf(buf) else {
             if buf.len() > MAX_CONTROL_LINE {
                 return Err(format!("a control line is longer than {MAX_CONTROL_LINE} bytes"));
@@ -250,18 +282,21 @@ pub(crate) fn sift(buf: &mut BytesMut, out: &mut BytesMut, dropped: &mut u64) ->
         if total > MAX_MESSAGE || header_len > total {
             return Err(format!("a message of {total} bytes (headers {header_len}) is over the {MAX_MESSAGE}-byte bound"));
         }
-        let whole = end + 2 + total + 2;
-        if buf.len() < whole {
-            buf.reserve(whole - buf.len());
+        // Decided on the line and the header block: wait for both.
+        let decided = end + 2 + header_len;
+        if buf.len() < decided {
             return Ok(());
         }
-        let parsable = std::str::from_utf8(line).is_ok() && (!is_hmsg || header_parsable(&buf[end + 2..end + 2 + header_len]));
+        let parsable = std::str::from_utf8(line).is_ok() && (!is_hmsg || header_parsable(&buf[end + 2..decided]));
+        let rest = total - header_len + 2;
         if parsable {
-            out.extend_from_slice(&buf[..whole]);
+            out.extend_from_slice(&buf[..decided]);
+            at.passing = rest;
         } else {
             *dropped += 1;
+            at.skipping = rest;
         }
-        buf.advance(whole);
+        buf.advance(decided);
     }
 }
 
@@ -302,7 +337,7 @@ mod tests {
         let mut buf = BytesMut::from(input);
         let mut out = BytesMut::new();
         let mut dropped = 0;
-        sift(&mut buf, &mut out, &mut dropped).unwrap();
+        sift(&mut Sifting::default(), &mut buf, &mut out, &mut dropped).unwrap();
         (out.to_vec(), dropped, buf.to_vec())
     }
 
@@ -319,7 +354,8 @@ mod tests {
             ("a bad header name", b"HMSG a 1 20 20\r\nNATS/1.0\r\nk k: v\r\n\r\n\r\n".to_vec(), vec![], 1, vec![]),
             ("a status code", b"HMSG a 1 16 16\r\nNATS/1.0 503\r\n\r\n\r\n".to_vec(), b"HMSG a 1 16 16\r\nNATS/1.0 503\r\n\r\n\r\n".to_vec(), 0, vec![]),
             ("non-UTF-8 payload is fine", b"MSG a 1 2\r\n\xff\xfe\r\n".to_vec(), b"MSG a 1 2\r\n\xff\xfe\r\n".to_vec(), 0, vec![]),
-            ("an incomplete message waits", b"PING\r\nMSG a 1 5\r\nhel".to_vec(), b"PING\r\n".to_vec(), 0, b"MSG a 1 5\r\nhel".to_vec()),
+            ("a payload streams as it comes", b"PING\r\nMSG a 1 5\r\nhel".to_vec(), b"PING\r\nMSG a 1 5\r\nhel".to_vec(), 0, vec![]),
+            ("a header block is waited for", b"HMSG a 1 12 14\r\nNATS/1.0\r\n".to_vec(), vec![], 0, b"HMSG a 1 12 14\r\nNATS/1.0\r\n".to_vec()),
             ("an incomplete line waits", b"MSG a 1".to_vec(), vec![], 0, b"MSG a 1".to_vec()),
         ];
         for (what, input, passed, dropped, left) in table {
@@ -329,12 +365,15 @@ mod tests {
         // Split anywhere, the same bytes pass.
         let stream = [b"MSG x.\xff 1 2\r\nhi\r\n".as_slice(), &good].concat();
         for cut in 0..stream.len() {
-            let mut buf = BytesMut::from(&stream[..cut]);
-            let (mut out, mut dropped) = (BytesMut::new(), 0);
-            sift(&mut buf, &mut out, &mut dropped).unwrap();
-            buf.extend_from_slice(&stream[cut..]);
-            sift(&mut buf, &mut out, &mut dropped).unwrap();
-            assert_eq!((out.to_vec(), dropped), (good.clone(), 1), "cut at {cut}");
+            for second in cut..stream.len() {
+                let (mut at, mut out, mut dropped) = (Sifting::default(), BytesMut::new(), 0);
+                let mut buf = BytesMut::new();
+                for piece in [&stream[..cut], &stream[cut..second], &stream[second..]] {
+                    buf.extend_from_slice(piece);
+                    sift(&mut at, &mut buf, &mut out, &mut dropped).unwrap();
+                }
+                assert_eq!((out.to_vec(), dropped, at), (good.clone(), 1, Sifting::default()), "cut at {cut} and {second}");
+            }
         }
     }
 
@@ -342,9 +381,10 @@ mod tests {
     fn a_stream_past_the_bounds_is_given_up() {
         let mut out = BytesMut::new();
         let mut d = 0;
-        assert!(sift(&mut BytesMut::from(vec![b'x'; MAX_CONTROL_LINE + 10].as_slice()), &mut out, &mut d).is_err());
-        assert!(sift(&mut BytesMut::from(format!("MSG a 1 {}\r\n", MAX_MESSAGE + 1).as_bytes()), &mut out, &mut d).is_err());
-        assert!(sift(&mut BytesMut::from(b"MSG a 1 lots\r\n".as_slice()), &mut out, &mut d).is_err());
+        let mut at = Sifting::default();
+        assert!(sift(&mut at, &mut BytesMut::from(vec![b'x'; MAX_CONTROL_LINE + 10].as_slice()), &mut out, &mut d).is_err());
+        assert!(sift(&mut at, &mut BytesMut::from(format!("MSG a 1 {}\r\n", MAX_MESSAGE + 1).as_bytes()), &mut out, &mut d).is_err());
+        assert!(sift(&mut at, &mut BytesMut::from(b"MSG a 1 lots\r\n".as_slice()), &mut out, &mut d).is_err());
     }
 
     #[test]
