@@ -116,10 +116,10 @@ impl Scheduling {
             return;
         }
         tracing::info!(schedule = now.as_str(), previous = previous.as_str(), "host scheduling changed");
-        if let Some(file) = &self.file {
-            if let Err(error) = store(file, now).await {
-                tracing::warn!(file = %file.display(), %error, "cannot store the scheduling state; it holds until this host stops");
-            }
+        if let Some(file) = &self.file
+            && let Err(error) = store(file, now).await
+        {
+            tracing::warn!(file = %file.display(), %error, "cannot store the scheduling state; it holds until this host stops");
         }
         self.publish(previous, now).await;
     }
@@ -182,6 +182,7 @@ async fn store(file: &std::path::Path, schedule: Schedule) -> std::io::Result<()
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
     use Schedule::*;

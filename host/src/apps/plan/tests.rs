@@ -528,7 +528,7 @@ fn what_the_user_put_is_never_changed_or_deleted_by_an_app() {
         assert!(!p.apps[0].owned.configs.contains("hello-http"), "{what}: the app claims the user's config");
         // Undeploying it, whatever it recorded of the rest, leaves the user's config.
         let gone = Actual { inventories: up(), configs: users(user), links: vec![defined.clone()], ..Default::default() };
-        let p = plan(&[undeployed("a", app(mine), owned(&[defined.clone()], &[]))], &gone);
+        let p = plan(&[undeployed("a", app(mine), owned(std::slice::from_ref(&defined), &[]))], &gone);
         assert!(!steps(&p).iter().any(|s| s.contains("delete config")), "{what}: {:?}", steps(&p));
         assert!(steps(&p).contains(&"a: delete link a-web -> a-c".to_string()), "{what}: what the app put still goes: {:?}", steps(&p));
     }
