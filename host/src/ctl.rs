@@ -148,9 +148,9 @@ async fn handle_op(ctx: &Arc<HostCtx>, op: &CtlOp, payload: &[u8]) -> std::resul
         CtlOp::HostCordon(_) | CtlOp::HostUncordon(_) | CtlOp::HostDrain(_) => {
             expect_no_body(op, payload)?;
             match op {
-                CtlOp::HostCordon(_) => ctx.scheduling().cordon(),
-                CtlOp::HostUncordon(_) => ctx.scheduling().uncordon(),
-                _ => ctx.scheduling().drain(),
+                CtlOp::HostCordon(_) => ctx.scheduling().cordon().await,
+                CtlOp::HostUncordon(_) => ctx.scheduling().uncordon().await,
+                _ => ctx.scheduling().drain().await,
             };
             ok(HostScheduleReply { host_id: ctx.id().to_string(), schedule: ctx.schedule().await })
         }
@@ -211,6 +211,7 @@ async fn handle_op(ctx: &Arc<HostCtx>, op: &CtlOp, payload: &[u8]) -> std::resul
         CtlOp::LabelPut(_) => {
             let label: HostLabel = parse(op, payload)?;
             check_label_key(&label.key)?;
+            crate::identity::check_text(&format!("the value of label `{}`", label.key), &label.value)?;
             if label.value.len() > MAX_LABEL_BYTES {
                 return Err(format!("the value of label `{}` is {} bytes long; the limit is {MAX_LABEL_BYTES}", label.key, label.value.len()));
             }
@@ -303,8 +304,9 @@ fn check_label_key(key: &str) -> std::result::Result<(), String> {
     if key.len() > MAX_LABEL_BYTES {
         return Err(format!("a label key is {} bytes long; the limit is {MAX_LABEL_BYTES}", key.len()));
     }
-    if key.starts_with(RESERVED_LABEL_PREFIX) {
-        return Err(format!("label `{key}` is reserved: `{RESERVED_LABEL_PREFIX}*` labels are set by the host itself"));
+    crate::identity::check_text("label key", key)?;
+    if crate::identity::is_reserved_label(key) {
+        return Err(format!("label `{key}` is reserved: `{RESERVED_LABEL_PREFIX}*` labels (in any letter case) are set by the host itself"));
     }
     Ok(())
 }

@@ -17,6 +17,11 @@ impl Events {
         Self { nats, lattice: lattice.into(), host_id: host_id.into() }
     }
 
+    /// The id of the host these events come from.
+    pub fn host_id(&self) -> &str {
+        &self.host_id
+    }
+
     /// Publishes `data`. Events are best effort: a failure is logged, never returned, so that
     /// the operation that caused the event is not undone by a bus hiccup.
     pub async fn publish<T: EventData>(&self, data: &T) {

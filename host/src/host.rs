@@ -217,7 +217,10 @@ impl Host {
         let runtime_config = RuntimeConfig { compiled_cache: config.cache_dir.clone(), ..config.runtime.clone() };
         let runtime = Arc::new(Runtime::new(&runtime_config, links)?);
         let mut labels = identity::builtin_labels();
-        labels.extend(config.labels.iter().filter(|(k, _)| !k.starts_with(identity::RESERVED_LABEL_PREFIX)).map(|(k, v)| (k.clone(), v.clone())));
+        for (k, v) in config.labels.iter().filter(|(k, _)| !identity::is_reserved_label(k)) {
+            identity::check_label(k, v).map_err(HostError::Invalid)?;
+        }
+        labels.extend(config.labels.iter().filter(|(k, _)| !identity::is_reserved_label(k)).map(|(k, v)| (k.clone(), v.clone())));
         let (stopped_tx, _) = watch::channel(false);
         let events = Events::new(nats.clone(), &config.lattice, &id);
         let workloads = Lifecycle::new(
@@ -232,6 +235,7 @@ impl Host {
             lifecycle::Settings::of(&config),
             runtime,
         );
+        let schedule = Scheduling::load(config.state_dir.as_deref(), events.clone());
         let ctx = Arc::new(HostCtx {
             identity: Identity {
                 id,
@@ -242,7 +246,7 @@ impl Host {
             },
             conn: Connection { nats, js, events, registry, router },
             workloads,
-            schedule: Scheduling::default(),
+            schedule,
             run: Run { stopping: AtomicBool::new(false), stopped_tx, tasks: std::sync::Mutex::new(Vec::new()) },
             apps: OnceLock::new(),
             config,
@@ -273,6 +277,7 @@ impl Host {
         ctx.run.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend(tasks);
         let me = &ctx.identity;
         ctx.conn.events.publish_and_flush(&HostStarted { friendly_name: me.friendly_name.clone(), labels, uptime_seconds: 0, version: VERSION.into() }).await;
+        ctx.schedule.announce_restored().await;
         tracing::info!(host_id = me.id, friendly_name = me.friendly_name, lattice = me.lattice, "host started");
         Ok(Self { ctx })
     }

@@ -9,6 +9,43 @@ use rand::seq::IndexedRandom;
 /// Label keys under this prefix belong to the host and cannot be changed through the lattice.
 pub const RESERVED_LABEL_PREFIX: &str = "hostcore.";
 
+/// Whether `key` is a reserved (`hostcore.*`) label key, in any letter case: `HOSTCORE.os` is
+/// as reserved as `hostcore.os`.
+pub fn is_reserved_label(key: &str) -> bool {
+    key.get(..RESERVED_LABEL_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_LABEL_PREFIX))
+}
+
+/// Whether `c` may not stand in an id, label or name: a control character (C0, DEL, C1) or a
+/// bidirectional override or isolate, any of which can rewrite what a terminal shows.
+pub fn is_forbidden_char(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Refuses text with a [`is_forbidden_char`], naming `field` and the character (as `U+001B`)
+/// and where it is, never echoing the text raw.
+pub fn check_text(field: &str, value: &str) -> Result<(), String> {
+    match value.char_indices().find(|(_, c)| is_forbidden_char(*c)) {
+        Some((at, c)) => {
+            Err(format!("{field} `{}` contains the control character U+{:04X} at byte {at}; use printable characters only", value.escape_debug(), c as u32))
+        }
+        None => Ok(()),
+    }
+}
+
+/// Checks a label for a host to carry: a non-empty key, not reserved, and no control character
+/// in key or value.
+pub fn check_label(key: &str, value: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("a label key must not be empty".into());
+    }
+    check_text("label key", key)?;
+    check_text(&format!("the value of label `{key}`"), value)?;
+    if is_reserved_label(key) {
+        return Err(format!("label `{key}` is reserved: `{RESERVED_LABEL_PREFIX}*` labels (in any letter case) are set by the host itself"));
+    }
+    Ok(())
+}
+
 /// A fresh host identity: the public key (`N…`) of a new server nkey.
 pub fn new_host_id() -> String {
     nkeys::KeyPair::new_server().public_key()
@@ -50,7 +87,7 @@ pub fn labels_from_env(vars: impl IntoIterator<Item = (String, String)>) -> BTre
         }
     }
     wasmcloud.extend(trellis);
-    wasmcloud.retain(|k, _| !k.is_empty() && !k.starts_with(RESERVED_LABEL_PREFIX));
+    wasmcloud.retain(|k, _| !k.is_empty() && !is_reserved_label(k));
     wasmcloud
 }
 
@@ -58,17 +95,15 @@ pub fn labels_from_env(vars: impl IntoIterator<Item = (String, String)>) -> BTre
 pub fn parse_label(arg: &str) -> Result<(String, String), String> {
     match arg.split_once('=') {
         Some((k, v)) if !k.is_empty() => {
-            if k.starts_with(RESERVED_LABEL_PREFIX) {
-                Err(format!("label `{k}` is reserved: `hostcore.*` labels are set by the host itself"))
-            } else {
-                Ok((k.to_string(), v.to_string()))
-            }
+            check_label(k, v)?;
+            Ok((k.to_string(), v.to_string()))
         }
         _ => Err(format!("label `{arg}` is not of the form key=value")),
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 
@@ -94,5 +129,21 @@ mod tests {
         assert!(parse_label("a=b=c").is_ok_and(|(k, v)| k == "a" && v == "b=c"));
         assert!(parse_label("hostcore.os=x").is_err());
         assert!(parse_label("novalue").is_err());
+        assert!(parse_label("HOSTCORE.os=x").is_err(), "reserved in any case");
+        assert!(parse_label("HostCore.arch=x").is_err());
+        assert!(parse_label("hostcorex=x").is_ok());
+        assert!(!labels_from_env([("TRELLIS_LABEL_HOSTCORE.os".to_string(), "x".to_string())]).contains_key("HOSTCORE.os"));
+    }
+
+    #[test]
+    fn control_characters_are_refused_by_name() {
+        let err = parse_label("zone=\u{1b}[2J").unwrap_err();
+        assert!(err.contains("the value of label `zone`") && err.contains("U+001B"), "{err}");
+        assert!(!err.contains('\u{1b}'), "the error echoes no raw escape: {err:?}");
+        let err = check_label("a\nb", "v").unwrap_err();
+        assert!(err.contains("label key `a\\nb`") && err.contains("U+000A"), "{err}");
+        assert!(check_label("k", "\u{202e}evil").is_err());
+        assert!(check_label("k", "\u{9b}").is_err(), "C1 controls too");
+        assert!(check_label("zone", "édge 東京").is_ok(), "printable Unicode is fine");
     }
 }

@@ -25,6 +25,10 @@ pub struct ConnectOptions {
     pub require_tls: bool,
     /// The connection name the server shows.
     pub name: Option<String>,
+    /// Connect straight to the server, without the protocol guard ([`crate::guard`]) that drops
+    /// messages async-nats cannot parse (non-UTF-8 subjects) instead of letting them drop the
+    /// connection. TLS and WebSocket URLs are never guarded.
+    pub unguarded: bool,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -37,6 +41,7 @@ impl std::fmt::Debug for ConnectOptions {
             .field("tls_ca_file", &self.tls_ca_file)
             .field("require_tls", &self.require_tls)
             .field("name", &self.name)
+            .field("unguarded", &self.unguarded)
             .finish()
     }
 }
@@ -117,7 +122,21 @@ pub async fn connect(opts: &ConnectOptions) -> Result<async_nats::Client, Error>
     if opts.require_tls {
         o = o.require_tls(true);
     }
-    let client = o.connect(opts.url.as_str()).await.map_err(|e| {
+    // Through the guard when it can relay the servers (plain NATS; TLS is the client's own):
+    // the client sees the guard's loopback address, so servers the cluster announces are the
+    // guard's to try, not the client's.
+    let plain = (!opts.unguarded && !opts.require_tls && opts.tls_ca_file.is_none()).then(|| crate::guard::plain_servers(&opts.url)).flatten();
+    let target = match plain {
+        Some(servers) => {
+            let guard = crate::guard::start(servers)
+                .await
+                .map_err(|e| Error::new(ErrorKind::Connect, "cannot open the NATS protocol guard on the loopback interface").with_source(e))?;
+            o = o.ignore_discovered_servers();
+            format!("nats://{}", guard.addr)
+        }
+        None => opts.url.clone(),
+    };
+    let client = o.connect(target.as_str()).await.map_err(|e| {
         let url = &opts.url;
         let message = match e.kind() {
             _ if is_tls_failure(&e) => format!(

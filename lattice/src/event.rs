@@ -4,7 +4,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::ctl::{HostInventory, Link, StringMap};
+use crate::ctl::{HostInventory, Link, Schedule, StringMap};
 use crate::{Error, ErrorKind};
 
 /// Data carried by one kind of event.
@@ -240,6 +240,19 @@ event!(
         host_id: String,
         /// All its labels now.
         labels: StringMap,
+    }
+);
+
+event!(
+    /// A host's scheduling state changed (Trellis' extension: `host.cordon|uncordon|drain`, a
+    /// draining host becoming drained, or a cordon restored from the state directory at start).
+    HostScheduleChanged = "host_schedule_changed" {
+        /// The host.
+        host_id: String,
+        /// The state before.
+        previous: Schedule,
+        /// The state now.
+        schedule: Schedule,
     }
 );
 

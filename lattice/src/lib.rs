@@ -29,6 +29,7 @@ mod connect;
 pub mod ctl;
 mod error;
 pub mod event;
+pub mod guard;
 pub mod keyvalue;
 pub mod manifest;
 pub mod messaging;
@@ -57,7 +58,8 @@ pub fn validate_id(what: &str, value: &str) -> Result<(), Error> {
         return Err(Error::invalid(format!("{what} is {} bytes long; the limit is 256", value.len())));
     }
     if let Some(bad) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
-        return Err(Error::invalid(format!("{what} `{value}` contains {bad:?}; use only letters, digits, `_` and `-`")));
+        // The value is shown escaped: it may hold the very control character refused.
+        return Err(Error::invalid(format!("{what} `{}` contains {bad:?}; use only letters, digits, `_` and `-`", value.escape_debug())));
     }
     Ok(())
 }
@@ -78,6 +80,8 @@ mod tests {
         let err = validate_id("component id", "a.b").unwrap_err().to_string();
         assert!(err.contains("component id `a.b` contains '.'"), "{err}");
         assert!(validate_id("link name", "").is_err());
+        let err = validate_id("config name", "a\u{1b}[2J").unwrap_err().to_string();
+        assert!(err.contains("config name `a\\u{1b}[2J` contains '\\u{1b}'") && !err.contains('\u{1b}'), "{err:?}");
         assert!(validate_id("x", &"a".repeat(300)).is_err());
     }
 }

@@ -371,6 +371,11 @@ impl Router {
         Self { nats, lattice: lattice.into(), local: Arc::default(), chunk }
     }
 
+    /// The NATS connection calls go over.
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.nats
+    }
+
     /// The lattice.
     pub fn lattice(&self) -> &str {
         &self.lattice
@@ -454,6 +459,11 @@ impl Router {
             _ => RpcError::new(RpcErrorKind::Transport, &call, format!("the call could not be sent: {e}")),
         })?;
         match decode::<WireReply>(&msg.payload) {
+            // A replica names its own inbox; a lattice subject is no one's, and pulls from it
+            // would go out on this connection.
+            Ok(WireReply::Ok(WireMessage { more: Some(inbox), .. })) if is_privileged_subject(&inbox) => {
+                Err(foreign_inbox(&call, &inbox, "it is a lattice or app API subject, never a replica's inbox"))
+            }
             Ok(WireReply::Ok(m)) => Ok(Response { head: m.head.into(), body: self.pull_body(m.body.into(), m.more, call, inv.deadline) }),
             Ok(WireReply::Err(e)) => Err(e),
             Err(e) => Err(RpcError::new(RpcErrorKind::Malformed, &call, format!("the reply could not be decoded: {e}"))),
@@ -648,6 +658,12 @@ impl Router {
             Ok(m) if m.head.len() > MAX_HEAD_BYTES => Err(head_too_large(&call, m.head.len())),
             // The caller had less than a millisecond left: no work can finish in time.
             Ok(_) if timeout == 0 => Err(deadline_error(&call)),
+            // Pulls would go out on this connection: only the caller's own inbox is pulled from.
+            Ok(WireMessage { more: Some(inbox), .. }) if callers_inbox(&reply_to, &inbox).is_err() => {
+                let why = callers_inbox(&reply_to, &inbox).err().unwrap_or_default();
+                tracing::warn!(target, source = call.source, inbox = %inbox.escape_debug(), "refused a call whose body inbox is not the caller's");
+                Err(foreign_inbox(&call, &inbox, &why))
+            }
             Ok(m) => {
                 let inv = Invocation {
                     body: self.pull_body(m.body.into(), m.more, call.clone(), deadline),
@@ -715,6 +731,51 @@ impl Drop for HeldCall {
             }
         }
     }
+}
+
+/// Whether `inbox`, named as the `more` body inbox of a call that came with reply subject
+/// `reply`, is the caller's own: the reply of an async-nats request is
+/// `{prefix}.{muxer}.{token}` and its inboxes are `{prefix}.{token}` (`prefix` is `_INBOX` or the
+/// connection's configured inbox prefix), so the inbox must be the reply's prefix and one more
+/// token. Pulls go out on the host's own connection, which may publish where the caller may
+/// not: a lattice subject (`wasmbus.…`, `$…`) or the app API (`wadm.…`) is never a caller's
+/// inbox, whatever the reply says. `Err` says why not.
+pub(crate) fn callers_inbox(reply: &str, inbox: &str) -> Result<(), String> {
+    let mut parts = reply.rsplitn(3, '.');
+    let prefix = match (parts.next(), parts.next(), parts.next()) {
+        (Some(_token), Some(_muxer), Some(prefix)) if !prefix.is_empty() => prefix,
+        _ => return Err(format!("its reply subject `{}` has no inbox prefix (an inbox reply is `PREFIX.ID.TOKEN`)", reply.escape_debug())),
+    };
+    let owned = inbox
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .is_some_and(|token| !token.is_empty() && !token.contains('.') && token != "*" && token != ">" && !token.chars().any(char::is_whitespace));
+    if !owned {
+        return Err(format!(
+            "it is not an inbox of the caller, whose reply subject puts its inbox prefix at `{}`; name an inbox `{}.ID` of the calling connection",
+            prefix.escape_debug(),
+            prefix.escape_debug()
+        ));
+    }
+    if is_privileged_subject(inbox) {
+        return Err("it is a lattice or app API subject, never a caller's inbox".into());
+    }
+    Ok(())
+}
+
+/// Subjects a host's connection may reach and a caller must not make it publish to: the
+/// lattice's own (`wasmbus.…`, `$…`) and the app API (`wadm.…`).
+fn is_privileged_subject(subject: &str) -> bool {
+    crate::subject::is_lattice_internal(subject) || subject.split('.').next().is_some_and(|t| t.eq_ignore_ascii_case("wadm"))
+}
+
+/// The refusal of a body inbox that is not the caller's.
+fn foreign_inbox(call: &CallInfo, inbox: &str, why: &str) -> RpcError {
+    RpcError::new(
+        RpcErrorKind::Malformed,
+        call,
+        format!("the call names `{}` as the inbox to pull the rest of its body from, and {why}; nothing was pulled", inbox.escape_debug()),
+    )
 }
 
 fn deadline_error(call: &CallInfo) -> RpcError {
@@ -824,6 +885,36 @@ pub mod http {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
+
+    #[test]
+    fn only_the_callers_own_inbox_may_hold_a_body() {
+        // (reply subject of the call, named body inbox, accepted)
+        let table = [
+            ("_INBOX.abc.1", "_INBOX.xyz", true),
+            ("_INBOX.abc.17", "_INBOX.abc", true),
+            ("_INBOX_app.q.r.abc.1", "_INBOX_app.q.r.xyz", true),
+            ("custom.prefix.abc.1", "custom.prefix.xyz", true),
+            ("_INBOX.abc.1", "wasmbus.ctl.v1.default.host.ping", false),
+            ("_INBOX.abc.1", "_INBOX.xyz.deeper", false),
+            ("_INBOX.abc.1", "_INBOX.", false),
+            ("_INBOX.abc.1", "_INBOX.*", false),
+            ("_INBOX.abc.1", "_INBOX.>", false),
+            ("_INBOX.abc.1", "_INBOXX.xyz", false),
+            ("_INBOX.abc.1", "other.xyz", false),
+            ("plain", "plain.x", false),
+            ("a.b", "a.x", false),
+            // A reply in lattice subjects does not make them the caller's.
+            ("wasmbus.ctl.v1.default.abc.1", "wasmbus.ctl.v1.default.host", false),
+            ("wadm.api.default.model.x.y", "wadm.api.default.model.del", false),
+            ("$JS.API.x.y", "$JS.API.STREAM", false),
+            ("WASMBUS.ctl.x.y", "WASMBUS.ctl.z", false),
+        ];
+        for (reply, inbox, ok) in table {
+            assert_eq!(callers_inbox(reply, inbox).is_ok(), ok, "reply {reply}, inbox {inbox}: {:?}", callers_inbox(reply, inbox));
+        }
+        let err = callers_inbox("_INBOX.abc.1", "wasmbus.ctl.v1.default.host.ping").unwrap_err();
+        assert!(err.contains("`_INBOX.ID`"), "{err}");
+    }
     use super::*;
 
     #[test]

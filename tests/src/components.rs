@@ -4,6 +4,11 @@
 //! wasm32-wasip2 and bakes the absolute `.wasm` paths in at compile time, so
 //! tests never rebuild or search for them at run time.
 
+/// `examples/http-echo`: answers every request with its own body, streamed back.
+pub fn http_echo() -> &'static str {
+    env!("TRELLIS_WASM_HTTP_ECHO")
+}
+
 /// `examples/http-hello`: answers every request with `Hello from Trellis!\n`.
 pub fn http_hello() -> &'static str {
     env!("TRELLIS_WASM_HTTP_HELLO")

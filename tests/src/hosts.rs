@@ -129,6 +129,9 @@ pub struct ProcessHost {
     pub id: String,
     /// Its friendly name.
     pub friendly_name: String,
+    /// Its own state directory (provider records, scheduling state) unless `--state-dir` was
+    /// given: tests never share the user's default one.
+    _state: tempfile::TempDir,
 }
 
 impl ProcessHost {
@@ -149,7 +152,9 @@ impl ProcessHost {
     }
 
     async fn spawn(args: &[&str], stderr: Stdio) -> anyhow::Result<Self> {
+        let state = tempfile::Builder::new().prefix("trellis-host-state-").tempdir()?;
         let mut child = tokio::process::Command::new(host_binary()?)
+            .env("TRELLIS_STATE_DIR", state.path())
             .args(["--heartbeat-interval-seconds", "1", "--allow-file-load"])
             .args(args)
             // Tests keep the artifact and compiled-code cache out of the user's home.
@@ -169,7 +174,7 @@ impl ProcessHost {
         let (Some(id), Some(friendly_name)) = (field("id="), field("name=")) else {
             bail!("unexpected ready line from trellis-host: {line}");
         };
-        Ok(Self { child, id, friendly_name })
+        Ok(Self { child, id, friendly_name, _state: state })
     }
 
     /// Sends SIGTERM.

@@ -238,3 +238,50 @@ async fn replicas_leave_a_host_whose_labels_no_longer_match_and_come_back_when_t
     wait_replicas(&l.ctl, &hosts, "store", &[1, 0], LONG).await;
     wait_status(&apps, "app", StatusType::Deployed, LONG).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_never_changes_or_deletes_the_users_config_or_links() {
+    let nats = NatsServer::start().await.unwrap();
+    let _h = start_host(&nats.url(), &[("zone", "a")]).await.unwrap();
+    let l = lattice(nats).await;
+    let apps = AppClient::new(l.ctl.nats().clone(), "default");
+    // The user's config, named like one the app defines (the quick start's `hello-http`).
+    l.put_config("hello-http", &[("v", "user")]).await;
+
+    deploy(&apps, &manifest("demo", "v1", "a", None, Some(("hello-http", "app")))).await;
+    let s = wait_status(&apps, "demo", StatusType::Failed, LONG).await;
+    assert!(s.message().contains("config `hello-http` conflicts with the user's config `hello-http` (no app put it)"), "{s:?}");
+    // Several leader passes later, the user's values are untouched.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(config_v(&l.ctl, "hello-http").await.as_deref(), Some("user"));
+    apps.undeploy("demo").await.unwrap();
+    wait_status(&apps, "demo", StatusType::Undeployed, LONG).await;
+    assert_eq!(config_v(&l.ctl, "hello-http").await.as_deref(), Some("user"), "undeploy deleted the user's config");
+
+    // Defined alike: the app uses it as it is, and undeploy leaves it.
+    l.put_config("same", &[("v", "1")]).await;
+    deploy(&apps, &manifest("alike", "v1", "a", None, Some(("same", "1")))).await;
+    wait_status(&apps, "alike", StatusType::Deployed, LONG).await;
+    apps.undeploy("alike").await.unwrap();
+    wait_status(&apps, "alike", StatusType::Undeployed, LONG).await;
+    assert_eq!(config_v(&l.ctl, "same").await.as_deref(), Some("1"), "undeploy deleted the user's config");
+
+    // The user's link in the slot an app defines: a conflict naming it; never replaced or deleted.
+    let users = Link {
+        source_id: "web".into(),
+        target: "mine".into(),
+        name: "default".into(),
+        wit_namespace: "wasi".into(),
+        wit_package: "keyvalue".into(),
+        interfaces: vec!["store".into()],
+        source_config: vec![],
+        target_config: vec![],
+    };
+    l.ctl.put_link(&users).await.unwrap();
+    deploy(&apps, &manifest("linker", "v1", "a", Some("store"), None)).await;
+    let s = wait_status(&apps, "linker", StatusType::Failed, LONG).await;
+    assert!(s.message().contains("link `web` → `store` (wasi:keyvalue, name default) conflicts with the user's link → `mine` (no app put it)"), "{s:?}");
+    apps.undeploy("linker").await.unwrap();
+    wait_status(&apps, "linker", StatusType::Undeployed, LONG).await;
+    assert_eq!(web_targets(&l.ctl).await, ["mine"], "the user's link changed");
+}

@@ -21,6 +21,12 @@ fn envelope(head: &[u8], body: &[u8]) -> Bytes {
     Bytes::from(rmp_serde::to_vec(&wire).unwrap())
 }
 
+/// A raw data-plane message whose body continues at inbox `more`.
+fn envelope_more(head: &[u8], body: &[u8], more: &str) -> Bytes {
+    let wire = (serde_bytes::ByteBuf::from(head.to_vec()), serde_bytes::ByteBuf::from(body.to_vec()), Some(more.to_string()));
+    Bytes::from(rmp_serde::to_vec(&wire).unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forty_kinds_of_bad_input_each_get_an_error_and_change_nothing() {
     let nats = NatsServer::start().await.unwrap();
@@ -131,6 +137,19 @@ async fn forty_kinds_of_bad_input_each_get_an_error_and_change_nothing() {
         ),
         (sub(CtlOp::LinkDel), br#"{"source_id": "a.b", "wit_namespace": "w", "wit_package": "p"}"#.to_vec(), "`a.b`"),
         (sub(CtlOp::LabelPut(h.clone())), br#"{"key": "hostcore.os", "value": "x"}"#.to_vec(), "reserved"),
+        // Control characters in labels, ids and config names (never stored; the error names the
+        // field and the character, and echoes nothing raw), and the reserved prefix in any case.
+        (sub(CtlOp::LabelPut(h.clone())), br#"{"key": "HOSTCORE.os", "value": "x"}"#.to_vec(), "reserved"),
+        (sub(CtlOp::LabelPut(h.clone())), br#"{"key": "zone", "value": "\u001b[2J"}"#.to_vec(), "U+001B"),
+        (sub(CtlOp::LabelPut(h.clone())), br#"{"key": "zone\nNFAKE", "value": "x"}"#.to_vec(), "U+000A"),
+        (sub(CtlOp::LabelPut(h.clone())), br#"{"key": "zone", "value": "\u202etxt"}"#.to_vec(), "U+202E"),
+        (sub(CtlOp::LabelPut(h.clone())), br#"{"key": "zone", "value": "\u009b2J"}"#.to_vec(), "U+009B"),
+        (
+            sub(CtlOp::ComponentScale(h.clone())),
+            br#"{"component_ref": "file:///x", "component_id": "a\u001b[2J", "host_id": "h", "max_instances": 1}"#.to_vec(),
+            "contains '\\u{1b}'",
+        ),
+        (sub(CtlOp::ConfigPut("a\u{1b}b".into())), br#"{"k": "v"}"#.to_vec(), "config name `a\\u{1b}b`"),
         (sub(CtlOp::LabelDel(h.clone())), br#"{"key": "never-set"}"#.to_vec(), "no label"),
         (sub(CtlOp::ComponentUpdate(h.clone())), br#"{"component_id": "ghost", "new_component_ref": "file:///x", "host_id": "h"}"#.to_vec(), "not running"),
         (sub(CtlOp::ProviderStop(h.clone())), br#"{"host_id": "h", "provider_id": "ghost"}"#.to_vec(), "not running"),
@@ -143,6 +162,8 @@ async fn forty_kinds_of_bad_input_each_get_an_error_and_change_nothing() {
         assert_eq!(ctl.get_links().await.unwrap(), vec![link.clone()], "links changed after {what}");
         assert_eq!(ctl.get_config("addr").await.unwrap(), config, "config changed after {what}");
         assert!(ctl.get_config("c").await.is_err(), "config `c` appeared after {what}");
+        let labels = ctl.get_host_inventory(host.id()).await.unwrap().labels;
+        assert!(labels.keys().all(|k| k.starts_with("hostcore.")) && labels.len() == 3, "labels changed after {what}: {labels:?}");
     };
 
     for (subject, payload, word) in &control {
@@ -152,6 +173,7 @@ async fn forty_kinds_of_bad_input_each_get_an_error_and_change_nothing() {
         assert_eq!(v["success"], false, "{what}: {v}");
         let message = v["message"].as_str().unwrap_or_default();
         assert!(message.contains(word), "{what}: expected `{word}` in: {message}");
+        assert!(!message.chars().any(char::is_control), "{what}: the error carries a raw control character: {message:?}");
         unchanged(&what).await;
     }
 
@@ -165,6 +187,9 @@ async fn forty_kinds_of_bad_input_each_get_an_error_and_change_nothing() {
         (http.clone(), envelope(&vec![0x90; 300 * 1024], b""), RpcErrorKind::Malformed, "the limit is"),
         (rpc::subject("default", "hello", "wasi:keyvalue/store", "get"), envelope(b"\x90", b""), RpcErrorKind::Unsupported, "does not export"),
         (rpc::subject("default", "hello", rpc::http::INTERFACE, "frobnicate"), envelope(&head_ok, b""), RpcErrorKind::Unsupported, "no function `frobnicate`"),
+        // A body inbox that is not the caller's: the host would pull from it on its own connection.
+        (http.clone(), envelope_more(&head_ok, b"x", "wasmbus.ctl.v1.default.host.ping"), RpcErrorKind::Malformed, "not an inbox of the caller"),
+        (http.clone(), envelope_more(&head_ok, b"x", "wadm.api.default.model.del.app"), RpcErrorKind::Malformed, "as the inbox to pull"),
     ];
     for (subject, payload, kind, word) in &data {
         let what = format!("{subject} with {} bytes", payload.len());

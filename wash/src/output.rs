@@ -48,6 +48,9 @@ impl Report {
                 if let Some(text) = &self.text {
                     let text = text.trim_end_matches('\n');
                     if !text.is_empty() {
+                        // Table cells are escaped whole; this catches control characters anywhere
+                        // else in the text, keeping only the report's own line breaks.
+                        let text: String = text.split('\n').map(|l| escape(l).into_owned()).collect::<Vec<_>>().join("\n");
                         print_stdout(&format!("{text}\n"));
                     }
                 }
@@ -86,7 +89,7 @@ impl std::error::Error for Failure {}
 /// stdout in JSON mode (a [`Failure`] adds its detail lines, or its JSON fields).
 pub fn print_error(format: Format, err: &anyhow::Error) {
     if let Some(failure) = err.downcast_ref::<Failure>() {
-        let message = one_line(&failure.summary);
+        let message = escape(&one_line(&failure.summary)).into_owned();
         match format {
             Format::Json => {
                 let mut json = failure.json.clone();
@@ -98,14 +101,14 @@ pub fn print_error(format: Format, err: &anyhow::Error) {
             }
             Format::Text => {
                 for line in &failure.details {
-                    eprintln!("{}", one_line(line));
+                    eprintln!("{}", escape(&one_line(line)));
                 }
             }
         }
         eprintln!("error: {message}");
         return;
     }
-    let message = one_line(&format!("{err:#}"));
+    let message = escape(&one_line(&format!("{err:#}"))).into_owned();
     if format == Format::Json {
         print_stdout(&format!("{}\n", json!({"success": false, "error": message})));
     }
@@ -124,8 +127,38 @@ pub fn one_line(s: &str) -> String {
     s.split(['\n', '\r']).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
+/// Whether `c` must not reach a terminal as it is: a control character (C0, DEL, C1: escape
+/// sequences, carriage returns, line breaks that would forge table rows) or a bidirectional
+/// override or isolate (which reorders what follows on the line).
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Text from the lattice (labels, names, references, messages) made safe to print: every
+/// [`is_unsafe_char`] becomes `\n`, `\r`, `\t` or `\u{…}`, so an ANSI escape in a label can
+/// neither clear the screen nor forge a table line. JSON output needs none of this.
+pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(is_unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if is_unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Formats rows under headers in columns separated by two spaces; an empty table says `none`.
+/// Cells are [`escape`]d, so one row is one line whatever the lattice sent.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|c| escape(c).into_owned()).collect()).collect();
+    let rows = rows.as_slice();
     if rows.is_empty() {
         return format!("{}\n(none)\n", headers.join("  "));
     }
@@ -158,15 +191,15 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// `k=v,k2=v2`, or `-` when empty.
+/// `k=v,k2=v2` ([`escape`]d), or `-` when empty.
 pub fn pairs<'a>(map: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
-    let joined = map.into_iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    let joined = map.into_iter().map(|(k, v)| format!("{}={}", escape(k), escape(v))).collect::<Vec<_>>().join(",");
     dash(joined)
 }
 
-/// The items joined with `,`, or `-` when empty.
+/// The items ([`escape`]d) joined with `,`, or `-` when empty.
 pub fn list(items: &[String]) -> String {
-    dash(items.join(","))
+    dash(items.iter().map(|i| escape(i)).collect::<Vec<_>>().join(","))
 }
 
 fn dash(s: String) -> String {
@@ -182,14 +215,14 @@ impl Step {
     /// Starts spinning with `message`.
     pub fn start(format: Format, message: impl Into<String>) -> Self {
         let bar = if format == Format::Text { indicatif::ProgressBar::new_spinner() } else { indicatif::ProgressBar::hidden() };
-        bar.set_message(message.into());
+        bar.set_message(escape(&message.into()).into_owned());
         bar.enable_steady_tick(Duration::from_millis(100));
         Self { bar }
     }
 
     /// Stops spinning, leaving `message` as the step's line.
     pub fn done(self, message: impl Into<String>) {
-        self.bar.finish_with_message(format!("✓ {}", message.into()));
+        self.bar.finish_with_message(format!("✓ {}", escape(&message.into())));
     }
 
     /// Stops spinning and removes the line (the error is reported elsewhere).
@@ -207,6 +240,21 @@ mod tests {
         let t = table(&["ID", "NAME"], &[vec!["a".into(), "x".into()], vec!["long-id".into(), "y".into()]]);
         assert_eq!(t, "ID       NAME\na        x\nlong-id  y\n");
         assert_eq!(table(&["ID"], &[]), "ID\n(none)\n");
+    }
+
+    #[test]
+    fn lattice_text_cannot_reach_the_terminal_raw() {
+        assert_eq!(escape("zone=edge"), "zone=edge");
+        assert_eq!(escape("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(escape("x\r\ny\tz\u{7f}\u{9b}\u{202e}"), "x\\r\\ny\\tz\\u{7f}\\u{9b}\\u{202e}");
+        assert_eq!(escape(&escape("\u{1b}")), escape("\u{1b}"), "escaping twice changes nothing");
+        let forged = "edge\nNFAKE  forged-host  1s  -";
+        let t = table(&["ID", "LABELS"], &[vec!["NREAL".into(), forged.into()]]);
+        assert_eq!(t.lines().count(), 2, "one header and one row: {t}");
+        assert!(!t.chars().any(|c| c != '\n' && is_unsafe_char(c)), "{t:?}");
+        let labels: std::collections::BTreeMap<String, String> = [("k\u{1b}".to_string(), "v\n".to_string())].into();
+        assert_eq!(pairs(&labels), "k\\u{1b}=v\\n");
+        assert_eq!(list(&["a\u{7}".into()]), "a\\u{7}");
     }
 
     #[test]

@@ -16,9 +16,12 @@
 //! - two apps defining one link slot or config alike share it; defined differently, the app
 //!   whose definition is in place keeps it (else the one deployed first) and the other fails,
 //!   naming the conflict, without ever putting its own;
+//! - a link or config that exists and that no app put (the user's) is never changed or deleted
+//!   by an app: defined alike, the app uses it as it is without owning it; defined otherwise,
+//!   the app fails, naming it and its owner;
 //! - what a new version no longer defines (and the app put) is removed once the version is in
 //!   place; undeploying removes what carries the app's annotation and the links and config it
-//!   put or defines, unless another deployed app defines them too.
+//!   put, unless another deployed app defines them too.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -221,6 +224,12 @@ pub(crate) fn plan(apps: &[AppInput], actual: &Actual) -> Plan {
         .filter_map(|a| a.manifest.as_ref().ok().map(|m| (a, definitions(m))))
         .map(|(a, d)| AppDefs { name: a.name.clone(), since_ms: a.deployment.since_ms, links: d.links, configs: d.configs, owned: a.owned.clone() })
         .collect();
+    // What any app, deployed or not, put: whatever else exists in the lattice is the user's.
+    let mut app_made = Owned::default();
+    for a in apps {
+        app_made.links.extend(a.owned.links.iter().cloned());
+        app_made.configs.extend(a.owned.configs.iter().cloned());
+    }
     let mut out = Plan::default();
     for a in order.into_iter().filter(|a| !a.settled) {
         let others: Vec<&AppDefs> = defs.iter().filter(|d| d.name != a.name).collect();
@@ -228,6 +237,7 @@ pub(crate) fn plan(apps: &[AppInput], actual: &Actual) -> Plan {
             app: &a.name,
             since_ms: a.deployment.since_ms,
             before: &a.owned,
+            app_made: &app_made,
             actual,
             others: &others,
             steps: &mut out.steps,
@@ -276,6 +286,8 @@ struct Pass<'a> {
     since_ms: u64,
     /// What the app put before this pass.
     before: &'a Owned,
+    /// What any app put before this pass (the rest of the lattice is the user's).
+    app_made: &'a Owned,
     actual: &'a Actual,
     /// What the other deployed apps define and own.
     others: &'a [&'a AppDefs],
@@ -308,6 +320,13 @@ impl Pass<'_> {
                 conflicts.push(c);
                 continue;
             }
+            if let Some(users) = current.filter(|_| !self.app_made.configs.contains(name)) {
+                // The user's: used as it is when alike, never owned, so never deleted.
+                if users != values {
+                    conflicts.push(user_config_conflict(name));
+                }
+                continue;
+            }
             self.owned.configs.insert(name.clone());
             if current != Some(values) {
                 starting += 1;
@@ -319,17 +338,10 @@ impl Pass<'_> {
         starting += self.start_wanted(&want, &mut errors);
         self.links(&want, starting == 0, &mut conflicts);
         if !active {
-            // Undeploy: the links and config the app put or its manifest defines go too, unless
-            // another deployed app defines them.
-            let defined = definitions(m);
-            let mut links = before.links.clone();
-            for l in defined.links {
-                if !links.iter().any(|x| x.same_target(&l)) {
-                    links.push(l);
-                }
-            }
-            let configs: BTreeSet<String> = before.configs.iter().cloned().chain(defined.configs.into_keys()).collect();
-            self.remove(&links, &configs);
+            // Undeploy: the links and config the app put go too, unless another deployed app
+            // defines them. Only what it put: what its manifest defines and someone else put
+            // (the user's `hello-http`, say) stays.
+            self.remove(&before.links, &before.configs);
             return Outcome::Undeploying { waiting: std::mem::take(&mut self.waiting) };
         }
         // Forget links the app put that are gone and that it still defines elsewhere or not at all.
@@ -455,6 +467,14 @@ impl Pass<'_> {
                 continue;
             }
             let in_slot: Vec<&Link> = actual.links.iter().filter(|l| l.same_slot(link)).collect();
+            // A link in the slot that no app put is the user's: used as it is when alike (never
+            // owned, so never deleted), else a conflict; never replaced.
+            if let Some(users) = in_slot.iter().find(|l| !self.app_made.links.iter().any(|x| x.same_target(l))) {
+                if *users != link {
+                    conflicts.push(user_link_conflict(link, users));
+                }
+                continue;
+            }
             if in_slot.contains(&link) {
                 hold_link(&mut self.owned, link);
                 continue;
@@ -753,6 +773,27 @@ fn link_conflict(app: &str, since: u64, def: &Link, others: &[&AppDefs], actual:
         "with other source or target config".to_string()
     };
     Some(format!("{} conflicts with app `{}`, which defines it {how}; change one of the manifests", show_link(def), o.name))
+}
+
+/// The status line of an app whose config `name` exists with other values and was put by no
+/// app: it is the user's, and the app will not change it.
+fn user_config_conflict(name: &str) -> String {
+    format!(
+        "config `{name}` conflicts with the user's config `{name}` (no app put it), which holds other values; an app never changes or deletes config it did not put: rename it in the manifest, or delete the user's with `wash config del {name}`"
+    )
+}
+
+/// The status line of an app whose link `def` meets `users`, a link in its slot no app put.
+fn user_link_conflict(def: &Link, users: &Link) -> String {
+    let how = if users.target != def.target { format!("→ `{}`", users.target) } else { "with other interfaces or config".to_string() };
+    format!(
+        "{} conflicts with the user's link {how} (no app put it); an app never changes or deletes a link it did not put: change the manifest, or delete the user's with `wash link del {} {} {} --link-name {}`",
+        show_link(def),
+        users.source_id,
+        users.wit_namespace,
+        users.wit_package,
+        users.name
+    )
 }
 
 /// Whether config `name` with `values`, defined by `app` (deployed since `since`), loses to

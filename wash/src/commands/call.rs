@@ -70,7 +70,7 @@ pub async fn run(g: &Global, args: &CallArgs) -> anyhow::Result<Report> {
             if args.verbose {
                 eprintln!("HTTP {}", status_line(head.status));
                 for (k, v) in &head.headers {
-                    eprintln!("{k}: {}", String::from_utf8_lossy(v));
+                    eprintln!("{}: {}", crate::output::escape(k), crate::output::escape(&String::from_utf8_lossy(v)));
                 }
                 eprintln!();
             }

@@ -10,7 +10,7 @@ use trellis_lattice::event::HostStopped;
 use crate::cli::{Global, StopHostArgs};
 use crate::events::{Watch, timed_out};
 use crate::lattice;
-use crate::output::{Report, Step, list, pairs, table};
+use crate::output::{Report, Step, escape, list, pairs, table};
 
 /// `wash get hosts`.
 pub async fn get_hosts(g: &Global) -> anyhow::Result<Report> {
@@ -23,7 +23,7 @@ pub async fn get_hosts(g: &Global) -> anyhow::Result<Report> {
 }
 
 fn inventory_text(out: &mut String, inv: &HostInventory) {
-    let _ = writeln!(out, "Host {} ({}), up {}", inv.host_id, inv.friendly_name, inv.uptime_human);
+    let _ = writeln!(out, "Host {} ({}), up {}", escape(&inv.host_id), escape(&inv.friendly_name), escape(&inv.uptime_human));
     let _ = writeln!(out, "Labels: {}", pairs(&inv.labels));
     if !inv.schedule.is_schedulable() {
         let _ = writeln!(out, "Scheduling: {}", inv.schedule.as_str());
@@ -68,6 +68,11 @@ pub async fn get_claims(g: &Global) -> anyhow::Result<Report> {
 
 /// `wash label put HOST k=v…`.
 pub async fn label_put(g: &Global, host_id: &str, labels: &[(String, String)]) -> anyhow::Result<Report> {
+    // Checked here, before anything is sent (the host checks again): a label with a control
+    // character would be refused by the host, and clap would echo it raw.
+    for (k, v) in labels {
+        trellis_host::identity::check_label(k, v).map_err(anyhow::Error::msg)?;
+    }
     let ctl = lattice::ctl(g).await?;
     for (k, v) in labels {
         lattice::on_host(&ctl, host_id, ctl.put_label(host_id, k, v)).await?;

@@ -495,3 +495,66 @@ fn a_secret_becomes_a_reference_config_put_before_the_component_that_names_it() 
     assert_eq!(cmd.config, ["SECRET_a-c_token"], "the component is granted exactly its secrets");
     assert!(p.apps[0].owned.configs.contains("SECRET_a-c_token"), "undeploying removes the reference");
 }
+
+#[test]
+fn what_the_user_put_is_never_changed_or_deleted_by_an_app() {
+    // App `a` defines config `hello-http` for its link web → c, the name of one the user has.
+    let app = |addr: &str| {
+        manifest("a", &format!("{}{}", component("c", 1, ""), provider("web", "builtin://http-server", &http_link_trait("c", Some(("hello-http", addr))))))
+    };
+    let up = || vec![serving(running(host("h1", "x"), "a", "a-c", "file:///c.wasm", 1), "a", "a-web")];
+    let users = |addr: &str| -> BTreeMap<String, StringMap> { [("hello-http".to_string(), values(addr))].into() };
+    let defined = with_config(link("a-web", "a-c"), "hello-http");
+    // (case, the user's value, the app's value, the app's state, steps)
+    let cases: [(&str, &str, &str, AppState, &[&str]); 2] = [
+        (
+            "other values: a conflict naming the config and its owner, nothing put",
+            "127.0.0.1:1",
+            "127.0.0.1:2",
+            AppState::Failed,
+            &["a: put link a-web -> a-c"],
+        ),
+        ("alike: used as it is", "127.0.0.1:1", "127.0.0.1:1", AppState::Reconciling, &["a: put link a-web -> a-c"]),
+    ];
+    for (what, user, mine, st, want) in cases {
+        let p = plan(&[deployed("a", app(mine), 1, Owned::default())], &Actual { inventories: up(), configs: users(user), ..Default::default() });
+        assert_eq!(steps(&p), want, "{what}");
+        let (state_now, message) = state(&p, "a");
+        assert_eq!(state_now, st, "{what}: {message}");
+        if st == AppState::Failed {
+            assert!(message.starts_with("config `hello-http` conflicts with the user's config `hello-http` (no app put it)"), "{what}: {message}");
+            assert!(message.contains("wash config del hello-http"), "{what}: {message}");
+        }
+        assert!(!p.apps[0].owned.configs.contains("hello-http"), "{what}: the app claims the user's config");
+        // Undeploying it, whatever it recorded of the rest, leaves the user's config.
+        let gone = Actual { inventories: up(), configs: users(user), links: vec![defined.clone()], ..Default::default() };
+        let p = plan(&[undeployed("a", app(mine), owned(std::slice::from_ref(&defined), &[]))], &gone);
+        assert!(!steps(&p).iter().any(|s| s.contains("delete config")), "{what}: {:?}", steps(&p));
+        assert!(steps(&p).contains(&"a: delete link a-web -> a-c".to_string()), "{what}: what the app put still goes: {:?}", steps(&p));
+    }
+
+    // The user's link in the slot: alike, used and never owned; otherwise a conflict, never replaced.
+    let m = manifest("a", &format!("{}{}", component("c", 1, ""), provider("web", "builtin://http-server", &http_link_trait("c", None))));
+    let p = plan(&[deployed("a", m.clone(), 1, Owned::default())], &Actual { inventories: up(), links: vec![link("a-web", "a-c")], ..Default::default() });
+    assert!(steps(&p).is_empty(), "{:?}", steps(&p));
+    assert_eq!(state(&p, "a").0, AppState::Deployed);
+    assert!(p.apps[0].owned.links.is_empty(), "the app claims the user's link");
+    let p = plan(&[undeployed("a", m.clone(), Owned::default())], &Actual { inventories: up(), links: vec![link("a-web", "a-c")], ..Default::default() });
+    assert!(!steps(&p).iter().any(|s| s.contains("delete link")), "{:?}", steps(&p));
+    let p = plan(&[deployed("a", m, 1, Owned::default())], &Actual { inventories: up(), links: vec![link("a-web", "mine")], ..Default::default() });
+    assert!(steps(&p).is_empty(), "{:?}", steps(&p));
+    let (st, message) = state(&p, "a");
+    assert_eq!(st, AppState::Failed);
+    assert_eq!(
+        message,
+        "link `a-web` → `a-c` (wasi:http, name default) conflicts with the user's link → `mine` (no app put it); an app never changes or deletes a link it did not put: change the manifest, or delete the user's with `wash link del a-web wasi http --link-name default`"
+    );
+
+    // Config another app put (here one being undeployed) is no user's: the sharing rules hold.
+    let p = plan(
+        &[deployed("a", app("127.0.0.1:2"), 1, Owned::default()), undeployed("old", app("127.0.0.1:1"), owned(&[], &["hello-http"]))],
+        &Actual { inventories: up(), configs: users("127.0.0.1:1"), ..Default::default() },
+    );
+    assert!(steps(&p).contains(&"a: put config hello-http".to_string()), "{:?}", steps(&p));
+    assert_ne!(state(&p, "a").0, AppState::Failed);
+}
