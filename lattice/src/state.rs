@@ -381,7 +381,11 @@ mod view {
         };
         let mut rx = f.progress.subscribe();
         let current = *rx.borrow_and_update();
-        if current.created != Some(created) || last + 1 < current.next {
+        // A stream created at another time is another bucket (deleted and created again, or
+        // lost by the server). A sequence behind ours proves nothing here: writes may have
+        // been applied since the server answered.
+        if current.created != Some(created) {
+            tracing::debug!(bucket, ?current, created, last, "the view is not of the bucket the server holds; reloading it");
             f.resync.notify_one();
         }
         match tokio::time::timeout(SYNC_TIMEOUT, rx.wait_for(|p| p.created == Some(created) && p.next > last)).await {
@@ -465,7 +469,8 @@ mod view {
                             None => break Leave::Ended,
                         },
                         Some(adv) = next_advisory(&mut advisories) => {
-                            if !adv.subject.as_str().contains(".UPDATED.") {
+                            tracing::debug!(bucket, subject = %adv.subject, "stream advisory");
+                            if is_create_or_delete(&adv) {
                                 break Leave::Resync;
                             }
                         }
@@ -524,6 +529,12 @@ mod view {
                 }
             }
         }
+    }
+
+    /// Whether an advisory says the stream was created or deleted (others, such as updates
+    /// and leader elections, leave its contents as they were).
+    fn is_create_or_delete(adv: &async_nats::Message) -> bool {
+        matches!(adv.subject.as_str().split('.').nth(4), Some("CREATED" | "DELETED"))
     }
 
     async fn next_advisory(advisories: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
