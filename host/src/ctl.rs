@@ -49,7 +49,9 @@ fn ok<T: Serialize>(v: T) -> Reply {
 fn ok_page<T: Serialize>(v: T, next: Option<String>, unreadable: Vec<Unreadable>) -> Reply {
     let mut message = String::new();
     if next.is_some() {
-        message.push_str("this reply holds the first part of the listing; ask again with the request body {\"after\": NEXT} for the rest, NEXT being this reply's `next`");
+        message.push_str(
+            "this reply holds the first part of the listing; ask again with the request body {\"after\": NEXT} for the rest, NEXT being this reply's `next`",
+        );
     }
     if !unreadable.is_empty() {
         let keys: Vec<&str> = unreadable.iter().map(|u| u.key.as_str()).collect();

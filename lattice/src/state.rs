@@ -292,14 +292,14 @@ mod view {
             let lattice_kv = open_bucket(js, &super::lattice_bucket(lattice)).await?;
             let config_kv = open_bucket(js, &super::config_bucket(lattice)).await?;
             let follower = |store: &kv::Store| {
-                Arc::new(Follower { bucket: store.name.clone(), stream: store.stream.clone(), progress: watch::channel(Progress::default()).0, resync: Notify::new() })
+                Arc::new(Follower {
+                    bucket: store.name.clone(),
+                    stream: store.stream.clone(),
+                    progress: watch::channel(Progress::default()).0,
+                    resync: Notify::new(),
+                })
             };
-            let inner = Arc::new(Inner {
-                view: RwLock::default(),
-                changed: watch::channel(0).0,
-                lattice: follower(&lattice_kv),
-                config: follower(&config_kv),
-            });
+            let inner = Arc::new(Inner { view: RwLock::default(), changed: watch::channel(0).0, lattice: follower(&lattice_kv), config: follower(&config_kv) });
             for (which, store) in [(Which::Lattice, lattice_kv), (Which::Config, config_kv)] {
                 load(&inner, which, &store).await?;
                 let advisories = js.client().subscribe(super::bucket_advisories(&store.name)).await.ok();
@@ -346,7 +346,11 @@ mod view {
         /// cannot be decoded: not in the view, and reported by key.
         pub fn unreadable(&self, prefix: &str) -> Vec<Unreadable> {
             let view = self.inner.read();
-            view.bad_lattice.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(k, e)| Unreadable { key: k.clone(), error: e.clone() }).collect()
+            view.bad_lattice
+                .range(prefix.to_string()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, e)| Unreadable { key: k.clone(), error: e.clone() })
+                .collect()
         }
 
         /// Every stored claims map with its key, in key order.
