@@ -578,6 +578,20 @@ mod tests {
     }
 
     #[test]
+    fn pages_fit_the_budget_hold_at_least_one_item_and_name_the_next() {
+        let items: Vec<(String, String)> = (0..10).map(|i| (format!("k{i}"), "x".repeat(100))).collect();
+        let (page1, next) = page(items.iter().map(|(k, v)| (k.as_str(), v)), 350);
+        assert_eq!(page1.len(), 3, "three 103-byte items fit in 350 bytes");
+        assert_eq!(next.as_deref(), Some("k2"));
+        let (all, next) = page(items.iter().map(|(k, v)| (k.as_str(), v)), 1 << 20);
+        assert_eq!((all.len(), next), (10, None));
+        let (one, next) = page(items.iter().map(|(k, v)| (k.as_str(), v)), 10);
+        assert_eq!((one.len(), next.as_deref()), (1, Some("k0")), "an item larger than the budget still goes alone");
+        let small = serde_json::to_value(CtlResponse::ok(vec![1])).unwrap();
+        assert!(small.get("next").is_none() && small.get("unreadable").is_none(), "a one-page reply is wasmCloud's exactly: {small}");
+    }
+
+    #[test]
     fn malformed_json_is_an_error_not_a_panic() {
         assert!(serde_json::from_slice::<ScaleComponentCommand>(b"{\"component_ref\": 5").is_err());
         assert!(serde_json::from_slice::<Link>(b"{}").is_err());
