@@ -13,7 +13,7 @@ pub const RESERVED_LABEL_PREFIX: &str = "hostcore.";
 /// answer and heartbeat, so they are capped (at start and on `label.put`).
 pub const MAX_LABELS: usize = 64;
 /// Longest label key.
-pub const MAX_LABEL_KEY_BYTES: usize = 256;
+pub const MAX_LABEL_KEY_BYTES: usize = 4096;
 /// Longest label value.
 pub const MAX_LABEL_VALUE_BYTES: usize = 4096;
 /// Most bytes of all label keys and values together.
