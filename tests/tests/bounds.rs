@@ -195,8 +195,12 @@ async fn a_deleted_and_recreated_state_bucket_is_followed_within_two_seconds() {
 
     let js = async_nats::jetstream::new(l.client());
     js.delete_key_value("LATTICEDATA_default").await.unwrap();
-    // The bucket is gone, so is every link: the host routes by none.
+    let deleted = Instant::now();
+    // The bucket is gone, so is every link: the host routes by none, soon.
     wait_until("the host's view to empty with its bucket", || host.links().is_empty()).await;
+    let emptied = deleted.elapsed();
+    println!("the view emptied {emptied:?} after the bucket was deleted");
+    assert!(emptied <= Duration::from_secs(2), "the watch noticed the deletion promptly: {emptied:?}");
 
     js.create_key_value(async_nats::jetstream::kv::Config { bucket: "LATTICEDATA_default".into(), history: 1, ..Default::default() }).await.unwrap();
     let recreated = Instant::now();
