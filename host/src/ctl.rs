@@ -17,7 +17,7 @@ use trellis_lattice::validate_id;
 
 use crate::error::{HostError, Result};
 use crate::host::HostCtx;
-use crate::identity::RESERVED_LABEL_PREFIX;
+use crate::identity::{self, RESERVED_LABEL_PREFIX};
 
 /// Largest control payload accepted, well below NATS' default max_payload of 1 MiB.
 pub const MAX_CTL_PAYLOAD: usize = 512 * 1024;
@@ -42,6 +42,41 @@ fn reply<T: Serialize>(r: CtlResponse<T>) -> Reply {
 
 fn ok<T: Serialize>(v: T) -> Reply {
     reply(CtlResponse::ok(v))
+}
+
+/// One page of a paged listing (see [`CtlResponse::next`]); a listing that has more says so in
+/// the message too, for clients that do not page (wasmCloud's), which see the first page.
+fn ok_page<T: Serialize>(v: T, next: Option<String>, unreadable: Vec<Unreadable>) -> Reply {
+    let mut message = String::new();
+    if next.is_some() {
+        message.push_str(
+            "this reply holds the first part of the listing; ask again with the request body {\"after\": NEXT} for the rest, NEXT being this reply's `next`",
+        );
+    }
+    if !unreadable.is_empty() {
+        let keys: Vec<&str> = unreadable.iter().map(|u| u.key.as_str()).collect();
+        if !message.is_empty() {
+            message.push_str("; ");
+        }
+        message.push_str(&format!("{} stored entries cannot be read and are left out: {}", keys.len(), keys.join(", ")));
+    }
+    reply(CtlResponse { message, next, unreadable, ..CtlResponse::ok(v) })
+}
+
+/// The largest reply this host sends: [`REPLY_BUDGET`], or half the server's `max_payload`
+/// when that is smaller.
+fn reply_budget(ctx: &HostCtx) -> usize {
+    REPLY_BUDGET.min(ctx.nats().server_info().max_payload / 2)
+}
+
+/// The page asked for: none (the first page) for an empty body, else a [`PageRequest`]; any
+/// other JSON (wasmCloud clients may send `{}` or `null`) also asks for the first page.
+fn page_request(op: &CtlOp, payload: &[u8]) -> std::result::Result<Option<String>, String> {
+    expect_no_body(op, payload)?;
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    Ok(serde_json::from_slice::<PageRequest>(payload).ok().and_then(|p| p.after))
 }
 
 fn ack() -> Reply {
@@ -138,8 +173,9 @@ async fn handle_op(ctx: &Arc<HostCtx>, op: &CtlOp, payload: &[u8]) -> std::resul
             ok(ctx.info().await)
         }
         CtlOp::HostGet(_) => {
-            expect_no_body(op, payload)?;
-            ok(ctx.inventory().await)
+            let after = page_request(op, payload)?;
+            let (inventory, next) = ctx.inventory_page(after.as_deref(), reply_budget(ctx)).await;
+            ok_page(inventory, next, Vec::new())
         }
         CtlOp::HostStop(_) => {
             let cmd: StopHostCommand = if payload.is_empty() { StopHostCommand::default() } else { parse(op, payload)? };
@@ -212,10 +248,8 @@ async fn handle_op(ctx: &Arc<HostCtx>, op: &CtlOp, payload: &[u8]) -> std::resul
             let label: HostLabel = parse(op, payload)?;
             check_label_key(&label.key)?;
             crate::identity::check_text(&format!("the value of label `{}`", label.key), &label.value)?;
-            if label.value.len() > MAX_LABEL_BYTES {
-                return Err(format!("the value of label `{}` is {} bytes long; the limit is {MAX_LABEL_BYTES}", label.key, label.value.len()));
-            }
-            let labels = ctx.put_label(label.key, label.value).await;
+            identity::check_label_size(&label.key, &label.value)?;
+            let labels = ctx.put_label(label.key, label.value).await?;
             ctx.events().publish(&LabelsChanged { host_id: ctx.id().to_string(), labels }).await;
             ack()
         }
@@ -231,8 +265,8 @@ async fn handle_op(ctx: &Arc<HostCtx>, op: &CtlOp, payload: &[u8]) -> std::resul
         CtlOp::LinkPut => {
             let link: Link = parse(op, payload)?;
             match ctx.registry().put_link(&link).await {
-                Ok(()) => {
-                    ctx.events().publish(&LinkdefSet(link)).await;
+                Ok(stored) => {
+                    ctx.events().publish(&LinkdefSet(stored)).await;
                     ack()
                 }
                 Err(e) => {
@@ -255,12 +289,16 @@ async fn handle_op(ctx: &Arc<HostCtx>, op: &CtlOp, payload: &[u8]) -> std::resul
             ack()
         }
         CtlOp::LinkGet => {
-            expect_no_body(op, payload)?;
-            ok(ctx.registry().links().await.map_err(err)?)
+            let after = page_request(op, payload)?;
+            let (links, next, unreadable) = ctx.registry().links_page(after.as_deref(), reply_budget(ctx)).await.map_err(err)?;
+            ok_page(links, next, unreadable)
         }
         CtlOp::ClaimsGet => {
-            expect_no_body(op, payload)?;
-            ok(ctx.registry().claims().await.map_err(err)?)
+            let after = page_request(op, payload)?;
+            let (claims, unreadable) = ctx.registry().claims().await.map_err(err)?;
+            let from = |k: &str| after.as_deref().is_none_or(|a| k > a);
+            let (page, next) = trellis_lattice::ctl::page(claims.iter().filter(|(k, _)| from(k)).map(|(k, c)| (k.as_str(), c)), reply_budget(ctx));
+            ok_page(page, next, unreadable)
         }
         CtlOp::ConfigPut(name) => {
             let values: StringMap = parse(op, payload).map_err(|e| format!("{e}; config is a JSON object of string keys to string values"))?;
@@ -294,16 +332,11 @@ async fn bids(ctx: &HostCtx, constraints: &StringMap) -> bool {
     constraints.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-/// Longest label key or value accepted.
-const MAX_LABEL_BYTES: usize = 4096;
-
 fn check_label_key(key: &str) -> std::result::Result<(), String> {
     if key.is_empty() {
         return Err("a label key must not be empty".into());
     }
-    if key.len() > MAX_LABEL_BYTES {
-        return Err(format!("a label key is {} bytes long; the limit is {MAX_LABEL_BYTES}", key.len()));
-    }
+    identity::check_label_size(key, "")?;
     crate::identity::check_text("label key", key)?;
     if crate::identity::is_reserved_label(key) {
         return Err(format!("label `{key}` is reserved: `{RESERVED_LABEL_PREFIX}*` labels (in any letter case) are set by the host itself"));

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio::sync::{RwLock, watch};
 use tokio::task::JoinHandle;
 use trellis_lattice::ConnectOptions;
-use trellis_lattice::ctl::{Host as HostInfo, HostInventory, Link, Schedule, StringMap};
+use trellis_lattice::ctl::{HEARTBEAT_BUDGET, Host as HostInfo, HostInventory, InventorySummary, Link, Schedule, StringMap};
 use trellis_lattice::event::{HostHeartbeat, HostStarted, HostStopped};
 use trellis_lattice::rpc::Router;
 
@@ -221,6 +221,7 @@ impl Host {
             identity::check_label(k, v).map_err(HostError::Invalid)?;
         }
         labels.extend(config.labels.iter().filter(|(k, _)| !identity::is_reserved_label(k)).map(|(k, v)| (k.clone(), v.clone())));
+        identity::check_labels(&labels).map_err(|e| HostError::Invalid(format!("{e} (the labels given with -l and WASMCLOUD_LABEL_*/TRELLIS_LABEL_*)")))?;
         let (stopped_tx, _) = watch::channel(false);
         let events = Events::new(nats.clone(), &config.lattice, &id);
         let workloads = Lifecycle::new(
@@ -354,8 +355,32 @@ async fn heartbeat(ctx: Arc<HostCtx>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        ctx.conn.events.publish(&HostHeartbeat(ctx.inventory().await)).await;
+        ctx.conn.events.publish(&HostHeartbeat(heartbeat_of(ctx.inventory().await))).await;
     }
+}
+
+/// What a heartbeat carries: the whole inventory (as wasmCloud's) with its summary when it fits
+/// in [`HEARTBEAT_BUDGET`], else the summary without the lists, so a heartbeat stays small
+/// whatever the host runs.
+fn heartbeat_of(mut inv: HostInventory) -> HostInventory {
+    inv.summary = Some(InventorySummary::of(&inv.components, &inv.providers, true));
+    let size = serde_json::to_vec(&inv).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > HEARTBEAT_BUDGET {
+        inv.components = Vec::new();
+        inv.providers = Vec::new();
+        if let Some(s) = inv.summary.as_mut() {
+            s.listed = false;
+        }
+    }
+    inv
+}
+
+/// An entry of a paged inventory.
+#[derive(Clone, serde::Serialize)]
+#[serde(untagged)]
+enum Item<'a> {
+    Component(&'a trellis_lattice::ctl::ComponentDescription),
+    Provider(&'a trellis_lattice::ctl::ProviderDescription),
 }
 
 fn human_uptime(d: Duration) -> String {
@@ -389,11 +414,15 @@ impl HostCtx {
         self.identity.labels.read().await.clone()
     }
 
-    /// Sets label `key`; returns the labels after.
-    pub(crate) async fn put_label(&self, key: String, value: String) -> BTreeMap<String, String> {
+    /// Sets label `key`; returns the labels after, or why not when they would outgrow the
+    /// label caps ([`identity::check_labels`]).
+    pub(crate) async fn put_label(&self, key: String, value: String) -> std::result::Result<BTreeMap<String, String>, String> {
         let mut labels = self.identity.labels.write().await;
-        labels.insert(key, value);
-        labels.clone()
+        let mut after = labels.clone();
+        after.insert(key, value);
+        identity::check_labels(&after)?;
+        *labels = after;
+        Ok(labels.clone())
     }
 
     /// Removes label `key`; returns the labels after, `None` if there was no such label.
@@ -469,7 +498,40 @@ impl HostCtx {
             uptime_seconds: up.as_secs(),
             components: self.components().list().await.iter().map(|c| c.describe()).collect(),
             providers: self.workloads.providers().list().await,
+            summary: None,
         }
+    }
+
+    /// One page of the inventory for `host.get`: the host's fields, then the components and
+    /// providers after the cursor `after` (`component:{id}` or `provider:{id}`; components
+    /// first, each in id order) that fit in `budget` bytes, and the cursor of the next page.
+    /// Every page carries the summary of the whole inventory, so a client can check the parts.
+    pub(crate) async fn inventory_page(&self, after: Option<&str>, budget: usize) -> (HostInventory, Option<String>) {
+        let mut inv = self.inventory().await;
+        let summary = InventorySummary::of(&inv.components, &inv.providers, true);
+        if serde_json::to_vec(&inv).map(|v| v.len()).unwrap_or(usize::MAX) <= budget && after.is_none() {
+            inv.summary = Some(summary);
+            return (inv, None);
+        }
+        let components = std::mem::take(&mut inv.components);
+        let providers = std::mem::take(&mut inv.providers);
+        inv.summary = Some(InventorySummary { listed: false, ..summary });
+        let base = serde_json::to_vec(&inv).map(|v| v.len()).unwrap_or(budget);
+        let budget = budget.saturating_sub(base);
+        let keyed: Vec<(String, Item<'_>)> = components
+            .iter()
+            .map(|c| (format!("component:{}", c.id), Item::Component(c)))
+            .chain(providers.iter().map(|p| (format!("provider:{}", p.id), Item::Provider(p))))
+            .filter(|(k, _)| after.is_none_or(|a| k.as_str() > a))
+            .collect();
+        let (items, next) = trellis_lattice::ctl::page(keyed.iter().map(|(k, i)| (k.as_str(), i)), budget);
+        for item in items {
+            match item {
+                Item::Component(c) => inv.components.push(c.clone()),
+                Item::Provider(p) => inv.providers.push(p.clone()),
+            }
+        }
+        (inv, next)
     }
 
     /// The orderly stop behind [`Host::stop`] and `host.stop`.

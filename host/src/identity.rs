@@ -46,6 +46,43 @@ pub fn check_label(key: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Most labels a host carries, `hostcore.*` included: labels travel in every `host.ping`
+/// answer and heartbeat, so they are capped (at start and on `label.put`).
+pub const MAX_LABELS: usize = 64;
+/// Longest label key.
+pub const MAX_LABEL_KEY_BYTES: usize = 4096;
+/// Longest label value.
+pub const MAX_LABEL_VALUE_BYTES: usize = 4096;
+/// Most bytes of all label keys and values together.
+pub const MAX_LABELS_BYTES: usize = 16 * 1024;
+
+/// Checks one label's size.
+pub fn check_label_size(key: &str, value: &str) -> Result<(), String> {
+    if key.len() > MAX_LABEL_KEY_BYTES {
+        return Err(format!("label key `{}…` is {} bytes long; the limit is {MAX_LABEL_KEY_BYTES}", key.chars().take(32).collect::<String>(), key.len()));
+    }
+    if value.len() > MAX_LABEL_VALUE_BYTES {
+        return Err(format!("the value of label `{key}` is {} bytes long; the limit is {MAX_LABEL_VALUE_BYTES}", value.len()));
+    }
+    Ok(())
+}
+
+/// Checks that `labels` (every label the host would carry) stay within [`MAX_LABELS`] and
+/// [`MAX_LABELS_BYTES`], and each within the key and value limits.
+pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), String> {
+    for (k, v) in labels {
+        check_label_size(k, v)?;
+    }
+    if labels.len() > MAX_LABELS {
+        return Err(format!("a host carries at most {MAX_LABELS} labels (`hostcore.*` included); this would make {}: remove some first", labels.len()));
+    }
+    let bytes: usize = labels.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_LABELS_BYTES {
+        return Err(format!("a host's labels are at most {MAX_LABELS_BYTES} bytes in all (keys and values); these would be {bytes}: remove some first"));
+    }
+    Ok(())
+}
+
 /// A fresh host identity: the public key (`N…`) of a new server nkey.
 pub fn new_host_id() -> String {
     nkeys::KeyPair::new_server().public_key()
@@ -145,5 +182,20 @@ mod tests {
         assert!(check_label("k", "\u{202e}evil").is_err());
         assert!(check_label("k", "\u{9b}").is_err(), "C1 controls too");
         assert!(check_label("zone", "édge 東京").is_ok(), "printable Unicode is fine");
+    }
+
+    #[test]
+    fn label_caps() {
+        let mut labels = builtin_labels();
+        assert!(check_labels(&labels).is_ok());
+        labels.insert("big".into(), "v".repeat(MAX_LABEL_VALUE_BYTES + 1));
+        assert!(check_labels(&labels).unwrap_err().contains("label `big`"));
+        labels.remove("big");
+        labels.extend((0..MAX_LABELS).map(|i| (format!("k{i}"), String::new())));
+        assert!(check_labels(&labels).unwrap_err().contains("at most 64 labels"));
+        let mut labels: BTreeMap<String, String> = (0..5).map(|i| (format!("k{i}"), "v".repeat(4000))).collect();
+        assert!(check_labels(&labels).unwrap_err().contains("16384 bytes"));
+        labels.clear();
+        assert!(check_labels(&labels).is_ok());
     }
 }

@@ -1,13 +1,14 @@
 //! The lattice registry in JetStream KV: links (one key per link, compare-and-set writes), named
 //! config and claims, plus a live local view that every host keeps by watching the buckets.
 //!
-//! Control operations read and write the buckets directly (read-your-writes across hosts);
-//! the local view is what the host itself consults, and a host that joins late fills it from
-//! the buckets before it reports ready.
+//! Control operations write the buckets directly (compare-and-set) and read from the live
+//! view after syncing it with the bucket (one `STREAM.INFO` request, then a wait for the watch),
+//! so reads see every write made before them on any host and never create a JetStream consumer;
+//! a host that joins late fills the view from the buckets before it reports ready. Named config
+//! is read with a direct get of its key.
 
 use async_nats::jetstream::{self, kv};
-use futures::TryStreamExt;
-use trellis_lattice::ctl::{DeleteLinkRequest, Link, StringMap};
+use trellis_lattice::ctl::{DeleteLinkRequest, Link, StringMap, Unreadable, page};
 use trellis_lattice::state::{StateView, open_bucket};
 use trellis_lattice::{state, validate_id};
 
@@ -78,9 +79,22 @@ impl Registry {
 
     /// Stores `link`, applying the reference's rules: every named config must exist; a link
     /// with the same source, package and name but another target may not share an interface;
-    /// the same source, target, package and name replaces.
-    pub async fn put_link(&self, link: &Link) -> Result<()> {
+    /// the same source, target, package and name replaces. Config lists are deduplicated (the
+    /// last mention of a name stays, so merging order is what it was) and capped
+    /// ([`MAX_LINK_CONFIGS`]); the returned link is the one stored.
+    pub async fn put_link(&self, link: &Link) -> Result<Link> {
         Self::validate_link(link)?;
+        let link = Link { source_config: dedupe(&link.source_config), target_config: dedupe(&link.target_config), ..link.clone() };
+        for (side, names) in [("source_config", &link.source_config), ("target_config", &link.target_config)] {
+            if names.len() > MAX_LINK_CONFIGS {
+                return Err(HostError::Invalid(format!(
+                    "the link from `{}` to `{}` names {} distinct configs in {side}; the limit is {MAX_LINK_CONFIGS}: merge them into fewer configs",
+                    link.source_id,
+                    link.target,
+                    names.len()
+                )));
+            }
+        }
         for name in link.source_config.iter().chain(&link.target_config) {
             if self.get_config(name).await?.is_none() {
                 return Err(HostError::Invalid(format!(
@@ -89,8 +103,8 @@ impl Registry {
                 )));
             }
         }
-        let slot = state::link_slot_prefix(&link.source_id, &link.wit_namespace, &link.wit_package, &link.name);
-        for other in self.links_with_prefix(&slot).await? {
+        self.view.sync_lattice().await?;
+        for other in self.view.links_in_slot(&link.source_id, &link.wit_namespace, &link.wit_package, &link.name) {
             let overlap = other.interfaces.iter().find(|i| link.interfaces.contains(i));
             if let (true, Some(i)) = (other.target != link.target, overlap) {
                 return Err(HostError::Invalid(format!(
@@ -108,9 +122,10 @@ impl Registry {
                 )));
             }
         }
-        let key = state::link_key(link);
-        let value: bytes::Bytes = serde_json::to_vec(link).map_err(|e| reg_err("cannot encode link", e))?.into();
-        self.cas_put(&self.links_kv, &key, value).await
+        let key = state::link_key(&link);
+        let value: bytes::Bytes = serde_json::to_vec(&link).map_err(|e| reg_err("cannot encode link", e))?.into();
+        self.cas_put(&self.links_kv, &key, value).await?;
+        Ok(link)
     }
 
     /// Writes `value` under `key` with compare-and-set against the revision just read, retrying
@@ -132,41 +147,35 @@ impl Registry {
         Err(HostError::Registry(format!("cannot write `{key}`: other writers kept changing it; retry")))
     }
 
-    async fn links_with_prefix(&self, prefix: &str) -> Result<Vec<Link>> {
-        let mut out = Vec::new();
-        for key in self.keys(&self.links_kv, prefix).await? {
-            if let Some(v) = self.links_kv.get(&key).await.map_err(|e| reg_err(format!("cannot read `{key}`"), e))? {
-                match serde_json::from_slice::<Link>(&v) {
-                    Ok(link) => out.push(link),
-                    Err(e) => tracing::warn!(key, error = %e, "skipping an unreadable link in the registry"),
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
+    /// One page of the lattice's links after the cursor `after` (a link key), at most `budget`
+    /// bytes of JSON, with the cursor of the next page, and the unreadable link entries (on the
+    /// first page). Read from the live view once it holds every write made so far.
+    pub async fn links_page(&self, after: Option<&str>, budget: usize) -> Result<(Vec<Link>, Option<String>, Vec<Unreadable>)> {
+        self.view.sync_lattice().await?;
+        let (links, next) = self.view.with_links(|all| {
+            let from = match after {
+                Some(after) => std::ops::Bound::Excluded(after.to_string()),
+                None => std::ops::Bound::Unbounded,
+            };
+            page(all.range((from, std::ops::Bound::Unbounded)).map(|(k, l)| (k.as_str(), l)), budget)
+        });
+        let unreadable = if after.is_none() { self.view.unreadable(state::LINK_PREFIX) } else { Vec::new() };
+        Ok((links, next, unreadable))
     }
 
-    async fn keys(&self, store: &kv::Store, prefix: &str) -> Result<Vec<String>> {
-        let keys = store.keys().await.map_err(|e| reg_err(format!("cannot list `{}`", store.name), e))?;
-        keys.try_filter(|k| futures::future::ready(k.starts_with(prefix))).try_collect().await.map_err(|e| reg_err(format!("cannot list `{}`", store.name), e))
-    }
-
-    /// Every link in the lattice, read from the bucket.
-    pub async fn links(&self) -> Result<Vec<Link>> {
-        self.links_with_prefix(state::LINK_PREFIX).await
-    }
-
-    /// Deletes every link from `req.source_id` for the package under `req.name`; returns them.
+    /// Deletes every link from `req.source_id` for the package under `req.name` (and any
+    /// unreadable entry in that slot); returns the links deleted.
     pub async fn delete_links(&self, req: &DeleteLinkRequest) -> Result<Vec<Link>> {
         let check = |what: &str, v: &str| validate_id(what, v).map_err(|e| HostError::Invalid(e.to_string()));
         check("source_id", &req.source_id)?;
         check("link name", &req.name)?;
         check("wit_namespace", &req.wit_namespace)?;
         check("wit_package", &req.wit_package)?;
+        self.view.sync_lattice().await?;
+        let links = self.view.links_in_slot(&req.source_id, &req.wit_namespace, &req.wit_package, &req.name);
         let slot = state::link_slot_prefix(&req.source_id, &req.wit_namespace, &req.wit_package, &req.name);
-        let links = self.links_with_prefix(&slot).await?;
-        for link in &links {
-            let key = state::link_key(link);
+        let keys = links.iter().map(state::link_key).chain(self.view.unreadable(&slot).into_iter().map(|u| u.key));
+        for key in keys {
             self.links_kv.delete(&key).await.map_err(|e| reg_err(format!("cannot delete `{key}`"), e))?;
         }
         Ok(links)
@@ -205,16 +214,33 @@ impl Registry {
         self.links_kv.put(&key, value.into()).await.map(|_| ()).map_err(|e| reg_err(format!("cannot write `{key}`"), e))
     }
 
-    /// Every stored claims map.
-    pub async fn claims(&self) -> Result<Vec<StringMap>> {
-        let mut out = Vec::new();
-        for key in self.keys(&self.links_kv, state::CLAIMS_PREFIX).await? {
-            let Some(v) = self.links_kv.get(&key).await.map_err(|e| reg_err(format!("cannot read `{key}`"), e))? else { continue };
-            match serde_json::from_slice::<StringMap>(&v) {
-                Ok(claims) => out.push(claims),
-                Err(e) => tracing::warn!(key, error = %e, "skipping unreadable claims in the registry"),
-            }
-        }
-        Ok(out)
+    /// Every stored claims map with its key (in key order), and the unreadable claims entries,
+    /// from the live view once it holds every write made so far. Bounded by the components
+    /// that ran: one entry per component key.
+    pub async fn claims(&self) -> Result<(Vec<(String, StringMap)>, Vec<Unreadable>)> {
+        self.view.sync_lattice().await?;
+        Ok((self.view.claims(), self.view.unreadable(state::CLAIMS_PREFIX)))
+    }
+}
+
+/// Most distinct config names a link may give each side (`source_config`, `target_config`).
+pub const MAX_LINK_CONFIGS: usize = 64;
+
+/// `names` without repeats; the last mention of a name stays, so the merge order (later
+/// names win) is unchanged.
+fn dedupe(names: &[String]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<String> = names.iter().rev().filter(|n| seen.insert(n.as_str())).cloned().collect();
+    out.reverse();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dedupe_keeps_the_last_mention() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(super::dedupe(&names(&["a", "b", "a", "c", "c"])), names(&["b", "a", "c"]));
+        assert_eq!(super::dedupe(&names(&["x"; 35_000])), names(&["x"]));
     }
 }

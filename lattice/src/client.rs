@@ -16,6 +16,19 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long scatter/gather operations (ping, auctions) collect answers, as wasmCloud's wash.
 pub const DEFAULT_AUCTION_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Most pages a paged listing is read in (each at most [`REPLY_BUDGET`], so 128 MiB in all).
+pub const MAX_PAGES: usize = 256;
+
+/// What `link.get` lists.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LinkListing {
+    /// The links.
+    pub links: Vec<Link>,
+    /// Link entries in the registry that could not be read: not routed to, and to be fixed or
+    /// deleted (`wash link del`).
+    pub unreadable: Vec<Unreadable>,
+}
+
 /// Encodes a request body; requests without one (`()`) go out empty, as wasmCloud sends them.
 fn encode<B: Serialize + ?Sized>(op: &CtlOp, body: &B) -> Result<Vec<u8>, Error> {
     let bytes = serde_json::to_vec(body).map_err(|e| Error::new(ErrorKind::InvalidInput, format!("cannot encode {} request", op.name())).with_source(e))?;
@@ -70,6 +83,11 @@ impl CtlClient {
     }
 
     async fn request<B: Serialize + ?Sized, T: DeserializeOwned>(&self, op: CtlOp, body: &B) -> Result<Option<T>, Error> {
+        Ok(self.request_envelope(op, body).await?.response)
+    }
+
+    /// Sends one request and returns the whole envelope of a successful reply.
+    async fn request_envelope<B: Serialize + ?Sized, T: DeserializeOwned>(&self, op: CtlOp, body: &B) -> Result<CtlResponse<T>, Error> {
         let subject = self.subjects.subject(&op);
         let payload = encode(&op, body)?;
         let request = self.nats.request(subject.clone(), payload.into());
@@ -103,7 +121,35 @@ impl CtlClient {
         if !reply.success {
             return Err(Error::new(ErrorKind::Refused, reply.message));
         }
-        Ok(reply.response)
+        Ok(reply)
+    }
+
+    /// Asks for every page of a paged listing ([`CtlResponse::next`]) and hands each page to
+    /// `add`; returns the unreadable entries reported. The first request goes out with no
+    /// body, as wasmCloud's; later ones carry `{"after": next}`. At most [`MAX_PAGES`] pages,
+    /// and each cursor must move forward, so a confused server cannot keep us asking.
+    async fn pages<T: DeserializeOwned>(&self, op: CtlOp, mut add: impl FnMut(T)) -> Result<Vec<Unreadable>, Error> {
+        let name = op.name();
+        let mut unreadable = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let reply: CtlResponse<T> = match &after {
+                None => self.request_envelope(op.clone(), &()).await?,
+                Some(a) => self.request_envelope(op.clone(), &PageRequest { after: Some(a.clone()) }).await?,
+            };
+            unreadable.extend(reply.unreadable);
+            if let Some(r) = reply.response {
+                add(r);
+            }
+            match reply.next {
+                None => return Ok(unreadable),
+                Some(next) if after.as_ref().is_some_and(|a| next.as_str() <= a.as_str()) => {
+                    return Err(crate::malformed(format!("the pages of {name} do not move forward (`{next}` came after `{}`)", after.unwrap_or_default())));
+                }
+                Some(next) => after = Some(next),
+            }
+        }
+        Err(crate::malformed(format!("{name} answered more than {MAX_PAGES} pages; the listing is too large to put together")))
     }
 
     async fn request_value<B: Serialize + ?Sized, T: DeserializeOwned>(&self, op: CtlOp, body: &B) -> Result<T, Error> {
@@ -151,9 +197,23 @@ impl CtlClient {
         self.gather(CtlOp::HostPing, &()).await
     }
 
-    /// `host.get.{host}`: a host's inventory.
+    /// `host.get.{host}`: a host's inventory, put together from its pages when it is too
+    /// large for one reply.
     pub async fn get_host_inventory(&self, host_id: &str) -> Result<HostInventory, Error> {
-        self.request_value(CtlOp::HostGet(host_id.into()), &()).await
+        let mut whole: Option<HostInventory> = None;
+        self.pages(CtlOp::HostGet(host_id.into()), |page: HostInventory| match whole.as_mut() {
+            None => whole = Some(page),
+            Some(w) => {
+                w.components.extend(page.components);
+                w.providers.extend(page.providers);
+            }
+        })
+        .await?;
+        let mut inv = whole.ok_or_else(|| Error::new(ErrorKind::Malformed, "the reply to host.get carries no response"))?;
+        if let Some(summary) = inv.summary.as_mut() {
+            summary.listed = true;
+        }
+        Ok(inv)
     }
 
     /// `host.stop.{host}`: asks a host to stop, waiting up to `timeout_ms` for in-flight work.
@@ -231,14 +291,23 @@ impl CtlClient {
         self.ack(CtlOp::LinkDel, req).await
     }
 
-    /// `link.get`: every link in the lattice.
+    /// `link.get`: every link in the lattice (every page of it).
     pub async fn get_links(&self) -> Result<Vec<Link>, Error> {
-        Ok(self.request(CtlOp::LinkGet, &()).await?.unwrap_or_default())
+        Ok(self.get_links_listing().await?.links)
+    }
+
+    /// `link.get`, with the stored entries that could not be read (by key) beside the links.
+    pub async fn get_links_listing(&self) -> Result<LinkListing, Error> {
+        let mut links = Vec::new();
+        let unreadable = self.pages(CtlOp::LinkGet, |page: Vec<Link>| links.extend(page)).await?;
+        Ok(LinkListing { links, unreadable })
     }
 
     /// `claims.get`: the claims of every signed component seen in the lattice.
     pub async fn get_claims(&self) -> Result<Vec<StringMap>, Error> {
-        Ok(self.request(CtlOp::ClaimsGet, &()).await?.unwrap_or_default())
+        let mut claims = Vec::new();
+        self.pages(CtlOp::ClaimsGet, |page: Vec<StringMap>| claims.extend(page)).await?;
+        Ok(claims)
     }
 
     /// `config.put.{name}`.

@@ -20,25 +20,85 @@ pub struct CtlResponse<T> {
     /// The payload, for operations that return one.
     #[serde(default = "Option::default", skip_serializing_if = "Option::is_none")]
     pub response: Option<T>,
+    /// Trellis' paging extension: this reply holds one page of a longer listing, and the next
+    /// page is asked for with the request body `{"after": next}` ([`PageRequest`]). Absent on
+    /// the last (or only) page, so a listing that fits in one reply is wasmCloud's exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// Trellis' extension: stored entries the listing could not decode, by key, reported
+    /// rather than silently skipped (`link.get`, `claims.get`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<Unreadable>,
 }
 
 impl<T> CtlResponse<T> {
     /// A success carrying `response`.
     pub fn ok(response: T) -> Self {
-        Self { success: true, message: String::new(), response: Some(response) }
+        Self { success: true, message: String::new(), response: Some(response), next: None, unreadable: Vec::new() }
     }
 
     /// A failure explaining why.
     pub fn error(message: impl Into<String>) -> Self {
-        Self { success: false, message: message.into(), response: None }
+        Self { success: false, message: message.into(), response: None, next: None, unreadable: Vec::new() }
     }
 }
 
 impl CtlResponse<()> {
     /// A success with no payload (an ack).
     pub fn ack() -> Self {
-        Self { success: true, message: String::new(), response: None }
+        Self::ok(()).without_response()
     }
+}
+
+impl<T> CtlResponse<T> {
+    fn without_response(mut self) -> Self {
+        self.response = None;
+        self
+    }
+}
+
+/// The largest reply body a host sends: listings longer than this (`host.get`, `link.get`,
+/// `claims.get`) are paged (see [`CtlResponse::next`]). Half of NATS' default `max_payload`
+/// (1 MiB), so that one item (itself bounded by the 512 KiB request that stored it) plus the
+/// envelope always fits in one message.
+pub const REPLY_BUDGET: usize = 512 * 1024;
+
+/// The request body asking for a later page of a paged listing (Trellis' extension; a request
+/// with no body asks for the first page, which wasmCloud clients always get).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct PageRequest {
+    /// The `next` of the previous page: the reply lists what comes after it.
+    #[serde(default)]
+    pub after: Option<String>,
+}
+
+/// A stored entry that could not be decoded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Unreadable {
+    /// Its key in the bucket (e.g. `LINKDEF.http.wasi.http.default.hello`).
+    pub key: String,
+    /// Why it could not be decoded.
+    pub error: String,
+}
+
+/// One page of `items` (each with the cursor key that orders it, ascending) whose JSON fits in
+/// `budget` bytes, and the cursor of the next page when some were left out. A page holds at
+/// least one item whatever its size, so paging always progresses.
+pub fn page<'a, T: Serialize + Clone + 'a>(items: impl IntoIterator<Item = (&'a str, &'a T)>, budget: usize) -> (Vec<T>, Option<String>) {
+    let mut out = Vec::new();
+    let mut used = 2; // `[]`
+    let mut last: Option<&str> = None;
+    for (key, item) in items {
+        // Serialising our own types cannot fail; should it, count the item as the whole budget.
+        let size = serde_json::to_vec(item).map(|v| v.len() + 1).unwrap_or(budget);
+        if !out.is_empty() && used + size > budget {
+            return (out, last.map(str::to_string));
+        }
+        used += size;
+        out.push(item.clone());
+        last = Some(key);
+    }
+    (out, None)
 }
 
 /// A host's answer to `host.ping`.
@@ -151,6 +211,47 @@ pub struct HostInventory {
     /// wasmCloud tools see the inventory they know).
     #[serde(default, skip_serializing_if = "Schedule::is_schedulable")]
     pub schedule: Schedule,
+    /// Trellis' extension: how much the host runs, and a digest of it. Heartbeats always carry
+    /// it, and leave the lists out (`listed: false`) when they would outgrow
+    /// [`HEARTBEAT_BUDGET`]; paged `host.get` replies carry it so the client can check what it
+    /// put together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<InventorySummary>,
+}
+
+/// The largest heartbeat with its component and provider lists: past it a heartbeat carries
+/// counts and a digest only ([`InventorySummary`]), and the lists are read with `host.get`
+/// (paged). About 400 components fit.
+pub const HEARTBEAT_BUDGET: usize = 128 * 1024;
+
+/// Counts and a digest of a host's inventory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct InventorySummary {
+    /// How many components the host runs.
+    pub components: usize,
+    /// How many providers it runs.
+    pub providers: usize,
+    /// SHA-256 (lower-case hex) of the JSON of every component description, then every
+    /// provider description, in id order: it changes when anything the host runs does.
+    pub digest: String,
+    /// Whether `components` and `providers` of this message list them all.
+    pub listed: bool,
+}
+
+impl InventorySummary {
+    /// The summary of `components` and `providers` (each in id order).
+    pub fn of(components: &[ComponentDescription], providers: &[ProviderDescription], listed: bool) -> Self {
+        use sha2::Digest as _;
+        let mut hash = sha2::Sha256::new();
+        for c in components {
+            hash.update(serde_json::to_vec(c).unwrap_or_default());
+        }
+        for p in providers {
+            hash.update(serde_json::to_vec(p).unwrap_or_default());
+        }
+        let digest = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Self { components: components.len(), providers: providers.len(), digest, listed }
+    }
 }
 
 /// Whether a host takes new work: Trellis' own control extension
@@ -477,6 +578,20 @@ mod tests {
         }
         assert_eq!(v["components"][0]["max_instances"], 2);
         assert_eq!(v["components"][0]["image_ref"], "file:///c");
+    }
+
+    #[test]
+    fn pages_fit_the_budget_hold_at_least_one_item_and_name_the_next() {
+        let items: Vec<(String, String)> = (0..10).map(|i| (format!("k{i}"), "x".repeat(100))).collect();
+        let (page1, next) = page(items.iter().map(|(k, v)| (k.as_str(), v)), 350);
+        assert_eq!(page1.len(), 3, "three 103-byte items fit in 350 bytes");
+        assert_eq!(next.as_deref(), Some("k2"));
+        let (all, next) = page(items.iter().map(|(k, v)| (k.as_str(), v)), 1 << 20);
+        assert_eq!((all.len(), next), (10, None));
+        let (one, next) = page(items.iter().map(|(k, v)| (k.as_str(), v)), 10);
+        assert_eq!((one.len(), next.as_deref()), (1, Some("k0")), "an item larger than the budget still goes alone");
+        let small = serde_json::to_value(CtlResponse::ok(vec![1])).unwrap();
+        assert!(small.get("next").is_none() && small.get("unreadable").is_none(), "a one-page reply is wasmCloud's exactly: {small}");
     }
 
     #[test]

@@ -53,12 +53,22 @@ pub async fn del(g: &Global, args: &LinkDelArgs) -> anyhow::Result<Report> {
 /// `wash link get` / `wash get links`.
 pub async fn get(g: &Global) -> anyhow::Result<Report> {
     let ctl = lattice::ctl(g).await?;
-    let mut links = ctl.get_links().await?;
+    let listing = ctl.get_links_listing().await?;
+    let mut links = listing.links;
     links.sort();
     let rows: Vec<Vec<String>> = links
         .iter()
         .map(|l| vec![l.source_id.clone(), l.target.clone(), interfaces(l), l.name.clone(), list(&l.source_config), list(&l.target_config)])
         .collect();
-    let text = table(&["SOURCE", "TARGET", "INTERFACES", "NAME", "SOURCE CONFIG", "TARGET CONFIG"], &rows);
-    Ok(Report::new(text, json!({"links": links})))
+    let mut text = table(&["SOURCE", "TARGET", "INTERFACES", "NAME", "SOURCE CONFIG", "TARGET CONFIG"], &rows);
+    if !listing.unreadable.is_empty() {
+        text.push_str(&format!(
+            "\n{} link entries in the registry cannot be read; hosts do not route by them (put the link again, or delete it with `wash link del`):\n",
+            listing.unreadable.len()
+        ));
+        for u in &listing.unreadable {
+            text.push_str(&format!("  {}: {}\n", u.key.escape_debug(), u.error.escape_debug()));
+        }
+    }
+    Ok(Report::new(text, json!({"links": links, "unreadable": listing.unreadable})))
 }
