@@ -36,9 +36,15 @@ fn ms(d: Duration) -> String {
 /// Scales `reference` as `id` on `host`; (time to `component_scaled`, time to the first answer).
 async fn start(ctl: &trellis_lattice::client::CtlClient, events: &mut Events, host: &Host, id: &str, reference: &str) -> (Duration, Duration) {
     let began = Instant::now();
-    ctl.scale_component(&ScaleComponentCommand { component_ref: reference.into(), component_id: id.into(), max_instances: 4, host_id: host.id().into(), ..Default::default() })
-        .await
-        .unwrap();
+    ctl.scale_component(&ScaleComponentCommand {
+        component_ref: reference.into(),
+        component_id: id.into(),
+        max_instances: 4,
+        host_id: host.id().into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let ev = events.wait_for_any(&["component_scaled", "component_scale_failed"], Duration::from_secs(60), |e| e.data["component_id"] == id).await.unwrap();
     assert_eq!(ev.name(), "component_scaled", "{}", ev.data);
     let scaled = began.elapsed();
@@ -121,7 +127,10 @@ async fn main() {
     let ArtifactRef::Oci(r) = ArtifactRef::parse(&big_ref).unwrap() else { unreachable!() };
     publish::push_oci(&oci, &r, Payload::Wasm, big.clone()).await.unwrap();
     let js = trellis_lattice::state::jetstream(ctl.nats().clone(), None);
-    LatticeStore::new(js, "default").put(&LatticeRef { name: "bench/big".into(), tag: Some("1.0".into()), digest: None }, trellis_lattice::artifact::WASM_LAYER, &big).await.unwrap();
+    LatticeStore::new(js, "default")
+        .put(&LatticeRef { name: "bench/big".into(), tag: Some("1.0".into()), digest: None }, trellis_lattice::artifact::WASM_LAYER, &big)
+        .await
+        .unwrap();
     let mb = big.len() as f64 / (1 << 20) as f64;
     println!("pull of a {mb:.1} MiB component, no cache, median of 3:");
     for (what, reference) in [("registry", big_ref.as_str()), ("lattice store", "lattice://bench/big:1.0")] {
