@@ -152,8 +152,8 @@ async fn handle(ctx: Arc<HostCtx>, subjects: CtlSubjects, msg: async_nats::Messa
         tracing::warn!(subject = %msg.subject, error = %e, "cannot send control reply");
     }
     if let Some(grace) = stop {
-        // The stop unsubscribes us; the ack must be on the wire first.
-        let _ = ctx.nats().flush().await;
+        // The stop unsubscribes us; the ack must be at the server first.
+        let _ = trellis_lattice::round_trip(ctx.nats()).await;
         ctx.shutdown(grace).await;
     }
 }

@@ -36,10 +36,12 @@ impl Events {
         }
     }
 
-    /// Publishes and then flushes, for events that must leave before the process exits.
+    /// Publishes and then waits until the server has it (a round trip: a socket flush is not
+    /// enough when the connection runs through the guard, whose buffer dies with the process),
+    /// for events that must leave before the process exits.
     pub async fn publish_and_flush<T: EventData>(&self, data: &T) {
         self.publish(data).await;
-        if let Err(error) = self.nats.flush().await {
+        if let Err(error) = trellis_lattice::round_trip(&self.nats).await {
             tracing::warn!(event = T::NAME, %error, "cannot flush event");
         }
     }

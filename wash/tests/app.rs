@@ -78,7 +78,7 @@ spec:
         lines,
         [
             format!(
-                "{file}:10: spec.components[0].properties.image: unsupported scheme `http://`; expected file://PATH, builtin://NAME or an OCI reference such as ghcr.io/org/name:1.0"
+                "{file}:10: spec.components[0].properties.image: unsupported scheme `http://`; expected file:///path/to/file.wasm, REGISTRY/REPOSITORY:TAG (such as ghcr.io/org/hello:0.1.0 or localhost:5000/hello:1.0, optionally with oci://), or lattice://NAME:TAG"
             ),
             format!("{file}:14: spec.components[0].traits[0].properties.instances: must be a positive integer (1 to 4294967295); got the number `0`"),
             format!("{file}:17: spec.components[0].traits[1].properties.target.name: names no component of this manifest: `kv`; expected one of: web"),

@@ -260,7 +260,7 @@ async fn serve_process(host_data: HostData, run: RunFn) -> Result<(), ProviderEr
                     Some(msg) = shutdown_sub.next() => {
                         if let Some(reply) = msg.reply {
                             let _ = nats.publish(reply, "{}".into()).await;
-                            let _ = nats.flush().await;
+                            let _ = trellis_lattice::round_trip(&nats).await;
                         }
                         let _ = shutdown_tx.send(true);
                     }
@@ -278,7 +278,9 @@ async fn serve_process(host_data: HostData, run: RunFn) -> Result<(), ProviderEr
     control.abort();
     // What the provider published last leaves now, unless NATS is gone: then nothing would, and
     // waiting for it must not keep the process (and its host's stop) alive.
-    if nats.connection_state() == async_nats::connection::State::Connected && tokio::time::timeout(FINAL_FLUSH, nats.flush()).await.is_err() {
+    if nats.connection_state() == async_nats::connection::State::Connected
+        && tokio::time::timeout(FINAL_FLUSH, trellis_lattice::round_trip(&nats)).await.is_err()
+    {
         tracing::warn!("exiting without flushing: NATS did not answer within {} ms", FINAL_FLUSH.as_millis());
     }
     result
