@@ -129,15 +129,11 @@ mod view {
         Error::new(ErrorKind::Transport, what).with_source(e)
     }
 
-    /// Opens `bucket`, creating it when it does not exist (another host may race us to it).
+    /// Opens `bucket`, creating it (history 1, [`super::DEFAULT_REPLICAS`]) when it does not
+    /// exist. Hosts create the lattice's buckets with their replica count
+    /// ([`super::create_bucket`]) before anything opens them this way.
     pub async fn open_bucket(js: &jetstream::Context, bucket: &str) -> Result<kv::Store, Error> {
-        if let Ok(store) = js.get_key_value(bucket).await {
-            return Ok(store);
-        }
-        match js.create_key_value(kv::Config { bucket: bucket.to_string(), history: 1, ..Default::default() }).await {
-            Ok(store) => Ok(store),
-            Err(e) => js.get_key_value(bucket).await.map_err(|_| kv_err(format!("cannot create KV bucket `{bucket}`"), e)),
-        }
+        super::create_bucket(js, &super::BucketSpec::latest(bucket), super::DEFAULT_REPLICAS).await
     }
 
     /// The sequence of the bucket's last write, asked of the server now (`Store::status` only
@@ -292,4 +288,92 @@ mod view {
             }
         }
     }
+}
+
+/// How many copies of each lattice state bucket JetStream keeps when it creates one: 1 on a
+/// single server (and under `wash up`), 3 on a three-node cluster, so that losing a node loses
+/// no link, config or app version.
+pub const DEFAULT_REPLICAS: usize = 1;
+/// The most replicas JetStream allows a stream.
+pub const MAX_REPLICAS: usize = 5;
+
+/// A lattice state bucket as it is created: every lattice bucket (`LATTICEDATA_*`,
+/// `CONFIGDATA_*`, `TRELLIS_APPS_*`, `TRELLIS_SECRETS_*`) is made by [`create_bucket`] from one.
+#[derive(Clone, Debug)]
+pub struct BucketSpec {
+    /// The bucket's name.
+    pub name: String,
+    /// What the server shows as its description.
+    pub description: String,
+    /// How many values it keeps per key.
+    pub history: i64,
+}
+
+impl BucketSpec {
+    /// `name` keeping only the last value of each key.
+    pub fn latest(name: impl Into<String>) -> Self {
+        Self { name: name.into(), description: String::new(), history: 1 }
+    }
+}
+
+/// Checks a replica count (`--js-replicas`) before anything is created.
+pub fn check_replicas(replicas: usize) -> Result<(), crate::Error> {
+    if (1..=MAX_REPLICAS).contains(&replicas) {
+        return Ok(());
+    }
+    Err(crate::Error::new(
+        crate::ErrorKind::InvalidInput,
+        format!("the JetStream replica count must be 1 to {MAX_REPLICAS}; got {replicas} (use 1 on one nats-server, 3 on a three-node cluster)"),
+    ))
+}
+
+/// Opens the bucket `spec` names, creating it with `replicas` copies when it does not exist
+/// (another host may race us to it: whoever loses opens the winner's). An existing bucket with
+/// fewer replicas than asked is scaled up (JetStream moves the data); one the server cannot
+/// scale (a single server, too few peers) stays as it is, with a warning naming it.
+pub async fn create_bucket(js: &async_nats::jetstream::Context, spec: &BucketSpec, replicas: usize) -> Result<async_nats::jetstream::kv::Store, crate::Error> {
+    use async_nats::jetstream::kv;
+    check_replicas(replicas)?;
+    let transport = |what: String, e: &dyn std::fmt::Display| crate::Error::new(crate::ErrorKind::Transport, format!("{what}: {e}"));
+    let bucket = &spec.name;
+    let store = match js.get_key_value(bucket).await {
+        Ok(store) => store,
+        Err(_) => {
+            let config = kv::Config {
+                bucket: bucket.clone(),
+                description: spec.description.clone(),
+                history: spec.history,
+                num_replicas: replicas,
+                ..Default::default()
+            };
+            match js.create_key_value(config).await {
+                Ok(store) => return Ok(store),
+                Err(e) => js.get_key_value(bucket).await.map_err(|_| {
+                    let hint = if replicas > 1 {
+                        format!(" with {replicas} replicas (does the NATS cluster have that many JetStream servers?)")
+                    } else {
+                        String::new()
+                    };
+                    transport(format!("cannot create KV bucket `{bucket}`{hint}"), &e)
+                })?,
+            }
+        }
+    };
+    if replicas > 1 {
+        let mut stream = store.stream.clone();
+        match stream.info().await {
+            Ok(info) if info.config.num_replicas < replicas => {
+                let have = info.config.num_replicas;
+                let mut config = info.config.clone();
+                config.num_replicas = replicas;
+                match js.update_stream(&config).await {
+                    Ok(_) => tracing::info!(bucket, from = have, to = replicas, "scaled up the replicas of a state bucket"),
+                    Err(e) => tracing::warn!(bucket, have, asked = replicas, error = %e, "cannot scale up the replicas of a state bucket; it keeps its own"),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(bucket, error = %e, "cannot read a state bucket's replica count"),
+        }
+    }
+    Ok(store)
 }

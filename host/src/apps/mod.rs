@@ -28,10 +28,14 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use trellis_lattice::app::apps_bucket;
 use trellis_lattice::client::CtlClient;
-use trellis_lattice::state::open_bucket;
+use trellis_lattice::state;
 use trellis_lattice::subject;
 
 use crate::error::{HostError, Result};
+
+/// The `tracing` target of the leader's one line per reconcile pass (debug: `hosts`, `pass_us`,
+/// `ok`): `RUST_LOG=trellis_host::apps::pass=debug` shows it.
+pub(crate) const PASS_TARGET: &str = "trellis_host::apps::pass";
 
 /// How often the leader renews its lease and reconciles.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -52,6 +56,8 @@ pub(crate) struct Context {
     pub js: async_nats::jetstream::Context,
     /// How long a host may go unheard before its replicas are placed elsewhere.
     pub host_lost_after: Duration,
+    /// How many copies of the apps bucket JetStream keeps (`HostConfig::js_replicas`).
+    pub js_replicas: usize,
 }
 
 /// A running app API server and reconciler; [`Apps::release`] gives up the lease.
@@ -77,7 +83,7 @@ fn kv_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> HostError 
 
 /// Opens the apps bucket and starts the app API server and the reconciler; returns their tasks.
 pub(crate) async fn start(cx: Context) -> Result<(Apps, Vec<JoinHandle<()>>)> {
-    let store = open_bucket(&cx.js, &apps_bucket(&cx.lattice)).await?;
+    let store = state::create_bucket(&cx.js, &state::BucketSpec::latest(apps_bucket(&cx.lattice)), cx.js_replicas).await?;
     let api = cx
         .nats
         .queue_subscribe(subject::app_api_wildcard(&cx.lattice), subject::APP_API_QUEUE.into())
@@ -119,7 +125,11 @@ async fn lead(cx: Context, store: kv::Store, live: Arc<Mutex<live::Live>>, chang
             continue;
         }
         let (hosts, failures) = live.lock().unwrap_or_else(|p| p.into_inner()).snapshot(std::time::Instant::now(), cx.host_lost_after);
-        if let Err(e) = act::reconcile(&ctl, &store, &hosts, failures, &mut pending).await {
+        let started = std::time::Instant::now();
+        let result = act::reconcile(&ctl, &store, &hosts, failures, &mut pending).await;
+        // What a pass costs as the lattice grows (benches/control_plane.rs reads it).
+        tracing::debug!(target: PASS_TARGET, hosts = hosts.len(), pass_us = started.elapsed().as_micros() as u64, ok = result.is_ok(), "reconcile pass");
+        if let Err(e) = result {
             tracing::warn!(error = %e, "reconciling apps failed");
         }
     }
