@@ -101,8 +101,7 @@ fn kind(subject: &str) -> String {
         ["wasmbus", "ctl", "v1", _, op, ..] => format!("ctl.{op}"),
         ["$JS", "API", rest @ ..] => format!("$JS.API.{}", rest.first().unwrap_or(&"")),
         ["$KV", bucket, ..] => format!("$KV.{}", bucket.split('_').next().unwrap_or(bucket)),
-        ["$JS", "ACK", ..] => "$JS.ACK".into(),
-        ["$JS", "FC", ..] => "$JS.FC".into(),
+        ["$JS", second, ..] => format!("$JS.{second}"),
         ["_INBOX", ..] => "_INBOX (replies)".into(),
         [first, ..] => format!("{first}.…"),
         [] => String::new(),
@@ -208,7 +207,8 @@ fn main() -> anyhow::Result<()> {
     // Printed: warnings only (the pass lines are for `Passes`).
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(tracing_subscriber::filter::LevelFilter::WARN);
     tracing::subscriber::set_global_default(tracing_subscriber::registry().with(filter).with(passes.clone()).with(fmt))?;
-    let sizes: Vec<usize> = std::env::var("HOSTS").ok().map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect()).unwrap_or_else(|| vec![5, 20, 50]);
+    let sizes: Vec<usize> =
+        std::env::var("HOSTS").ok().map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect()).unwrap_or_else(|| vec![5, 20, 50]);
     let rest = Duration::from_secs(std::env::var("REST_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut rows = Vec::new();
@@ -227,7 +227,9 @@ fn main() -> anyhow::Result<()> {
         rows.push(row);
     }
     println!();
-    println!("| hosts | deploy → Deployed | reconcile pass (median / max, n) | msgs/s in (published) | msgs/s out (delivered) | out/s per host | re-place a lost host |");
+    println!(
+        "| hosts | deploy → Deployed | reconcile pass (median / max, n) | msgs/s in (published) | msgs/s out (delivered) | out/s per host | re-place a lost host |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
