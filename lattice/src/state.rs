@@ -112,6 +112,10 @@ mod view {
     use crate::ctl::{Link, StringMap};
     use crate::{Error, ErrorKind};
 
+    /// How long a watch may deliver nothing before the view asks the server whether the bucket
+    /// changed meanwhile (one stream-info request per bucket per quiet interval).
+    const STALL_CHECK: Duration = Duration::from_secs(2);
+
     #[derive(Debug, Default)]
     struct View {
         links: BTreeMap<String, Link>,
@@ -171,20 +175,37 @@ mod view {
                 // the server lost the stream (its sequence went back), load it all again.
                 loop {
                     match store.watch_all_from_revision(next).await {
-                        Ok(mut watch) => {
-                            while let Some(entry) = watch.next().await {
-                                match entry {
-                                    Ok(entry) => {
-                                        next = entry.revision + 1;
-                                        this.apply(apply, &entry);
-                                    }
-                                    Err(e) => {
-                                        tracing::warn!(bucket, error = %e, "state watch failed; restarting it");
+                        Ok(mut watch) => loop {
+                            let entry = match tokio::time::timeout(STALL_CHECK, watch.next()).await {
+                                Ok(Some(entry)) => entry,
+                                Ok(None) => break,
+                                // Quiet for a while: make sure the stream is quiet too. A watch
+                                // whose server-side consumer was lost with a cluster node (or
+                                // that could not be recreated after the client moved to another
+                                // node) delivers nothing and may never say so.
+                                Err(_) => match last_sequence(&store).await {
+                                    Ok(last) if last >= next => {
+                                        tracing::warn!(
+                                            bucket,
+                                            behind = last + 1 - next,
+                                            "state watch delivers nothing while the bucket changed; restarting it"
+                                        );
                                         break;
                                     }
+                                    _ => continue,
+                                },
+                            };
+                            match entry {
+                                Ok(entry) => {
+                                    next = entry.revision + 1;
+                                    this.apply(apply, &entry);
+                                }
+                                Err(e) => {
+                                    tracing::warn!(bucket, error = %e, "state watch failed; restarting it");
+                                    break;
                                 }
                             }
-                        }
+                        },
                         Err(e) => tracing::warn!(bucket, error = %e, "cannot watch state bucket; retrying"),
                     }
                     if this.changed.is_closed() && Arc::strong_count(&this.view) == 1 {

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use tokio::time::Instant;
 use trellis_host::Host;
 use trellis_lattice::app::{AppClient, apps_bucket};
@@ -17,7 +18,7 @@ use trellis_tests::components::{file_ref, http_hello};
 use trellis_tests::hosts::{config, init_tracing};
 use trellis_tests::http::{Load, free_addr, get_until};
 use trellis_tests::nats::{NatsCluster, NatsServer};
-use trellis_tests::scenario::{Lattice, WAIT, wait_until};
+use trellis_tests::scenario::{Lattice, WAIT};
 
 /// A host on `url` whose state buckets get `replicas` copies.
 async fn host(url: &str, replicas: usize) -> anyhow::Result<Host> {
@@ -208,7 +209,23 @@ async fn losing_a_nats_node_loses_no_state_and_requests_resume() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let link_acked = killed.elapsed();
-    wait_until("the link put after the kill to reach every host", || [&a, &b, &web].iter().all(|h| h.links().contains(&after))).await;
+    // Before the live view checked quiet watches against the stream, a host whose watch
+    // consumer went with the node never saw it (2 runs of 3).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let missing: Vec<&str> = [&a, &b, &web].iter().filter(|h| !h.links().contains(&after)).map(|h| h.id()).collect();
+        if missing.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let mut on = Vec::new();
+            for i in (0..cluster.len()).filter(|i| *i != victim) {
+                on.push((i, cluster.node(i).client_names().await.unwrap_or_default()));
+            }
+            panic!("the link put after the kill reached no view of {missing:?} in 30 s (web {}, clients per node {on:?})", web.id());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let link_applied = killed.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -258,4 +275,35 @@ async fn losing_a_nats_node_loses_no_state_and_requests_resume() {
     let versions: BTreeSet<String> = AppClient::new(l.client(), "default").versions("stored").await.unwrap().into_iter().map(|v| v.version).collect();
     let missing: Vec<&String> = a_.versions.difference(&versions).collect();
     assert!(missing.is_empty(), "acknowledged app versions lost: {missing:?}");
+}
+
+/// What a node loss does to a state watch, without the cluster: the server-side consumers of the
+/// links bucket vanish. The live view notices at the next change (its watch is quiet, yet the
+/// stream moved on) rather than when async-nats misses two 5 s heartbeats, or never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_whose_consumer_vanished_resumes_at_the_next_change() {
+    let nats = NatsServer::start().await.unwrap();
+    let h = host(&nats.url(), 1).await.unwrap();
+    let l = Lattice::on(&nats).await;
+    let first = writer_link(1);
+    l.put_link_seen(&[&h], &first).await;
+    let js = async_nats::jetstream::new(l.client());
+    let stream = js.get_stream(format!("KV_{}", state::lattice_bucket("default"))).await.unwrap();
+    let names: Vec<String> = stream.consumer_names().map(|n| n.unwrap()).collect().await;
+    assert!(!names.is_empty(), "the host watches the links bucket");
+    for name in names {
+        stream.delete_consumer(&name).await.unwrap();
+    }
+    let put = Instant::now();
+    let second = writer_link(2);
+    l.ctl.put_link(&second).await.unwrap();
+    while !h.links().contains(&second) {
+        assert!(put.elapsed() < Duration::from_secs(30), "the link never reached the host's view");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = put.elapsed();
+    eprintln!("a link put after the watch's consumer vanished reached the view in {took:?}");
+    // Quiet for 2 s, one stream-info request, 0.5 s before the new watch: well under the 5 s
+    // (at least) async-nats takes to miss two heartbeats.
+    assert!(took < Duration::from_secs(4), "the view took {took:?}");
 }
