@@ -243,7 +243,7 @@ async fn losing_a_nats_node_loses_no_state_and_requests_resume() {
         last = *t;
     }
     let resumed = answered.iter().find(|t| **t > killed).map(|t| *t - killed);
-    let a_ = acked.lock().unwrap();
+    let a_ = std::mem::take(&mut *acked.lock().unwrap());
     eprintln!(
         "node kill: {} requests, {} failed {:?}; longest stall after the kill {stall:?} (first answer {resumed:?}); hosts reconnected in {reconnected:?}; \
          a new link was acknowledged {link_acked:?} and reached every host {link_applied:?} after the kill; writes acknowledged: {} links, {} configs, {} app versions ({} retried attempts, slowest write {:?})",
