@@ -33,7 +33,7 @@ test:
 # Benchmarks that print figures: invocation overhead vs bare wasmtime; HTTP paths side by side.
 bench:
 	@bash .ci/bootstrap
-	cargo bench -p trellis-tests --bench invoke --bench http --bench keyvalue --bench artifacts
+	cargo bench -p trellis-tests --bench invoke --bench http --bench keyvalue --bench artifacts --bench control_plane
 
 build:
 	cargo build --workspace

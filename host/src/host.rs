@@ -63,6 +63,10 @@ pub struct HostConfig {
     /// The JetStream domain holding the lattice's state (registry, config, apps), when it is
     /// not the connected server's own: a host on a leaf node names the hub's domain.
     pub js_domain: Option<String>,
+    /// How many copies of each lattice state bucket (links, config, apps, secrets) JetStream
+    /// keeps when this host creates one, or scales an existing one up to (`--js-replicas`): 1
+    /// on one nats-server, 3 on a three-node cluster. 1 to 5.
+    pub js_replicas: usize,
     /// How long an orderly stop may take in all (`--shutdown-timeout-seconds`): draining
     /// components, stopping providers, `host_stopped`, the leader lease; what cannot reach NATS
     /// in time is skipped.
@@ -89,6 +93,7 @@ impl std::fmt::Debug for HostConfig {
             .field("nats_seed", &self.nats.nkey_seed.as_ref().map(|_| "<redacted>"))
             .field("labels", &self.labels)
             .field("js_domain", &self.js_domain)
+            .field("js_replicas", &self.js_replicas)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("allow_file_load", &self.allow_file_load)
             .field("require_signed", &self.require_signed)
@@ -125,6 +130,7 @@ impl HostConfig {
             allowed_issuers: Vec::new(),
             require_signed: false,
             js_domain: None,
+            js_replicas: trellis_lattice::state::DEFAULT_REPLICAS,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             state_dir: None,
             secrets_xkey_seed: None,
@@ -199,7 +205,7 @@ impl Host {
         nats_opts.name.get_or_insert_with(|| format!("trellis-host {id}"));
         let nats = trellis_lattice::connect(&nats_opts).await?;
         let js = trellis_lattice::state::jetstream(nats.clone(), config.js_domain.as_deref());
-        let registry = Registry::open(&js, &config.lattice).await.map_err(|e| match config.js_domain.as_deref() {
+        let registry = Registry::open(&js, &config.lattice, config.js_replicas).await.map_err(|e| match config.js_domain.as_deref() {
             Some(d) => HostError::Registry(format!(
                 "{e}; JetStream domain `{d}` (--js-domain) did not answer: the hub's nats-server needs `jetstream {{ domain: {d} }}`, and this host's server must reach it as its leaf node or cluster peer"
             )),
@@ -259,6 +265,7 @@ impl Host {
                 lattice: ctx.identity.lattice.clone(),
                 name: ctx.config.secrets_backend.clone(),
                 key,
+                replicas: ctx.config.js_replicas,
             })
             .await?;
             ctx.run.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(backend);
@@ -272,6 +279,7 @@ impl Host {
             nats: ctx.conn.nats.clone(),
             js: ctx.conn.js.clone(),
             host_lost_after: ctx.config.host_lost_after.unwrap_or(ctx.config.heartbeat_interval * crate::apps::MISSED_HEARTBEATS),
+            js_replicas: ctx.config.js_replicas,
         })
         .await?;
         let _ = ctx.apps.set(apps);

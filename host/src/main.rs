@@ -15,9 +15,10 @@ use trellis_lattice::ConnectOptions;
 #[derive(Debug, Parser)]
 #[command(name = "trellis-host", version, about = "Run a Trellis host: join a lattice over NATS and run Wasm components")]
 struct Args {
-    /// NATS URL; overrides --nats-host/--nats-port.
-    #[arg(long, env = "TRELLIS_NATS_URL")]
-    nats_url: Option<String>,
+    /// NATS URL; overrides --nats-host/--nats-port. Repeat it, or separate URLs by commas, to
+    /// name several servers of a cluster: the host reconnects to another when one is lost.
+    #[arg(long, env = "TRELLIS_NATS_URL", value_delimiter = ',')]
+    nats_url: Vec<String>,
     /// NATS host.
     #[arg(long, env = "WASMCLOUD_NATS_HOST", default_value = "127.0.0.1")]
     nats_host: String,
@@ -40,6 +41,11 @@ struct Args {
     /// whose NATS server is a leaf node, the hub's domain.
     #[arg(long, alias = "wasmcloud-js-domain", env = "WASMCLOUD_JS_DOMAIN")]
     js_domain: Option<String>,
+    /// How many copies of each lattice state bucket (links, config, apps, secrets) JetStream
+    /// keeps when this host creates it (an existing one is scaled up to it): 1 on one
+    /// nats-server, 3 on a three-node cluster.
+    #[arg(long, env = "TRELLIS_JS_REPLICAS", default_value_t = trellis_lattice::state::DEFAULT_REPLICAS, value_parser = parse_replicas)]
+    js_replicas: usize,
     /// Start a local nats-server on --nats-host/--nats-port as a leaf node of this hub
     /// (e.g. nats-leaf://hub.example:7422) and join the lattice through it; needs --js-domain.
     #[arg(long, env = "TRELLIS_NATS_REMOTE_URL")]
@@ -164,7 +170,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let url = match &leaf {
         Some((server, _)) => server.url.clone(),
-        None => args.nats_url.clone().unwrap_or_else(|| format!("nats://{}:{}", args.nats_host, args.nats_port)),
+        None if !args.nats_url.is_empty() => args.nats_url.join(","),
+        None => format!("nats://{}:{}", args.nats_host, args.nats_port),
     };
     let shutdown_timeout = Duration::from_secs(args.shutdown_timeout_seconds);
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
@@ -198,6 +205,7 @@ async fn main() -> anyhow::Result<()> {
         allowed_issuers: args.allowed_issuers.into_iter().filter(|k| !k.is_empty()).collect(),
         require_signed: args.require_signed,
         js_domain: args.js_domain.clone(),
+        js_replicas: args.js_replicas,
         shutdown_timeout,
         state_dir: Some(state_dir),
         secrets_xkey_seed: args.secrets_xkey_seed,
@@ -280,7 +288,7 @@ async fn stop_leaf(leaf: Option<&mut (NatsProcess, std::path::PathBuf)>, grace: 
 /// decide whether this host would share the lattice's state.
 async fn start_leaf(args: &Args, remote: &str) -> anyhow::Result<(NatsProcess, std::path::PathBuf)> {
     nats_server::check_leaf_domains(args.js_domain.as_deref(), args.nats_js_domain.as_deref())?;
-    if args.nats_url.is_some() {
+    if !args.nats_url.is_empty() {
         anyhow::bail!("--nats-remote-url starts a local server on --nats-host/--nats-port; drop --nats-url");
     }
     if !matches!(args.nats_host.as_str(), "127.0.0.1" | "localhost") {
@@ -328,6 +336,14 @@ fn parse_account_key(arg: &str) -> Result<String, String> {
     }
 }
 
+/// `--js-replicas`: 1 to 5, as JetStream allows.
+fn parse_replicas(arg: &str) -> Result<usize, String> {
+    let n =
+        arg.trim().parse::<usize>().map_err(|_| format!("`{arg}` is not a number; give the replica count, 1 to {}", trellis_lattice::state::MAX_REPLICAS))?;
+    trellis_lattice::state::check_replicas(n).map_err(|e| e.to_string())?;
+    Ok(n)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
@@ -365,5 +381,18 @@ mod tests {
         assert_eq!((a.max_execution_time_ms, a.max_linear_memory_bytes, a.log_level.as_deref()), (600_000, 1 << 20, Some("debug")));
         assert_eq!(parse(&["--structured-log-level", "warn"]).log_level.as_deref(), Some("warn"));
         assert!(Args::try_parse_from(["trellis-host", "--allow-file-load=maybe"]).is_err());
+    }
+
+    #[test]
+    fn cluster_urls_and_replicas() {
+        assert_eq!(parse(&[]).js_replicas, 1);
+        assert_eq!(parse(&["--js-replicas", "3"]).js_replicas, 3);
+        for bad in ["0", "6", "three"] {
+            let err = Args::try_parse_from(["trellis-host", "--js-replicas", bad]).unwrap_err().to_string();
+            assert!(err.contains("1 to 5"), "{bad}: {err}");
+        }
+        let a = parse(&["--nats-url", "nats://a:1", "--nats-url", "nats://b:2,nats://c:3"]);
+        assert_eq!(a.nats_url, ["nats://a:1", "nats://b:2", "nats://c:3"]);
+        assert!(parse(&[]).nats_url.is_empty());
     }
 }

@@ -9,7 +9,7 @@
 
 use async_nats::jetstream::{self, kv};
 use trellis_lattice::ctl::{DeleteLinkRequest, Link, StringMap, Unreadable, page};
-use trellis_lattice::state::{StateView, open_bucket};
+use trellis_lattice::state::StateView;
 use trellis_lattice::{state, validate_id};
 
 use crate::error::{HostError, Result};
@@ -33,11 +33,11 @@ fn reg_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> HostError
 }
 
 impl Registry {
-    /// Opens (creating if needed) the buckets of `lattice`, loads the current state, and keeps
-    /// the local view current from then on.
-    pub async fn open(js: &jetstream::Context, lattice: &str) -> Result<Self> {
-        let links_kv = open_bucket(js, &state::lattice_bucket(lattice)).await?;
-        let config_kv = open_bucket(js, &state::config_bucket(lattice)).await?;
+    /// Opens (creating if needed, with `replicas` copies: `--js-replicas`) the buckets of
+    /// `lattice`, loads the current state, and keeps the local view current from then on.
+    pub async fn open(js: &jetstream::Context, lattice: &str, replicas: usize) -> Result<Self> {
+        let links_kv = state::create_bucket(js, &state::BucketSpec::latest(state::lattice_bucket(lattice)), replicas).await?;
+        let config_kv = state::create_bucket(js, &state::BucketSpec::latest(state::config_bucket(lattice)), replicas).await?;
         let view = StateView::open(js, lattice).await?;
         Ok(Self { links_kv, config_kv, view })
     }

@@ -29,24 +29,17 @@ pub(crate) struct Backend {
     pub lattice: String,
     pub name: String,
     pub key: XKey,
+    /// How many copies of its bucket JetStream keeps (`HostConfig::js_replicas`).
+    pub replicas: usize,
 }
 
 /// Opens (or creates) the bucket, subscribes, and serves until the subscription ends.
 pub(crate) async fn start(b: Backend) -> Result<tokio::task::JoinHandle<()>> {
     let bucket = secrets::bucket(&b.lattice);
-    let kv = match b.js.get_key_value(&bucket).await {
-        Ok(kv) => kv,
-        Err(_) => {
-            b.js.create_key_value(async_nats::jetstream::kv::Config {
-                bucket: bucket.clone(),
-                description: "Trellis secrets, sealed".into(),
-                history: HISTORY,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| HostError::Registry(format!("cannot open or create the secrets bucket `{bucket}`: {e}")))?
-        }
-    };
+    let spec = trellis_lattice::state::BucketSpec { name: bucket.clone(), description: "Trellis secrets, sealed".into(), history: HISTORY };
+    let kv = trellis_lattice::state::create_bucket(&b.js, &spec, b.replicas)
+        .await
+        .map_err(|e| HostError::Registry(format!("cannot open or create the secrets bucket `{bucket}`: {e}")))?;
     let subject = Op::wildcard(&b.name);
     let mut sub = b
         .nats

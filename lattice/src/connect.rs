@@ -11,7 +11,9 @@ pub const MIN_NATS_SERVER_VERSION: (u64, u64) = (2, 10);
 /// How to reach NATS. `Debug` shows no seed.
 #[derive(Clone, Default)]
 pub struct ConnectOptions {
-    /// `nats://host:port` (comma-separated for several servers).
+    /// `nats://host:port`, or several servers of one cluster separated by commas
+    /// (`nats://a:4222,nats://b:4222`): the client connects to one of them and, when it is
+    /// lost, to another (and to the servers the cluster announces).
     pub url: String,
     /// An nkey seed (`SU…`) to authenticate with; with `jwt`, signs the server's nonce.
     pub nkey_seed: Option<String>,
@@ -122,21 +124,23 @@ pub async fn connect(opts: &ConnectOptions) -> Result<async_nats::Client, Error>
     if opts.require_tls {
         o = o.require_tls(true);
     }
+    // Every URL is checked (and the list capped) whichever way the connection goes.
+    let servers = server_addrs(&opts.url)?;
     // Through the guard when it can relay the servers (plain NATS; TLS is the client's own):
     // the client sees the guard's loopback address, so servers the cluster announces are the
     // guard's to try, not the client's.
     let plain = (!opts.unguarded && !opts.require_tls && opts.tls_ca_file.is_none()).then(|| crate::guard::plain_servers(&opts.url)).flatten();
-    let target = match plain {
-        Some(servers) => {
-            let guard = crate::guard::start(servers)
+    let connected = match plain {
+        Some(plain) => {
+            let guard = crate::guard::start(plain)
                 .await
                 .map_err(|e| Error::new(ErrorKind::Connect, "cannot open the NATS protocol guard on the loopback interface").with_source(e))?;
             o = o.ignore_discovered_servers();
-            format!("nats://{}", guard.addr)
+            o.connect(format!("nats://{}", guard.addr)).await
         }
-        None => opts.url.clone(),
+        None => o.connect(servers).await,
     };
-    let client = o.connect(target.as_str()).await.map_err(|e| {
+    let client = connected.map_err(|e| {
         let url = &opts.url;
         let message = match e.kind() {
             _ if is_tls_failure(&e) => format!(
@@ -154,6 +158,36 @@ pub async fn connect(opts: &ConnectOptions) -> Result<async_nats::Client, Error>
     check_server_version(&client.server_info().version)?;
     Ok(client)
 }
+
+/// The servers of a URL list: `nats://a:4222,nats://b:4222` (spaces around commas allowed; a
+/// bare `host:port` means `nats://`). At most [`MAX_SERVER_URLS`].
+pub fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>, Error> {
+    let parts: Vec<&str> = urls.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+    if parts.is_empty() {
+        return Err(Error::new(ErrorKind::InvalidInput, "no NATS URL given; pass one like nats://127.0.0.1:4222 (several separated by commas)"));
+    }
+    if parts.len() > MAX_SERVER_URLS {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("{} NATS URLs given; at most {MAX_SERVER_URLS} are accepted (the client learns the rest of a cluster from the servers)", parts.len()),
+        ));
+    }
+    parts
+        .into_iter()
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>().map_err(|e| {
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("`{u}` is not a NATS URL; expected nats://HOST:PORT (or tls://, ws://), several separated by commas"),
+                )
+                .with_source(e)
+            })
+        })
+        .collect()
+}
+
+/// The most NATS URLs one connection is given.
+pub const MAX_SERVER_URLS: usize = 64;
 
 /// Whether connecting failed in TLS: the TLS setup, or the handshake (which async-nats reports
 /// as I/O, with the rustls error, an unknown issuer say, inside).
@@ -238,6 +272,19 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("trellis-creds-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn url_lists() {
+        let one = server_addrs("nats://127.0.0.1:4222").unwrap();
+        assert_eq!(one.len(), 1);
+        let three = server_addrs("nats://127.0.0.1:1, nats://127.0.0.1:2,127.0.0.1:3,").unwrap();
+        assert_eq!(three.iter().map(|a| a.port()).collect::<Vec<_>>(), [1, 2, 3]);
+        let bad = server_addrs("nats://127.0.0.1:1,nats://[oops").unwrap_err().to_string();
+        assert!(bad.contains("`nats://[oops` is not a NATS URL"), "{bad}");
+        assert!(server_addrs(" , ").unwrap_err().to_string().contains("no NATS URL given"));
+        let many = vec!["nats://127.0.0.1:1"; MAX_SERVER_URLS + 1].join(",");
+        assert!(server_addrs(&many).unwrap_err().to_string().contains("at most 64"));
     }
 
     #[test]

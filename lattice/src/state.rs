@@ -133,6 +133,11 @@ mod view {
     const VANISH_CHECK: Duration = Duration::from_secs(5);
     /// How often a missing or unreachable bucket is looked for again.
     const RETRY: Duration = Duration::from_millis(250);
+    /// How long a watch may deliver nothing, while its stream has more, before it is restarted:
+    /// a watch whose server-side consumer was lost with a cluster node (or could not be made
+    /// again after the client moved to another node) delivers nothing and never says so. One
+    /// stream-info request per bucket per interval.
+    const STALL_CHECK: Duration = Duration::from_secs(2);
 
     #[derive(Debug, Default)]
     struct View {
@@ -263,15 +268,11 @@ mod view {
         Error::new(ErrorKind::Transport, what).with_source(e)
     }
 
-    /// Opens `bucket`, creating it when it does not exist (another host may race us to it).
+    /// Opens `bucket`, creating it (history 1, [`super::DEFAULT_REPLICAS`]) when it does not
+    /// exist. Hosts create the lattice's buckets with their replica count
+    /// ([`super::create_bucket`]) before anything opens them this way.
     pub async fn open_bucket(js: &jetstream::Context, bucket: &str) -> Result<kv::Store, Error> {
-        if let Ok(store) = js.get_key_value(bucket).await {
-            return Ok(store);
-        }
-        match js.create_key_value(kv::Config { bucket: bucket.to_string(), history: 1, ..Default::default() }).await {
-            Ok(store) => Ok(store),
-            Err(e) => js.get_key_value(bucket).await.map_err(|_| kv_err(format!("cannot create KV bucket `{bucket}`"), e)),
-        }
+        super::create_bucket(js, &super::BucketSpec::latest(bucket), super::DEFAULT_REPLICAS).await
     }
 
     /// What the server says of a bucket now: its stream's creation time and last sequence, or
@@ -452,10 +453,12 @@ mod view {
     /// it is missing and loads it whole once it is back.
     async fn follow(inner: Weak<Inner>, which: Which, f: Arc<Follower>, store: kv::Store, mut advisories: Option<async_nats::Subscriber>) {
         let bucket = store.name.clone();
-        let mut check = tokio::time::interval(VANISH_CHECK);
+        let mut check = tokio::time::interval(STALL_CHECK.min(VANISH_CHECK));
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next = f.progress.borrow().next;
+            // Where the watch stood at the last check, to tell a quiet watch from a stalled one.
+            let mut at_last_check = next;
             let leave = match store.watch_all_from_revision(next).await {
                 Ok(mut watch) => loop {
                     tokio::select! {
@@ -488,6 +491,14 @@ mod view {
                                 if now.is_none_or(|(created, last)| Some(created) != p.created || last + 1 < p.next) {
                                     break Leave::Resync;
                                 }
+                                if let Some((_, last)) = now
+                                    && last >= p.next
+                                    && p.next == at_last_check
+                                {
+                                    tracing::warn!(bucket, behind = last + 1 - p.next, "state watch delivers nothing while the bucket changed; restarting it");
+                                    break Leave::Ended;
+                                }
+                                at_last_check = p.next;
                             }
                         }
                     }
@@ -547,4 +558,92 @@ mod view {
             None => std::future::pending().await,
         }
     }
+}
+
+/// How many copies of each lattice state bucket JetStream keeps when it creates one: 1 on a
+/// single server (and under `wash up`), 3 on a three-node cluster, so that losing a node loses
+/// no link, config or app version.
+pub const DEFAULT_REPLICAS: usize = 1;
+/// The most replicas JetStream allows a stream.
+pub const MAX_REPLICAS: usize = 5;
+
+/// A lattice state bucket as it is created: every lattice bucket (`LATTICEDATA_*`,
+/// `CONFIGDATA_*`, `TRELLIS_APPS_*`, `TRELLIS_SECRETS_*`) is made by [`create_bucket`] from one.
+#[derive(Clone, Debug)]
+pub struct BucketSpec {
+    /// The bucket's name.
+    pub name: String,
+    /// What the server shows as its description.
+    pub description: String,
+    /// How many values it keeps per key.
+    pub history: i64,
+}
+
+impl BucketSpec {
+    /// `name` keeping only the last value of each key.
+    pub fn latest(name: impl Into<String>) -> Self {
+        Self { name: name.into(), description: String::new(), history: 1 }
+    }
+}
+
+/// Checks a replica count (`--js-replicas`) before anything is created.
+pub fn check_replicas(replicas: usize) -> Result<(), crate::Error> {
+    if (1..=MAX_REPLICAS).contains(&replicas) {
+        return Ok(());
+    }
+    Err(crate::Error::new(
+        crate::ErrorKind::InvalidInput,
+        format!("the JetStream replica count must be 1 to {MAX_REPLICAS}; got {replicas} (use 1 on one nats-server, 3 on a three-node cluster)"),
+    ))
+}
+
+/// Opens the bucket `spec` names, creating it with `replicas` copies when it does not exist
+/// (another host may race us to it: whoever loses opens the winner's). An existing bucket with
+/// fewer replicas than asked is scaled up (JetStream moves the data); one the server cannot
+/// scale (a single server, too few peers) stays as it is, with a warning naming it.
+pub async fn create_bucket(js: &async_nats::jetstream::Context, spec: &BucketSpec, replicas: usize) -> Result<async_nats::jetstream::kv::Store, crate::Error> {
+    use async_nats::jetstream::kv;
+    check_replicas(replicas)?;
+    let transport = |what: String, e: &dyn std::fmt::Display| crate::Error::new(crate::ErrorKind::Transport, format!("{what}: {e}"));
+    let bucket = &spec.name;
+    let store = match js.get_key_value(bucket).await {
+        Ok(store) => store,
+        Err(_) => {
+            let config = kv::Config {
+                bucket: bucket.clone(),
+                description: spec.description.clone(),
+                history: spec.history,
+                num_replicas: replicas,
+                ..Default::default()
+            };
+            match js.create_key_value(config).await {
+                Ok(store) => return Ok(store),
+                Err(e) => js.get_key_value(bucket).await.map_err(|_| {
+                    let hint = if replicas > 1 {
+                        format!(" with {replicas} replicas (does the NATS cluster have that many JetStream servers?)")
+                    } else {
+                        String::new()
+                    };
+                    transport(format!("cannot create KV bucket `{bucket}`{hint}"), &e)
+                })?,
+            }
+        }
+    };
+    if replicas > 1 {
+        let mut stream = store.stream.clone();
+        match stream.info().await {
+            Ok(info) if info.config.num_replicas < replicas => {
+                let have = info.config.num_replicas;
+                let mut config = info.config.clone();
+                config.num_replicas = replicas;
+                match js.update_stream(&config).await {
+                    Ok(_) => tracing::info!(bucket, from = have, to = replicas, "scaled up the replicas of a state bucket"),
+                    Err(e) => tracing::warn!(bucket, have, asked = replicas, error = %e, "cannot scale up the replicas of a state bucket; it keeps its own"),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(bucket, error = %e, "cannot read a state bucket's replica count"),
+        }
+    }
+    Ok(store)
 }

@@ -6,6 +6,9 @@
 //! back from the file `--ports_file_dir` makes the server write, and the
 //! server counts as started once a client has connected and flushed.
 //!
+//! [`NatsCluster`] starts several of them as one cluster (routes and JetStream
+//! clustering, each node with its own store), for tests that lose a node.
+//!
 //! The binary is found by [`nats_server_binary`]; it must be >= 2.10, which
 //! rules out the 2.9 that Debian ships (and may put first on PATH).
 
@@ -32,16 +35,21 @@ pub struct NatsServer {
     port: u16,
     /// The leaf-node listener's port, on a hub.
     leaf_port: Option<u16>,
+    /// The route listener's port, on a cluster node; kept across [`NatsServer::restart`].
+    cluster_port: Option<u16>,
+    /// The HTTP monitoring port (`/varz`, `/connz`), when the server has one.
+    monitor_port: Option<u16>,
     // Fields drop after `Drop::drop` has killed the process, so the server
     // never sees its store vanish underneath it.
     dir: tempfile::TempDir,
 }
 
 impl NatsServer {
-    /// Starts a server on 127.0.0.1 with JetStream enabled, on an OS-picked port.
+    /// Starts a server on 127.0.0.1 with JetStream enabled, on an OS-picked port (and HTTP
+    /// monitoring on another: [`NatsServer::monitor`]).
     pub async fn start() -> anyhow::Result<NatsServer> {
         let dir = tempdir()?;
-        let args = vec!["-a".into(), "127.0.0.1".into(), "-js".into(), "-sd".into(), dir.path().join("js").into_os_string()];
+        let args = vec!["-a".into(), "127.0.0.1".into(), "-m".into(), "-1".into(), "-js".into(), "-sd".into(), dir.path().join("js").into_os_string()];
         Self::launch(dir, args).await
     }
 
@@ -126,7 +134,7 @@ impl NatsServer {
     async fn launch(dir: tempfile::TempDir, args: Vec<OsString>) -> anyhow::Result<NatsServer> {
         // The search runs `--version` on candidates: blocking, but only once per process.
         let (binary, version) = tokio::task::spawn_blocking(nats_server_binary).await.context("nats-server search panicked")??;
-        let mut server = NatsServer { child: None, binary, version, args, port: 0, leaf_port: None, dir };
+        let mut server = NatsServer { child: None, binary, version, args, port: 0, leaf_port: None, cluster_port: None, monitor_port: None, dir };
         server.spawn_and_wait(None).await?;
         Ok(server)
     }
@@ -144,6 +152,21 @@ impl NatsServer {
     /// The server's version, e.g. `2.15.1`.
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// A monitoring endpoint's JSON (`varz`, `connz`, `jsz`, …), when the server has monitoring.
+    pub async fn monitor(&self, endpoint: &str) -> anyhow::Result<serde_json::Value> {
+        let port = self.monitor_port.context("this nats-server has no monitoring port")?;
+        let reply = crate::http::get(std::net::SocketAddr::from(([127, 0, 0, 1], port)), &format!("/{endpoint}")).await?;
+        anyhow::ensure!(reply.status == 200, "/{endpoint} answered {}: {}", reply.status, reply.text());
+        serde_json::from_slice(&reply.body).with_context(|| format!("/{endpoint} is not JSON"))
+    }
+
+    /// The names of the clients connected to this server now (from `/connz`; unnamed ones
+    /// are left out).
+    pub async fn client_names(&self) -> anyhow::Result<Vec<String>> {
+        let connz = self.monitor("connz?limit=1024").await?;
+        Ok(connz["connections"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str().map(str::to_string)).collect())
     }
 
     /// A new client connected to this server.
@@ -193,6 +216,9 @@ impl NatsServer {
             }
             None => {}
         }
+        if let (Some(_), Some(cluster)) = (port, self.cluster_port) {
+            cmd.arg("--cluster").arg(format!("nats://127.0.0.1:{cluster}"));
+        }
         cmd.arg("--ports_file_dir").arg(&ports_dir);
         cmd.arg("-l").arg(self.log_path());
         // Config errors are printed to stderr before logging starts; keep them.
@@ -205,6 +231,7 @@ impl NatsServer {
         match self.wait_ready(&ports_dir).await {
             Ok(bound) => {
                 self.port = bound;
+                self.monitor_port = read_ports_file(&ports_dir)?.and_then(|(_, monitor)| monitor);
                 Ok(())
             }
             Err(err) => {
@@ -220,7 +247,7 @@ impl NatsServer {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let port = loop {
             self.ensure_running()?;
-            if let Some(port) = read_ports_file(ports_dir)? {
+            if let Some((port, _)) = read_ports_file(ports_dir)? {
                 break port;
             }
             if Instant::now() > deadline {
@@ -288,6 +315,166 @@ impl NatsServer {
     }
 }
 
+/// Several nats-servers routed into one cluster, with JetStream clustered over them: each node
+/// on OS-picked client and route ports with its own store, all killed on drop. A node can be
+/// killed ([`NatsCluster::kill`]) and started again ([`NatsCluster::restart`]) on the same
+/// ports and store, rejoining the others.
+pub struct NatsCluster {
+    nodes: Vec<NatsServer>,
+}
+
+/// The cluster's name in the servers' config.
+const CLUSTER_NAME: &str = "trellis-test";
+
+impl NatsCluster {
+    /// Starts `size` (at least 2) nodes and returns once JetStream answers on every one of them
+    /// and a stream replicated over all of them can be created, so that a test's first bucket
+    /// does not race the cluster's forming.
+    pub async fn start(size: usize) -> anyhow::Result<NatsCluster> {
+        anyhow::ensure!(size >= 2, "a cluster needs at least 2 nodes, not {size}");
+        let mut nodes: Vec<NatsServer> = Vec::with_capacity(size);
+        for i in 0..size {
+            // Every node but the first routes to the first, and the servers gossip the rest. The
+            // first knows no peer's port yet, and JetStream refuses to start clustered without a
+            // route: it gets a placeholder (nothing listens on port 1), replaced below.
+            let seed = match nodes.first() {
+                Some(first) => first.cluster_port.context("the first node has no route port")?,
+                None => 1,
+            };
+            let dir = tempdir()?;
+            fs::write(dir.path().join("routes.conf"), routes_conf(&[seed])).context("writing routes.conf")?;
+            let extra = format!("server_name: n{i}\ncluster {{\n  name: {CLUSTER_NAME}\n  listen: \"127.0.0.1:-1\"\n  include \"routes.conf\"\n}}");
+            let mut node = Self::node_conf(dir, &extra).await?;
+            // The route listener may be logged a moment after the client one the start waited for.
+            let deadline = Instant::now() + STARTUP_TIMEOUT;
+            let port = loop {
+                match node.logged_port("Listening for route connections on ") {
+                    Ok(port) => break port,
+                    Err(e) if Instant::now() > deadline => return Err(e),
+                    Err(_) => tokio::time::sleep(POLL_INTERVAL).await,
+                }
+            };
+            node.cluster_port = Some(port);
+            nodes.push(node);
+        }
+        // Now every route port is known: each node routes to all the others (so any of them can
+        // be restarted and find its peers), applied to the running servers by a config reload.
+        let ports: Vec<u16> = nodes.iter().filter_map(|n| n.cluster_port).collect();
+        for node in &nodes {
+            let others: Vec<u16> = ports.iter().copied().filter(|p| Some(*p) != node.cluster_port).collect();
+            fs::write(node.dir.path().join("routes.conf"), routes_conf(&others)).context("writing routes.conf")?;
+            node.reload()?;
+        }
+        let cluster = NatsCluster { nodes };
+        cluster.wait_jetstream(size).await?;
+        Ok(cluster)
+    }
+
+    async fn node_conf(dir: tempfile::TempDir, extra_conf: &str) -> anyhow::Result<NatsServer> {
+        let store = serde_json::to_string(&dir.path().join("js")).context("JetStream store path is not valid UTF-8")?;
+        let conf = format!("listen: \"127.0.0.1:-1\"\nhttp: \"127.0.0.1:-1\"\njetstream {{\n  store_dir: {store}\n}}\n{extra_conf}\n");
+        let conf_path = dir.path().join("nats.conf");
+        fs::write(&conf_path, conf).with_context(|| format!("writing {}", conf_path.display()))?;
+        NatsServer::launch(dir, vec!["-c".into(), conf_path.into_os_string()]).await
+    }
+
+    /// Waits until every node answers JetStream requests and an R`replicas` stream can be made.
+    async fn wait_jetstream(&self, replicas: usize) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last;
+        for node in &self.nodes {
+            let js = async_nats::jetstream::new(node.client().await?);
+            loop {
+                match tokio::time::timeout(Duration::from_secs(2), js.query_account()).await {
+                    Ok(Ok(_)) => break,
+                    Ok(Err(e)) => last = e.to_string(),
+                    Err(_) => last = "no answer within 2 s".into(),
+                }
+                if Instant::now() > deadline {
+                    bail!("JetStream on {} did not answer within 30 s ({last}); its log:\n{}", node.url(), node.output_tail());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let js = async_nats::jetstream::new(self.client().await?);
+        let config = async_nats::jetstream::stream::Config { name: "CLUSTER_READY".into(), num_replicas: replicas, ..Default::default() };
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), js.get_or_create_stream(config.clone())).await {
+                Ok(Ok(_)) => break,
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => last = "no answer within 5 s".into(),
+            }
+            if Instant::now() > deadline {
+                bail!("no stream with {replicas} replicas could be created within 30 s: {last}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        js.delete_stream("CLUSTER_READY").await.context("deleting the readiness stream")?;
+        Ok(())
+    }
+
+    /// The nodes' client URLs, the killed ones included.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(NatsServer::url).collect()
+    }
+
+    /// Every node's URL, comma-separated (what `--nats-url` and [`trellis_lattice::ConnectOptions`] take).
+    pub fn url(&self) -> String {
+        self.urls().join(",")
+    }
+
+    /// Node `i`.
+    pub fn node(&self, i: usize) -> &NatsServer {
+        &self.nodes[i]
+    }
+
+    /// How many nodes the cluster has (running or not).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the cluster has no nodes (never, once started).
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Kills node `i` (SIGKILL).
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].kill();
+    }
+
+    /// Starts node `i` again on its ports and store; it rejoins the others.
+    pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        self.nodes[i].restart().await
+    }
+
+    /// A client given every node's URL, so it survives the loss of any one.
+    pub async fn client(&self) -> anyhow::Result<async_nats::Client> {
+        let urls = self.urls();
+        async_nats::ConnectOptions::new()
+            .max_reconnects(None)
+            .connect(urls.as_slice())
+            .await
+            .with_context(|| format!("connecting to the nats cluster at {}", self.url()))
+    }
+}
+
+/// The `routes` line of a cluster block for these route ports.
+fn routes_conf(ports: &[u16]) -> String {
+    let routes: Vec<String> = ports.iter().map(|p| format!("\"nats-route://127.0.0.1:{p}\"")).collect();
+    format!("routes: [{}]\n", routes.join(", "))
+}
+
+impl NatsServer {
+    /// Asks the server to reload its config files (SIGHUP).
+    fn reload(&self) -> anyhow::Result<()> {
+        let child = self.child.as_ref().context("nats-server is not running")?;
+        let status = Command::new("kill").arg("-HUP").arg(child.id().to_string()).status().context("running kill -HUP")?;
+        anyhow::ensure!(status.success(), "kill -HUP {} failed: {status}", child.id());
+        Ok(())
+    }
+}
+
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
@@ -311,10 +498,10 @@ fn tempdir() -> anyhow::Result<tempfile::TempDir> {
     tempfile::Builder::new().prefix("trellis-nats-").tempdir().context("creating a temp dir for nats-server")
 }
 
-/// The port from the `*.ports` file nats-server writes once it listens:
-/// `{"nats": ["nats://127.0.0.1:PORT"], ...}`. `None` until the file exists
-/// and is complete (it may be seen half-written).
-fn read_ports_file(dir: &Path) -> anyhow::Result<Option<u16>> {
+/// The client port (and the monitoring port, if any) from the `*.ports` file nats-server writes
+/// once it listens: `{"nats": ["nats://127.0.0.1:PORT"], "monitoring": ["http://…:PORT"]}`.
+/// `None` until the file exists and is complete (it may be seen half-written).
+fn read_ports_file(dir: &Path) -> anyhow::Result<Option<(u16, Option<u16>)>> {
     let entries = fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
     for entry in entries.flatten() {
         let path = entry.path();
@@ -329,7 +516,8 @@ fn read_ports_file(dir: &Path) -> anyhow::Result<Option<u16>> {
         };
         let url = json["nats"][0].as_str().with_context(|| format!("no nats URL in {}: {text}", path.display()))?;
         let port = url.rsplit(':').next().and_then(|p| p.parse().ok()).with_context(|| format!("no port in {url:?} from {}", path.display()))?;
-        return Ok(Some(port));
+        let monitor = json["monitoring"][0].as_str().and_then(|u| u.rsplit(':').next()?.parse().ok());
+        return Ok(Some((port, monitor)));
     }
     Ok(None)
 }

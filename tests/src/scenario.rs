@@ -51,6 +51,14 @@ pub async fn behind_provider_process(id: &str, path: &str, link_config: &[(&str,
 }
 
 impl Lattice {
+    /// A scenario over `client`, a connection to NATS at `url` (a cluster's URL list, say)
+    /// that the caller keeps running.
+    pub async fn over(client: async_nats::Client, url: &str) -> Lattice {
+        let ctl = CtlClient::new(client, "default");
+        let events = Events::subscribe(ctl.nats(), "default").await.expect("subscribe to events");
+        Lattice { url: url.into(), _nats: None, ctl, events }
+    }
+
     /// A scenario over a server the caller keeps (to restart it, say).
     pub async fn on(nats: &NatsServer) -> Lattice {
         let ctl = CtlClient::new(nats.client().await.expect("connect"), "default");

@@ -69,15 +69,19 @@ impl Live {
     }
 }
 
-/// Seeds `live` with the hosts that answer a ping, then follows `events` into it, waking the
-/// leader through `changed` when the set of hosts changes.
-pub(super) async fn follow(ctl: CtlClient, live: Arc<Mutex<Live>>, changed: Arc<Notify>, mut events: async_nats::Subscriber) {
+/// Adds the hosts that answer a ping to `live` (heard from now).
+pub(super) async fn seed(ctl: &CtlClient, live: &Mutex<Live>) {
     if let Ok(hosts) = ctl.ping_hosts().await {
         let mut l = live.lock().unwrap_or_else(|p| p.into_inner());
         for h in hosts {
             l.hosts.entry(h.id).or_insert_with(Instant::now);
         }
     }
+}
+
+/// Follows `events` into `live`, waking the leader through `changed` when the set of hosts
+/// changes.
+pub(super) async fn follow(live: Arc<Mutex<Live>>, changed: Arc<Notify>, mut events: async_nats::Subscriber) {
     while let Some(msg) = events.next().await {
         let Ok(ev) = CloudEvent::from_slice(&msg.payload) else { continue };
         if live.lock().unwrap_or_else(|p| p.into_inner()).apply(&ev) {

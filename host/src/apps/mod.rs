@@ -2,7 +2,8 @@
 //! queue group answers) and the app reconciler.
 //!
 //! Every host runs the reconciler loop; one at a time leads, through a lease in the apps bucket
-//! ([`lease`]). Hosts are known from their events ([`live`]): one not heard from for the
+//! ([`lease`]). Hosts are known from their events ([`live`], followed by the leader alone,
+//! seeded by a ping when it takes the lease): one not heard from for the
 //! host-loss window ([`Context::host_lost_after`]), or that sent `host_stopped`, is gone. Each
 //! [`TICK`], and whenever a deployment or the set of hosts changes, the leader gathers every
 //! deployed app's manifest, the live hosts' inventories and the lattice's links and config, plans
@@ -28,10 +29,14 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use trellis_lattice::app::apps_bucket;
 use trellis_lattice::client::CtlClient;
-use trellis_lattice::state::open_bucket;
+use trellis_lattice::state;
 use trellis_lattice::subject;
 
 use crate::error::{HostError, Result};
+
+/// The `tracing` target of the leader's one line per reconcile pass (debug: `hosts`, `pass_us`,
+/// `ok`): `RUST_LOG=trellis_host::apps::pass=debug` shows it.
+pub(crate) const PASS_TARGET: &str = "trellis_host::apps::pass";
 
 /// How often the leader renews its lease and reconciles.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -52,6 +57,8 @@ pub(crate) struct Context {
     pub js: async_nats::jetstream::Context,
     /// How long a host may go unheard before its replicas are placed elsewhere.
     pub host_lost_after: Duration,
+    /// How many copies of the apps bucket JetStream keeps (`HostConfig::js_replicas`).
+    pub js_replicas: usize,
 }
 
 /// A running app API server and reconciler; [`Apps::release`] gives up the lease.
@@ -77,21 +84,18 @@ fn kv_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> HostError 
 
 /// Opens the apps bucket and starts the app API server and the reconciler; returns their tasks.
 pub(crate) async fn start(cx: Context) -> Result<(Apps, Vec<JoinHandle<()>>)> {
-    let store = open_bucket(&cx.js, &apps_bucket(&cx.lattice)).await?;
+    let store = state::create_bucket(&cx.js, &state::BucketSpec::latest(apps_bucket(&cx.lattice)), cx.js_replicas).await?;
     let api = cx
         .nats
         .queue_subscribe(subject::app_api_wildcard(&cx.lattice), subject::APP_API_QUEUE.into())
         .await
         .map_err(|e| kv_err("cannot subscribe to the app API", e))?;
-    let events = cx.nats.subscribe(subject::events_wildcard(&cx.lattice)).await.map_err(|e| kv_err("cannot subscribe to lattice events", e))?;
     let watch = store.watch("app.*.deployment").await.map_err(|e| kv_err("cannot watch deployments", e))?;
     let live = Arc::new(Mutex::new(live::Live::default()));
     let changed = Arc::new(Notify::new());
-    let ping = CtlClient::new(cx.nats.clone(), &cx.lattice).with_auction_timeout(Duration::from_millis(500));
     let notify = changed.clone();
     let tasks = vec![
         tokio::spawn(api::serve(cx.clone(), store.clone(), api)),
-        tokio::spawn(live::follow(ping, live.clone(), changed.clone(), events)),
         tokio::spawn(async move {
             let mut watch = watch;
             while let Some(_entry) = watch.next().await {
@@ -103,10 +107,39 @@ pub(crate) async fn start(cx: Context) -> Result<(Apps, Vec<JoinHandle<()>>)> {
     Ok((Apps { store, host_id: cx.host_id }, tasks))
 }
 
+/// The leader's following of the lattice's events into its live view; dropping it stops the
+/// following (and unsubscribes).
+struct Following(JoinHandle<()>);
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts following the lattice's events into a fresh `live` view, seeded by a ping first so the
+/// first pass sees every host. Only the leader does this: every host receiving every other
+/// host's heartbeats would cost hosts² deliveries per heartbeat interval (2,500 a second at 50
+/// hosts with 1 s heartbeats; benches/control_plane.rs) for a table only the leader reads.
+async fn follow_events(cx: &Context, live: &Arc<Mutex<live::Live>>, changed: &Arc<Notify>) -> Option<Following> {
+    let events = match cx.nats.subscribe(subject::events_wildcard(&cx.lattice)).await {
+        Ok(events) => events,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot subscribe to lattice events; not reconciling this round");
+            return None;
+        }
+    };
+    *live.lock().unwrap_or_else(|p| p.into_inner()) = live::Live::default();
+    let ping = CtlClient::new(cx.nats.clone(), &cx.lattice).with_auction_timeout(Duration::from_millis(500));
+    live::seed(&ping, live).await;
+    Some(Following(tokio::spawn(live::follow(live.clone(), changed.clone(), events))))
+}
+
 /// The reconciler loop: while this host holds the lease, one pass per tick or change.
 async fn lead(cx: Context, store: kv::Store, live: Arc<Mutex<live::Live>>, changed: Arc<Notify>) {
     let ctl = CtlClient::new(cx.nats.clone(), &cx.lattice).with_timeout(Duration::from_secs(3));
     let mut pending = act::Pending::default();
+    let mut following: Option<Following> = None;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -116,10 +149,21 @@ async fn lead(cx: Context, store: kv::Store, live: Arc<Mutex<live::Live>>, chang
         }
         if !lease::hold(&store, &cx.host_id).await {
             pending.clear();
+            following = None;
             continue;
         }
+        if following.is_none() {
+            following = follow_events(&cx, &live, &changed).await;
+            if following.is_none() {
+                continue;
+            }
+        }
         let (hosts, failures) = live.lock().unwrap_or_else(|p| p.into_inner()).snapshot(std::time::Instant::now(), cx.host_lost_after);
-        if let Err(e) = act::reconcile(&ctl, &store, &hosts, failures, &mut pending).await {
+        let started = std::time::Instant::now();
+        let result = act::reconcile(&ctl, &store, &hosts, failures, &mut pending).await;
+        // What a pass costs as the lattice grows (benches/control_plane.rs reads it).
+        tracing::debug!(target: PASS_TARGET, hosts = hosts.len(), pass_us = started.elapsed().as_micros() as u64, ok = result.is_ok(), "reconcile pass");
+        if let Err(e) = result {
             tracing::warn!(error = %e, "reconciling apps failed");
         }
     }
