@@ -107,6 +107,9 @@ impl std::fmt::Debug for HostConfig {
     }
 }
 
+/// How long a starting host waits for JetStream to answer "available" (see `Host::start`).
+const JETSTREAM_START_WAIT: Duration = Duration::from_secs(10);
+
 /// The longest the orderly stop waits to give up the leader lease.
 const LEASE_RELEASE_CAP: Duration = Duration::from_secs(2);
 
@@ -205,7 +208,22 @@ impl Host {
         nats_opts.name.get_or_insert_with(|| format!("trellis-host {id}"));
         let nats = trellis_lattice::connect(&nats_opts).await?;
         let js = trellis_lattice::state::jetstream(nats.clone(), config.js_domain.as_deref());
-        let registry = Registry::open(&js, &config.lattice, config.js_replicas).await.map_err(|e| match config.js_domain.as_deref() {
+        // JetStream may not answer at once: a leaf server that has just started (`--nats-remote-url`)
+        // reaches the hub's domain only once its leaf connection is up, and a server that has just
+        // started elects its JetStream meta leader first. Retry "unavailable" for a few seconds.
+        let opened = {
+            let deadline = tokio::time::Instant::now() + JETSTREAM_START_WAIT;
+            loop {
+                match Registry::open(&js, &config.lattice, config.js_replicas).await {
+                    Err(e) if tokio::time::Instant::now() < deadline && e.to_string().contains("JetStream unavailable") => {
+                        tracing::debug!(error = %e, "JetStream not answering yet; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    other => break other,
+                }
+            }
+        };
+        let registry = opened.map_err(|e| match config.js_domain.as_deref() {
             Some(d) => HostError::Registry(format!(
                 "{e}; JetStream domain `{d}` (--js-domain) did not answer: the hub's nats-server needs `jetstream {{ domain: {d} }}`, and this host's server must reach it as its leaf node or cluster peer"
             )),
