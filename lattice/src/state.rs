@@ -453,12 +453,13 @@ mod view {
     /// it is missing and loads it whole once it is back.
     async fn follow(inner: Weak<Inner>, which: Which, f: Arc<Follower>, store: kv::Store, mut advisories: Option<async_nats::Subscriber>) {
         let bucket = store.name.clone();
-        let mut check = tokio::time::interval(STALL_CHECK.min(VANISH_CHECK));
+        // A local timer; the server is asked only every STALL_CHECK while the watch is quiet,
+        // and every VANISH_CHECK in any case.
+        let mut check = tokio::time::interval(Duration::from_millis(500));
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next = f.progress.borrow().next;
-            // Where the watch stood at the last check, to tell a quiet watch from a stalled one.
-            let mut at_last_check = next;
+            let (mut last_delivery, mut last_probe) = (tokio::time::Instant::now(), tokio::time::Instant::now());
             let leave = match store.watch_all_from_revision(next).await {
                 Ok(mut watch) => loop {
                     tokio::select! {
@@ -468,6 +469,7 @@ mod view {
                                 inner.write().apply(which, &entry);
                                 f.progress.send_modify(|p| p.next = p.next.max(entry.revision + 1));
                                 inner.changed.send_modify(|n| *n += 1);
+                                last_delivery = tokio::time::Instant::now();
                             }
                             Some(Err(e)) => {
                                 tracing::warn!(bucket, error = %e, "state watch failed; restarting it");
@@ -486,6 +488,11 @@ mod view {
                             if inner.strong_count() == 0 {
                                 break Leave::Dropped;
                             }
+                            let quiet = last_delivery.elapsed() >= STALL_CHECK;
+                            if !(quiet && last_probe.elapsed() >= STALL_CHECK) && last_probe.elapsed() < VANISH_CHECK {
+                                continue;
+                            }
+                            last_probe = tokio::time::Instant::now();
                             if let Ok(now) = stream_state(&f.stream, &bucket).await {
                                 let p = *f.progress.borrow();
                                 if now.is_none_or(|(created, last)| Some(created) != p.created || last + 1 < p.next) {
@@ -493,12 +500,11 @@ mod view {
                                 }
                                 if let Some((_, last)) = now
                                     && last >= p.next
-                                    && p.next == at_last_check
+                                    && quiet
                                 {
                                     tracing::warn!(bucket, behind = last + 1 - p.next, "state watch delivers nothing while the bucket changed; restarting it");
                                     break Leave::Ended;
                                 }
-                                at_last_check = p.next;
                             }
                         }
                     }
