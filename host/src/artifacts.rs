@@ -171,7 +171,16 @@ impl Artifacts {
     /// lattice's store through `store` (`lattice://` references are refused without one).
     pub fn new(oci: OciSettings, allow_file_load: bool, cache_dir: Option<PathBuf>, store: Option<StoreAccess>) -> Arc<Self> {
         let cache = cache_dir.map(|root| Cache { root });
-        Arc::new(Self { oci, allow_file_load, cache, store, client: OnceLock::new(), inflight: Mutex::default() })
+        let this = Arc::new(Self { oci, allow_file_load, cache, store, client: OnceLock::new(), inflight: Mutex::default() });
+        // Building the registry client loads the system's root certificates (about 10 ms): do it
+        // now, off the async workers, rather than in the first pull.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let warm = this.clone();
+            runtime.spawn_blocking(move || {
+                let _ = warm.client();
+            });
+        }
+        this
     }
 
     /// The bytes `reference` names, of `kind`. Concurrent calls for one reference share one fetch.
