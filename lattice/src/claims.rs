@@ -225,6 +225,11 @@ fn key_type(key: &str) -> Option<KeyPairType> {
 
 /// Encodes `claims` as a JWT signed by `issuer` (whose public key should be `claims.iss`).
 pub fn encode(claims: &Claims, issuer: &KeyPair) -> Result<String, ClaimsError> {
+    sign_token(claims, issuer)
+}
+
+/// A JWT of `claims` (any claims shape) signed by `issuer`.
+fn sign_token<T: Serialize>(claims: &T, issuer: &KeyPair) -> Result<String, ClaimsError> {
     let header = Header { typ: HEADER_TYPE.into(), alg: HEADER_ALG.into() };
     let signed = format!("{}.{}", json_segment(&header)?, json_segment(claims)?);
     let sig = issuer.sign(signed.as_bytes()).map_err(|e| ClaimsError::Sign(format!("the issuer key cannot sign ({e}); give a seed (S…), not a public key")))?;
@@ -368,10 +373,7 @@ pub struct ProviderMetadata {
 
 /// Encodes provider claims as a JWT signed by `issuer`.
 pub fn encode_provider(claims: &ProviderClaims, issuer: &KeyPair) -> Result<String, ClaimsError> {
-    let header = Header { typ: HEADER_TYPE.into(), alg: HEADER_ALG.into() };
-    let signed = format!("{}.{}", json_segment(&header)?, json_segment(claims)?);
-    let sig = issuer.sign(signed.as_bytes()).map_err(|e| ClaimsError::Sign(format!("the issuer key cannot sign ({e}); give a seed (S…), not a public key")))?;
-    Ok(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig)))
+    sign_token(claims, issuer)
 }
 
 /// Checks a provider archive's token (header, keys, signature, dates) and that it lists
