@@ -104,7 +104,7 @@ async fn slow_loris_connections_are_closed_after_the_header_timeout_and_capped_p
     }
     // The early closes without an answer are over-cap connections past the refusal limit: the
     // ones let in (the cap, less the dribbling and idle connections) all wait for the timeout.
-    assert!(timed_out >= CAP - 10 && timed_out <= CAP, "{timed_out} closed by the header timeout (cap {CAP}), {refused} refused, {shed} shed");
+    assert!((CAP - 10..=CAP).contains(&timed_out), "{timed_out} closed by the header timeout (cap {CAP}), {refused} refused, {shed} shed");
     let last = outcomes.iter().filter_map(|(_, c)| *c).max().unwrap() - opened;
     eprintln!(
         "{LORIS} slow-loris connections: {refused} refused over the cap, {shed} closed over it without an answer, {timed_out} closed by the header timeout, the last {last:?} after opening"
