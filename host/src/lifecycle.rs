@@ -136,10 +136,11 @@ impl Lifecycle {
 
     /// Fetches, checks and compiles the component `reference` names (no lock held).
     async fn load(&self, reference: &str) -> Result<Loaded> {
-        let fetched = self.artifacts.fetch(reference, Kind::Component).await?;
-        let (bytes, claims) = claims::check(&self.settings.policy, reference, fetched.bytes.clone()).await?;
+        // The bytes are copied only when another scale shares this fetch.
+        let fetched = Arc::unwrap_or_clone(self.artifacts.fetch(reference, Kind::Component).await?);
+        let (bytes, claims) = claims::check(&self.settings.policy, reference, fetched.bytes).await?;
         let prepared = self.runtime.prepare(reference, bytes).await?;
-        Ok(Loaded { prepared, claims, digest: Some(fetched.digest.clone()) })
+        Ok(Loaded { prepared, claims, digest: Some(fetched.digest) })
     }
 
     /// The limits for a component: the host's, lowered by the scale request's `component_limits`.

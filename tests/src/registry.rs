@@ -109,6 +109,13 @@ impl Registry {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
 
+    /// How many times a blob of `repository` was fetched (`GET /v2/{repository}/blobs/…`), from
+    /// the registry's access log.
+    pub fn blob_gets(&self, repository: &str) -> usize {
+        let needle = format!("\"GET /v2/{repository}/blobs/");
+        self.log().lines().filter(|l| l.contains(&needle)).count()
+    }
+
     /// Where the registry keeps its blobs (to damage one in a test).
     pub fn storage(&self) -> &Path {
         self.dir.path()

@@ -240,6 +240,7 @@ async fn caches_pull_nothing_twice_compile_nothing_twice_and_survive_damage_and_
     for id in ["a", "b", "c"] {
         l.events.wait_for("component_scaled", WAIT, |e| e.data["component_id"] == id).await.unwrap();
     }
+    assert_eq!(registry.blob_gets("hello"), 1, "three concurrent scales of one reference pull its layer once");
     let blobs = walk(&cache.path().join("blobs"));
     assert_eq!(blobs.len(), 1, "{blobs:?}");
     let compiled: Vec<_> = walk(&cache.path().join("compiled")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "cwasm")).collect();
