@@ -10,7 +10,7 @@ use serde::Serialize;
 use trellis_lattice::artifact::{self, OciRef};
 use trellis_lattice::claims::{ProviderClaims, ProviderMetadata};
 
-use crate::artifacts::{Kind, OciSettings, par_target, sha256};
+use crate::artifacts::{OciSettings, par_target, sha256};
 
 /// What a file to push is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,14 +34,6 @@ impl Payload {
             Ok(Self::Executable)
         } else {
             Err("it is neither a Wasm component, a provider archive (.par.gz) nor an ELF executable".into())
-        }
-    }
-
-    /// What a host fetches it as.
-    pub fn kind(self) -> Kind {
-        match self {
-            Self::Wasm => Kind::Component,
-            Self::ProviderArchive | Self::Executable => Kind::Provider,
         }
     }
 
