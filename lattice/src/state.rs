@@ -138,6 +138,8 @@ mod view {
     /// again after the client moved to another node) delivers nothing and never says so. One
     /// stream-info request per bucket per interval.
     const STALL_CHECK: Duration = Duration::from_secs(2);
+    /// Failed looks at a bucket in a row before one warning says so (then every eighth time that many).
+    const PROBES_BEFORE_WARNING: u32 = 3;
 
     #[derive(Debug, Default)]
     struct View {
@@ -460,6 +462,7 @@ mod view {
         loop {
             let next = f.progress.borrow().next;
             let (mut last_delivery, mut last_probe) = (tokio::time::Instant::now(), tokio::time::Instant::now());
+            let mut failed_probes = 0u32;
             let leave = match store.watch_all_from_revision(next).await {
                 Ok(mut watch) => loop {
                     tokio::select! {
@@ -493,7 +496,20 @@ mod view {
                                 continue;
                             }
                             last_probe = tokio::time::Instant::now();
-                            if let Ok(now) = stream_state(&f.stream, &bucket).await {
+                            let now = match stream_state(&f.stream, &bucket).await {
+                                Ok(now) => {
+                                    failed_probes = 0;
+                                    now
+                                }
+                                Err(e) => {
+                                    failed_probes += 1;
+                                    if failed_probes == PROBES_BEFORE_WARNING {
+                                        tracing::warn!(bucket, error = %e, "the server has not answered for the state bucket's state {PROBES_BEFORE_WARNING} times in a row; a missed change is caught only once it answers");
+                                    }
+                                    continue;
+                                }
+                            };
+                            {
                                 let p = *f.progress.borrow();
                                 if now.is_none_or(|(created, last)| Some(created) != p.created || last + 1 < p.next) {
                                     break Leave::Resync;
@@ -518,6 +534,7 @@ mod view {
             if matches!(leave, Leave::Dropped) {
                 return;
             }
+            let mut unreachable = 0u32;
             // Look at the bucket: the same stream resumes where it was; another one (deleted
             // and created again, or lost by the server) is loaded whole; a missing one empties
             // the view until it is back; an unreachable server leaves the view as it is.
@@ -541,7 +558,14 @@ mod view {
                             inner.changed.send_modify(|n| *n += 1);
                         }
                     }
-                    Err(e) => tracing::debug!(bucket, error = %e, "cannot reach the state bucket; retrying"),
+                    Err(e) => {
+                        unreachable += 1;
+                        if unreachable % (PROBES_BEFORE_WARNING * 8) == PROBES_BEFORE_WARNING {
+                            tracing::warn!(bucket, error = %e, attempts = unreachable, "cannot reach the state bucket; the view keeps what it has and retries");
+                        } else {
+                            tracing::debug!(bucket, error = %e, "cannot reach the state bucket; retrying");
+                        }
+                    }
                 }
                 drop(inner);
                 tokio::select! {

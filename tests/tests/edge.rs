@@ -79,7 +79,9 @@ async fn an_app_deployed_from_the_hub_counts_at_the_edge_in_a_cloud_bucket() {
     assert!(in_cloud.components.is_empty(), "{in_cloud:?}");
 
     // HTTP at the edge counts in the cloud's bucket.
-    get_until(addr, "/warm-up", 200, WAIT).await.unwrap();
+    if let Err(e) = get_until(addr, "/warm-up", 200, WAIT).await {
+        panic!("{e:#}\n{}", edge_diagnostics(&ctl, &edge.id, leaf_dir.path(), &leaf_port).await);
+    }
     for n in 1..=3 {
         let reply = get(addr, "/visits").await.unwrap();
         assert_eq!((reply.status, reply.text()), (200, format!("{n}\n")));
@@ -122,6 +124,28 @@ async fn an_app_deployed_from_the_hub_counts_at_the_edge_in_a_cloud_bucket() {
         !matches!(trellis_host::nats_server::probe("127.0.0.1", leaf_port.parse().unwrap()).await, Ok(trellis_host::nats_server::Probe::Nats)),
         "the leaf server outlived the host"
     );
+}
+
+/// What the edge side looks like when its listener does not answer: the links and config as
+/// the hub and the edge's leaf server show them, the edge host's inventory, and the tail of
+/// the leaf server's log.
+async fn edge_diagnostics(ctl: &CtlClient, edge_id: &str, leaf_dir: &std::path::Path, leaf_port: &str) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("hub links: {:?}\n", ctl.get_links().await));
+    out.push_str(&format!("hub config edge-counter-http: {:?}\n", ctl.get_config("edge-counter-http").await));
+    out.push_str(&format!("edge inventory: {:?}\n", ctl.get_host_inventory(edge_id).await));
+    match async_nats::connect(format!("nats://127.0.0.1:{leaf_port}")).await {
+        Ok(leaf) => out.push_str(&format!("links via the leaf: {:?}\n", CtlClient::new(leaf, "default").get_links().await)),
+        Err(e) => out.push_str(&format!("cannot connect to the leaf server: {e}\n")),
+    }
+    let log = std::fs::read_to_string(leaf_dir.join("nats.log")).unwrap_or_else(|e| format!("no leaf log: {e}"));
+    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+    out.push_str("leaf nats.log (last 40 lines):\n");
+    for line in tail.into_iter().rev() {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -190,9 +190,11 @@ struct Shared {
 
 async fn serve(ctx: ProviderContext) -> Result<(), ProviderError> {
     let settings = Settings::from(&ctx)?;
+    // Subscribed before the first read of the links, so a link applied in between is a change
+    // seen rather than one lost until the next.
+    let mut changes = ctx.changes();
     let shared = Arc::new(Shared { routes: RwLock::new(routes(&ctx, &settings)), ctx: ctx.clone(), settings: settings.clone() });
     let mut listeners: HashMap<SocketAddr, tokio::task::JoinHandle<()>> = HashMap::new();
-    let mut changes = ctx.changes();
     loop {
         let wanted: Vec<SocketAddr> = match settings.mode {
             Mode::Path => vec![settings.default_address],
