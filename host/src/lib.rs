@@ -49,3 +49,9 @@ mod stop;
 pub use ctl::MAX_CTL_PAYLOAD;
 pub use error::{HostError, HostErrorKind, Result};
 pub use host::{Host, HostConfig, MAX_COMPONENT_BYTES, VERSION};
+
+/// The providers a host runs in-process as `builtin://NAME` (http-server, keyvalue,
+/// messaging-nats): the one list `trellis-host` and `wash up` give their hosts.
+pub fn builtins() -> Vec<trellis_provider_sdk::Builtin> {
+    vec![trellis_provider_http_server::builtin(), trellis_provider_keyvalue::builtin(), trellis_provider_messaging_nats::builtin()]
+}

@@ -200,7 +200,7 @@ async fn main() -> anyhow::Result<()> {
         },
         allow_file_load: args.allow_file_load,
         max_queued_per_component: 1024,
-        builtins: vec![trellis_provider_http_server::builtin(), trellis_provider_keyvalue::builtin(), trellis_provider_messaging_nats::builtin()],
+        builtins: trellis_host::builtins(),
         provider_health_interval: Duration::from_secs(args.provider_health_interval_seconds.max(1)),
         allowed_issuers: args.allowed_issuers.into_iter().filter(|k| !k.is_empty()).collect(),
         require_signed: args.require_signed,

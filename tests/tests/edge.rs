@@ -25,10 +25,10 @@ const LONG: Duration = Duration::from_secs(90);
 fn edge_manifest(addr: std::net::SocketAddr) -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/edge-and-cloud/wadm.yaml");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    for part in ["file://./target/wasm32-wasip2/release/http_kv_counter.wasm", "address: 0.0.0.0:8002"] {
+    for part in ["file://../../target/wasm/wasm32-wasip2/release/http_kv_counter.wasm", "address: 0.0.0.0:8002"] {
         assert!(text.contains(part), "{} no longer holds `{part}`; update this test", path.display());
     }
-    text.replace("file://./target/wasm32-wasip2/release/http_kv_counter.wasm", &file_ref(http_kv_counter()))
+    text.replace("file://../../target/wasm/wasm32-wasip2/release/http_kv_counter.wasm", &file_ref(http_kv_counter()))
         .replace("address: 0.0.0.0:8002", &format!("address: \"{addr}\""))
 }
 

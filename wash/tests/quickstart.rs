@@ -87,10 +87,58 @@ async fn make_up_serves_hello_and_make_down_stops_everything() {
     assert_eq!(pid_in(&wash, "nats.pid"), nats_pid);
     assert_eq!(get(&url).await, "Hello from Trellis!\n");
 
+    deploy_every_example(&wash).await;
+
     let stdout = succeeded("down", &make(&wash, "down", http_port).await);
     assert!(stdout.contains("Stopped host") && stdout.contains("Stopped nats-server"), "{stdout}");
     assert!(gone(up_pid, Duration::from_secs(10)).await, "wash up (pid {up_pid}) is still running");
     assert!(gone(nats_pid, Duration::from_secs(10)).await, "nats-server (pid {nats_pid}) is still running");
     assert!(!listening(nats_port), "something still listens on the NATS port {nats_port}");
     assert!(!listening(http_port), "something still listens on the HTTP port {http_port}");
+}
+
+/// The example apps as shipped, deployed with `wash app deploy` on the quick start's lattice:
+/// each manifest is copied beside a link to the repository's `target/` (so its relative
+/// `file://../../target/…` image resolves from the copy's folder as from the original's), with
+/// only its HTTP port moved to a free one, and each answers. `edge-and-cloud` needs hosts in
+/// two zones and has its own test (`tests/tests/edge.rs`).
+async fn deploy_every_example(wash: &Wash) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repository root").to_path_buf();
+    let copy = tempfile::tempdir().expect("temp dir");
+    std::os::unix::fs::symlink(root.join("target"), copy.path().join("target")).expect("link target/");
+    let place = |example: &str, from: &str, to: &str| {
+        let text = std::fs::read_to_string(root.join("examples").join(example).join("wadm.yaml")).expect("manifest");
+        assert!(text.contains(from), "examples/{example}/wadm.yaml no longer holds `{from}`; update this test");
+        let dir = copy.path().join("examples").join(example);
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("wadm.yaml"), text.replace(from, to)).expect("write");
+        dir.join("wadm.yaml").display().to_string()
+    };
+
+    let kv_port = free_port();
+    let manifest = place("http-kv-counter", "127.0.0.1:8001", &format!("127.0.0.1:{kv_port}"));
+    let out = wash.run_async(&["app", "deploy", &manifest]).await;
+    assert!(out.ok().contains("deployed"), "{}", out.ok());
+    let addr: SocketAddr = format!("127.0.0.1:{kv_port}").parse().expect("addr");
+    let first = trellis_tests::http::get_until(addr, "/quickstart", 200, Duration::from_secs(30)).await.expect("the counter answers");
+    assert_eq!(first.text(), "1\n");
+    assert_eq!(trellis_tests::http::get(addr, "/quickstart").await.expect("GET").text(), "2\n");
+
+    let manifest = place("messaging-echo", "apiVersion", "apiVersion");
+    let out = wash.run_async(&["app", "deploy", &manifest]).await;
+    assert!(out.ok().contains("deployed"), "{}", out.ok());
+    let nats = async_nats::connect(format!("nats://127.0.0.1:{}", wash.port)).await.expect("connect");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let reply = loop {
+        match tokio::time::timeout(Duration::from_secs(2), nats.request("echo.quickstart", "hello".into())).await {
+            Ok(Ok(reply)) => break reply,
+            other => assert!(tokio::time::Instant::now() < deadline, "echo never answered: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(&reply.payload[..], b"HELLO");
+
+    for app in ["http-kv-counter", "messaging-echo"] {
+        wash.run_async(&["app", "undeploy", app]).await.ok();
+    }
 }

@@ -56,7 +56,7 @@ fn the_examples_parse() {
     assert_eq!(names, ["counter", "keyvalue", "httpserver"]);
     let counter = m.component("counter").expect("counter");
     assert_eq!(counter.kind, ComponentType::Component);
-    assert_eq!(counter.properties.image, "file://./target/wasm32-wasip2/release/http_kv_counter.wasm");
+    assert_eq!(counter.properties.image, "file://../../target/wasm/wasm32-wasip2/release/http_kv_counter.wasm");
     assert_eq!(m.component_id(counter), "http_kv_counter-counter");
     assert_eq!(counter.scaler(), Some(&Trait::SpreadScaler(Scaler { instances: 4, spread: vec![] })));
     let links: Vec<(&str, &Link)> = m.links().map(|(c, l)| (c.name.as_str(), l)).collect();

@@ -181,7 +181,8 @@ async fn deploy(g: &Global, apps: &AppClient, args: &DeployArgs) -> anyhow::Resu
     let path = Path::new(&args.target);
     let (name, version) = if args.target == "-" || path.is_file() {
         let text = read(path)?;
-        if let Err(errors) = Manifest::parse(&text) {
+        let parsed = Manifest::parse(&text);
+        if let Err(errors) = parsed {
             let details = errors
                 .errors()
                 .iter()
@@ -192,6 +193,9 @@ async fn deploy(g: &Global, apps: &AppClient, args: &DeployArgs) -> anyhow::Resu
                 .collect();
             return Err(Failure { summary: format!("{}: the manifest is not valid", args.target), details, json: json!({"errors": errors.errors()}) }.into());
         }
+        let manifest = parsed.map_err(|_| anyhow::anyhow!("the manifest was checked above"))?;
+        let dir = if args.target == "-" { std::env::current_dir()? } else { path.parent().map(Path::to_path_buf).unwrap_or_default() };
+        let text = resolve_relative_files(&text, &manifest, &dir);
         let put = apps.put(&text).await?;
         if args.version.as_ref().is_some_and(|v| v != &put.current_version) {
             anyhow::bail!("the manifest's version is `{}`, not `{}`", put.current_version, args.version.as_deref().unwrap_or_default());
@@ -209,6 +213,40 @@ async fn deploy(g: &Global, apps: &AppClient, args: &DeployArgs) -> anyhow::Resu
         None => format!("App `{name}` {version} deployed"),
     };
     Ok(Report::new(text, json!({"name": name, "version": version, "status": status})))
+}
+
+/// `text` with each relative `file://` image (`file://./x.wasm`, `file://../target/x.wasm`)
+/// made absolute against `dir`, the manifest's folder: a manifest names its files from where
+/// it lies, not from wherever a host was started. Only whole image values are replaced.
+pub fn resolve_relative_files(text: &str, manifest: &Manifest, dir: &Path) -> String {
+    let mut images: Vec<&str> =
+        manifest.spec.components.iter().map(|c| c.properties.image.as_str()).filter(|i| i.strip_prefix("file://").is_some_and(|p| !p.starts_with('/'))).collect();
+    images.sort_unstable();
+    images.dedup();
+    let mut out = text.to_string();
+    for image in images {
+        let relative = &image["file://".len()..];
+        let joined = dir.join(relative);
+        let absolute = joined.canonicalize().or_else(|_| std::path::absolute(&joined)).unwrap_or(joined);
+        out = replace_whole(&out, image, &format!("file://{}", absolute.display()));
+    }
+    out
+}
+
+/// Replaces each occurrence of `from` in `text` that stands alone: not followed by a character
+/// that could continue a path.
+fn replace_whole(text: &str, from: &str, to: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(from) {
+        let after = rest[at + from.len()..].chars().next();
+        let whole = after.is_none_or(|c| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | '}' | ']' | '#'));
+        out.push_str(&rest[..at]);
+        out.push_str(if whole { to } else { from });
+        rest = &rest[at + from.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn read(file: &Path) -> anyhow::Result<String> {
@@ -251,4 +289,21 @@ fn validate(file: &Path) -> anyhow::Result<Report> {
 
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_files_resolve_against_the_manifests_folder() {
+        let text = "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata:\n  name: a\n  annotations:\n    version: v1\nspec:\n  components:\n    - name: c\n      type: component\n      properties:\n        image: file://./build/c.wasm\n    - name: d\n      type: component\n      properties:\n        image: \"file://../d.wasm\"\n    - name: e\n      type: component\n      properties:\n        image: file:///abs/e.wasm\n";
+        let manifest = Manifest::parse(text).expect("valid");
+        let out = resolve_relative_files(text, &manifest, Path::new("/srv/apps/one"));
+        assert!(out.contains("image: file:///srv/apps/one/./build/c.wasm\n") || out.contains("image: file:///srv/apps/one/build/c.wasm\n"), "{out}");
+        assert!(out.contains("\"file:///srv/apps/one/../d.wasm\"") || out.contains("\"file:///srv/apps/d.wasm\""), "{out}");
+        assert!(out.contains("image: file:///abs/e.wasm\n"), "{out}");
+        // Only whole values: a longer path that starts with a replaced one is left alone.
+        assert_eq!(replace_whole("file://./a.wasm file://./a.wasm2\n", "file://./a.wasm", "X"), "X file://./a.wasm2\n");
+    }
 }

@@ -130,8 +130,8 @@ async fn run_host(
     config.labels = identity::labels_from_env(std::env::vars());
     config.labels.extend(args.labels.iter().cloned());
     config.js_domain = args.wasmcloud_js_domain.clone();
-    // The same built-in providers as `trellis-host`, so `builtin://http-server` works here too.
-    config.builtins = vec![trellis_provider_http_server::builtin()];
+    // The same built-in providers as `trellis-host`: the example apps run on it unchanged.
+    config.builtins = trellis_host::builtins();
     config.state_dir = Some(home.root().join("state"));
     config.cache_dir = Some(home.root().join("cache"));
     config.oci.allowed_insecure = args.allowed_insecure.iter().filter(|r| !r.is_empty()).cloned().collect();
