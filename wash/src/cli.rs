@@ -106,6 +106,13 @@ pub enum Command {
     /// Declarative applications (wadm manifests): validate, deploy, undeploy, list, inspect.
     #[command(subcommand)]
     App(crate::commands::app::AppCommand),
+    /// Create a component project from a built-in template.
+    #[command(subcommand)]
+    New(crate::commands::new::NewCommand),
+    /// Build and sign the project in wasmcloud.toml.
+    Build(crate::commands::build::BuildArgs),
+    /// Build, run on a local lattice, and rebuild and swap in each change until Ctrl-C.
+    Dev(crate::commands::dev::DevArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell to complete for.
@@ -566,5 +573,141 @@ mod tests {
         assert_eq!(cli.global.lattice, "edge");
         assert_eq!(cli.global.ctl_port, 4333);
         assert_eq!(cli.global.output, Format::Json);
+    }
+}
+
+/// The top-level commands by task, as `wash --help` lists them (every command is in one).
+const GROUPS: &[(&str, &[&str])] = &[
+    ("Develop", &["new", "build", "dev", "call"]),
+    ("Run", &["up", "down", "start", "stop", "scale", "update", "app"]),
+    ("Inspect", &["get", "inspect"]),
+    ("Manage", &["link", "config", "secrets", "label", "host", "push", "pull", "keys", "claims", "completions"]),
+];
+
+/// One example for every command (by its path of subcommand names), shown in its `--help`.
+const EXAMPLES: &[(&str, &str)] = &[
+    ("new component", "wash new component hello --template hello-http"),
+    ("build", "wash build -p ./hello"),
+    ("dev", "cd hello && wash dev"),
+    ("call", "wash call hello /greet --data '{\"name\":\"me\"}'"),
+    ("up", "wash up -d -l zone=laptop"),
+    ("down", "wash down --purge-jetstream"),
+    ("start component", "wash start component ghcr.io/org/hello:0.1.0 hello --max-instances 4"),
+    ("start provider", "wash start provider builtin://http-server http-server"),
+    ("stop component", "wash stop component hello"),
+    ("stop provider", "wash stop provider http-server"),
+    ("stop host", "wash stop host NB…"),
+    ("scale component", "wash scale component hello --max-instances 8"),
+    ("update component", "wash update component hello ghcr.io/org/hello:0.2.0"),
+    ("app validate", "wash app validate wadm.yaml"),
+    ("app deploy", "wash app deploy examples/http-kv-counter/wadm.yaml"),
+    ("app undeploy", "wash app undeploy http-kv-counter"),
+    ("app list", "wash app list -o json"),
+    ("app get", "wash app get http-kv-counter --version v0.1.0"),
+    ("app status", "wash app status http-kv-counter"),
+    ("app history", "wash app history http-kv-counter"),
+    ("app delete", "wash app delete http-kv-counter --version v0.1.0"),
+    ("get hosts", "wash get hosts -o json"),
+    ("get inventory", "wash get inventory NB…"),
+    ("get links", "wash get links"),
+    ("get claims", "wash get claims"),
+    ("inspect", "wash inspect ./build/hello_s.wasm"),
+    ("link put", "wash link put http-server hello wasi http --interface incoming-handler --source-config hello-http"),
+    ("link del", "wash link del http-server wasi http"),
+    ("link get", "wash link get"),
+    ("config put", "wash config put hello-http address=127.0.0.1:8080"),
+    ("config get", "wash config get hello-http"),
+    ("config del", "wash config del hello-http"),
+    ("secrets put", "wash secrets put api-token --from-file token.txt"),
+    ("secrets list", "wash secrets list"),
+    ("secrets del", "wash secrets del api-token"),
+    ("label put", "wash label put NB… zone=edge"),
+    ("label del", "wash label del NB… zone"),
+    ("host cordon", "wash host cordon NB…"),
+    ("host uncordon", "wash host uncordon NB…"),
+    ("host drain", "wash host drain NB… --wait"),
+    ("push", "wash push localhost:5000/hello:0.1.0 ./build/hello_s.wasm"),
+    ("pull", "wash pull lattice://hello:0.1.0 --destination hello.wasm"),
+    ("keys gen", "wash keys gen account"),
+    ("keys get", "wash keys get wash_account"),
+    ("keys list", "wash keys list"),
+    ("claims sign", "wash claims sign hello.wasm --name hello --ver 0.1.0"),
+    ("claims inspect", "wash claims inspect hello_s.wasm"),
+    ("completions", "wash completions bash > /etc/bash_completion.d/wash"),
+];
+
+/// The command line with `--help` grouped by task and an example in every command's help.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory as _;
+    let mut cmd = Cli::command();
+    for (path, example) in EXAMPLES {
+        cmd = with_example(cmd, &path.split(' ').collect::<Vec<_>>(), example);
+    }
+    let mut listing = String::new();
+    let width = GROUPS.iter().flat_map(|(_, names)| names.iter()).map(|n| n.len()).max().unwrap_or(0);
+    for (group, names) in GROUPS {
+        listing.push_str(&format!("{group}:\n"));
+        for name in *names {
+            let about = cmd.find_subcommand(name).and_then(|c| c.get_about()).map(|a| a.to_string()).unwrap_or_default();
+            listing.push_str(&format!("  {name:<width$}  {about}\n"));
+        }
+        listing.push('\n');
+    }
+    cmd.help_template(format!("{{about-with-newline}}\n{{usage-heading}} {{usage}}\n\n{listing}Options:\n{{options}}{{after-help}}"))
+}
+
+fn with_example(cmd: clap::Command, path: &[&str], example: &str) -> clap::Command {
+    match path {
+        [] => {
+            let before = cmd.get_after_help().map(|h| format!("{h}\n\n")).unwrap_or_default();
+            if before.contains("Example") {
+                return cmd;
+            }
+            cmd.after_help(format!("{before}Example:\n  {example}"))
+        }
+        [first, rest @ ..] => cmd.mut_subcommand(*first, |sub| with_example(sub, rest, example)),
+    }
+}
+
+#[cfg(test)]
+mod grouping_tests {
+    use super::*;
+
+    fn leaves(cmd: &clap::Command, path: Vec<String>, out: &mut Vec<(String, bool)>) {
+        let subs: Vec<&clap::Command> = cmd.get_subcommands().filter(|c| c.get_name() != "help").collect();
+        if subs.is_empty() {
+            out.push((path.join(" "), cmd.get_after_help().is_some_and(|h| h.to_string().contains("Example"))));
+        }
+        for sub in subs {
+            let mut p = path.clone();
+            p.push(sub.get_name().to_string());
+            leaves(sub, p, out);
+        }
+    }
+
+    #[test]
+    fn every_command_is_grouped_and_has_an_example() {
+        let cmd = command();
+        let grouped: Vec<&str> = GROUPS.iter().flat_map(|(_, n)| n.iter().copied()).collect();
+        for sub in cmd.get_subcommands().filter(|c| c.get_name() != "help") {
+            assert_eq!(grouped.iter().filter(|n| **n == sub.get_name()).count(), 1, "`{}` must be in exactly one help group", sub.get_name());
+        }
+        let mut all = Vec::new();
+        leaves(&cmd, Vec::new(), &mut all);
+        let missing: Vec<&String> = all.iter().filter(|(_, has)| !has).map(|(p, _)| p).collect();
+        assert!(missing.is_empty(), "commands without an example in their help: {missing:?}");
+        // Each example parses as a command line.
+        for (path, example) in EXAMPLES {
+            let line = example.rsplit("&& ").next().unwrap_or(example);
+            let line = line.split(" > ").next().unwrap_or(line);
+            let words: Vec<String> = line.split_whitespace().map(|w| w.trim_matches('\'').to_string()).collect();
+            if let Err(e) = cmd.clone().try_get_matches_from(&words) {
+                panic!("the example of `{path}` does not parse: {example}\n{e}");
+            }
+        }
+        let help = cmd.clone().render_help().to_string();
+        for group in ["Develop:", "Run:", "Inspect:", "Manage:"] {
+            assert!(help.contains(group), "{help}");
+        }
     }
 }

@@ -3,9 +3,7 @@
 //!
 //! Modules: [`cli`] (arguments), [`output`] (text, JSON, tables, errors), [`lattice`]
 //! (connecting, shared lookups), [`events`] (waiting for outcomes), [`commands`] (one module
-//! per noun), [`local`] (`up`/`down` process management).
-
-use clap::Parser as _;
+//! per noun), [`local`] (`up`/`down` process management), [`project`] (`wasmcloud.toml`).
 
 mod cli;
 mod commands;
@@ -13,9 +11,14 @@ mod events;
 mod lattice;
 mod local;
 mod output;
+mod project;
 
 fn main() {
-    let cli = cli::Cli::parse();
+    let matches = cli::command().get_matches();
+    let cli = match <cli::Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let format = cli.global.output;
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

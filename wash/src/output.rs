@@ -30,6 +30,11 @@ impl Report {
         Self { text: Some(text.into()), json: Some(json) }
     }
 
+    /// Its JSON form (`null` when it has none).
+    pub fn json(&self) -> &Value {
+        self.json.as_ref().unwrap_or(&Value::Null)
+    }
+
     /// Drops the JSON form: for a command that already printed its JSON result.
     pub fn text_only(mut self) -> Self {
         self.json = None;

@@ -152,7 +152,7 @@ fn status_text(name: &str, s: &Status) -> String {
 }
 
 /// Waits until the app reaches `state`; a Failed status ends the wait with its error.
-async fn wait(g: &Global, apps: &AppClient, name: &str, state: StatusType, within: Duration, doing: &str) -> anyhow::Result<Status> {
+pub(crate) async fn wait(g: &Global, apps: &AppClient, name: &str, state: StatusType, within: Duration, doing: &str) -> anyhow::Result<Status> {
     let step = Step::start(g.output, format!("{doing} `{name}`"));
     let deadline = tokio::time::Instant::now() + within;
     let mut last: Option<Status> = None;
@@ -219,8 +219,13 @@ async fn deploy(g: &Global, apps: &AppClient, args: &DeployArgs) -> anyhow::Resu
 /// made absolute against `dir`, the manifest's folder: a manifest names its files from where
 /// it lies, not from wherever a host was started. Only whole image values are replaced.
 pub fn resolve_relative_files(text: &str, manifest: &Manifest, dir: &Path) -> String {
-    let mut images: Vec<&str> =
-        manifest.spec.components.iter().map(|c| c.properties.image.as_str()).filter(|i| i.strip_prefix("file://").is_some_and(|p| !p.starts_with('/'))).collect();
+    let mut images: Vec<&str> = manifest
+        .spec
+        .components
+        .iter()
+        .map(|c| c.properties.image.as_str())
+        .filter(|i| i.strip_prefix("file://").is_some_and(|p| !p.starts_with('/')))
+        .collect();
     images.sort_unstable();
     images.dedup();
     let mut out = text.to_string();

@@ -95,7 +95,11 @@ pub(crate) fn key_file_stem(s: &str) -> String {
 
 /// The default key `NAME` of kind `want`: read from the keys directory, generated when missing.
 pub(crate) fn default_key(name: &str, want: KeyPairType, disable_keygen: bool, flag: &str, generated: &mut Vec<PathBuf>) -> anyhow::Result<KeyPair> {
-    let dir = keys::keys_dir()?;
+    default_key_in(&keys::keys_dir()?, name, want, disable_keygen, flag, generated)
+}
+
+/// [`default_key`] in the keys directory `dir`.
+fn default_key_in(dir: &Path, name: &str, want: KeyPairType, disable_keygen: bool, flag: &str, generated: &mut Vec<PathBuf>) -> anyhow::Result<KeyPair> {
     let path = dir.join(format!("{name}.nk"));
     if path.is_file() {
         return keys::resolve_key(&path.to_string_lossy(), want, flag);
@@ -104,11 +108,16 @@ pub(crate) fn default_key(name: &str, want: KeyPairType, disable_keygen: bool, f
         bail!("no {flag} given and {} does not exist (--disable-keygen); pass {flag} or create it with `wash keys gen`", path.display());
     }
     let key = KeyPair::new(want);
-    generated.push(keys::store_key(&dir, name, &key)?);
+    generated.push(keys::store_key(dir, name, &key)?);
     Ok(key)
 }
 
 fn sign(args: &SignArgs) -> anyhow::Result<Report> {
+    sign_with(args, &keys::keys_dir()?)
+}
+
+/// `wash claims sign` with the default keys taken from (and made in) `keys_dir`.
+pub(crate) fn sign_with(args: &SignArgs, keys_dir: &Path) -> anyhow::Result<Report> {
     let file = &args.file;
     let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("component");
@@ -117,12 +126,12 @@ fn sign(args: &SignArgs) -> anyhow::Result<Report> {
         Some(arg) => keys::resolve_key(arg, KeyPairType::Account, "--issuer")?,
         None => {
             let user = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "wash".into());
-            default_key(&format!("{}_account", key_file_stem(&user)), KeyPairType::Account, args.disable_keygen, "--issuer", &mut generated)?
+            default_key_in(keys_dir, &format!("{}_account", key_file_stem(&user)), KeyPairType::Account, args.disable_keygen, "--issuer", &mut generated)?
         }
     };
     let subject = match &args.subject {
         Some(arg) => keys::resolve_key(arg, KeyPairType::Module, "--subject")?,
-        None => default_key(&format!("{}_module", key_file_stem(stem)), KeyPairType::Module, args.disable_keygen, "--subject", &mut generated)?,
+        None => default_key_in(keys_dir, &format!("{}_module", key_file_stem(stem)), KeyPairType::Module, args.disable_keygen, "--subject", &mut generated)?,
     };
 
     let now = claims::now();

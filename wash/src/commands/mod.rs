@@ -13,13 +13,16 @@ use crate::output::Report;
 
 pub mod app;
 pub mod artifact;
+pub mod build;
 mod call;
 pub mod claims;
 mod component;
 mod config;
+pub mod dev;
 mod host;
 pub mod keys;
 mod link;
+pub mod new;
 mod provider;
 mod secrets;
 
@@ -61,6 +64,9 @@ pub async fn run(g: &Global, command: Command) -> anyhow::Result<Report> {
         Command::Keys(command) => keys::run(command),
         Command::Claims(command) => claims::run(command),
         Command::App(command) => app::run(g, command).await,
+        Command::New(command) => new::run(command),
+        Command::Build(args) => build::run(g, &args).await,
+        Command::Dev(args) => dev::run(g, &args).await,
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             let mut script = Vec::new();
