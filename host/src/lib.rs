@@ -21,6 +21,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod admin;
 mod apps;
 pub mod artifacts;
 pub mod c2c;
@@ -35,6 +36,7 @@ pub mod events;
 mod host;
 pub mod identity;
 mod lifecycle;
+pub mod metrics;
 pub mod nats_server;
 pub mod process;
 pub mod providers;

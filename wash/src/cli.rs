@@ -91,6 +91,8 @@ pub enum Command {
     Get(GetCommand),
     /// Send an HTTP request to a component over the data plane and print the response body.
     Call(CallArgs),
+    /// Watch the calls into and out of a component, wherever it runs, until Ctrl-C.
+    Spy(SpyArgs),
     /// Push a component or provider to an OCI registry or the lattice's own store (lattice://NAME:TAG).
     Push(crate::commands::artifact::PushArgs),
     /// Pull a component or provider from a registry or the lattice store to a file.
@@ -486,6 +488,19 @@ pub struct CallArgs {
     /// Also print the status line and the response headers (on stderr).
     #[arg(short = 'v', long)]
     pub verbose: bool,
+}
+
+/// `wash spy`.
+#[derive(Debug, Args)]
+#[command(after_help = "One line per call (-o json: one JSON object per line) until Ctrl-C, which exits 0. \
+Hosts record calls only while a spy listens; records start within about a second.")]
+pub struct SpyArgs {
+    /// The component to watch.
+    pub component_id: String,
+    /// Also show the first 1 KiB of each request and response (HTTP bodies; arguments and
+    /// results of other calls).
+    #[arg(long)]
+    pub with_bodies: bool,
 }
 
 /// Parses `Name: value` (curl's `-H` form).

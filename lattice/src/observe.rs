@@ -1,0 +1,359 @@
+//! What a [`Router`](crate::rpc::Router) tells about the calls through it: to an [`Observer`]
+//! (the host's metrics) and to spies ([`crate::spy`]). One place wraps a call for both, so
+//! the router's own code gains a line per path.
+//!
+//! Cost: with no observer and no spy, nothing. With an observer, a call made over NATS is
+//! reported once its reply (or error) is in; a call this router serves (locally or from NATS)
+//! gets its response body wrapped, so it is reported when the body ends, fails or is dropped.
+//! The observer returns a handle it keeps ready per target and function
+//! ([`Observer::serving`]), so the wrapping allocates no attributes.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+
+use crate::rpc::{Body, CallInfo, Invocation, Response, RpcError, RpcErrorKind};
+use crate::spy::{BODY_CAP, CallRecord, Tap};
+
+/// How a call went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It was answered, body and all.
+    Ok,
+    /// It failed.
+    Failed(RpcErrorKind),
+    /// The caller stopped reading the response body before its end.
+    Cancelled,
+}
+
+impl Outcome {
+    /// `ok`, `cancelled`, or the error kind in snake case (`no_replica`, `deadline`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Failed(kind) => kind_name(kind),
+        }
+    }
+}
+
+/// Every error kind, in the order [`kind_index`] numbers them.
+pub const KINDS: [RpcErrorKind; 9] = [
+    RpcErrorKind::NoLink,
+    RpcErrorKind::NoReplica,
+    RpcErrorKind::Deadline,
+    RpcErrorKind::Busy,
+    RpcErrorKind::Handler,
+    RpcErrorKind::Unsupported,
+    RpcErrorKind::Malformed,
+    RpcErrorKind::Transport,
+    RpcErrorKind::Lost,
+];
+
+/// The position of `kind` in [`KINDS`].
+pub fn kind_index(kind: RpcErrorKind) -> usize {
+    KINDS.iter().position(|k| *k == kind).unwrap_or(KINDS.len() - 1)
+}
+
+/// An error kind in snake case, as metrics and spy records name it.
+pub fn kind_name(kind: RpcErrorKind) -> &'static str {
+    match kind {
+        RpcErrorKind::NoLink => "no_link",
+        RpcErrorKind::NoReplica => "no_replica",
+        RpcErrorKind::Deadline => "deadline",
+        RpcErrorKind::Busy => "busy",
+        RpcErrorKind::Handler => "handler",
+        RpcErrorKind::Unsupported => "unsupported",
+        RpcErrorKind::Malformed => "malformed",
+        RpcErrorKind::Transport => "transport",
+        RpcErrorKind::Lost => "lost",
+    }
+}
+
+/// How a call travelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Handed to a handler in this process.
+    Local,
+    /// Over NATS.
+    Nats,
+}
+
+impl Route {
+    /// `local` or `nats`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Local => "local",
+            Route::Nats => "nats",
+        }
+    }
+}
+
+/// Told how the calls through a router went (the host's metrics implement it).
+pub trait Observer: Send + Sync + 'static {
+    /// A call this router made got its reply head or failed, `elapsed` after it started.
+    fn called(&self, route: Route, outcome: Outcome, elapsed: Duration);
+    /// A call this router is about to answer (locally or from NATS); the handle returned is
+    /// told how it ended. `None`: not observed.
+    fn serving(&self, call: &CallInfo) -> Option<Arc<dyn Served>>;
+}
+
+/// One served call's end, as an [`Observer`] is told it.
+pub trait Served: Send + Sync {
+    /// The call ended so, `elapsed` after it started (at the end of its response body).
+    fn ended(&self, outcome: Outcome, elapsed: Duration);
+}
+
+/// Which side of a call this router is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// It sends the call over NATS.
+    Caller,
+    /// It calls a handler of its own (caller and callee at once).
+    Local,
+    /// It answers a call that came over NATS.
+    Callee,
+}
+
+/// The router's observer and spy tap.
+#[derive(Default)]
+pub(crate) struct Hooks {
+    pub observer: std::sync::OnceLock<Arc<dyn Observer>>,
+    pub tap: Arc<Tap>,
+}
+
+impl Hooks {
+    /// Starts watching one call; `None` when nobody looks (nothing to do for it).
+    pub(crate) fn begin(&self, call: &CallInfo, role: Role) -> Option<Watch> {
+        let observer = self.observer.get();
+        // Who is spied: the caller's host records calls out, the callee's host calls in.
+        let mut spied: Vec<String> = Vec::new();
+        let mut bodies = false;
+        if role != Role::Callee
+            && let Some(b) = self.tap.wants(&call.source)
+        {
+            spied.push(call.source.clone());
+            bodies |= b;
+        }
+        if role != Role::Caller
+            && call.target != call.source
+            && let Some(b) = self.tap.wants(&call.target)
+        {
+            spied.push(call.target.clone());
+            bodies |= b;
+        }
+        if observer.is_none() && spied.is_empty() {
+            return None;
+        }
+        let served = match (role, observer) {
+            (Role::Caller, _) | (_, None) => None,
+            (_, Some(o)) => o.serving(call),
+        };
+        let spy = (!spied.is_empty()).then(|| {
+            Box::new(SpyCall {
+                tap: self.tap.clone(),
+                call: call.clone(),
+                components: spied,
+                wall: SystemTime::now(),
+                route: if role == Role::Local { Route::Local } else { Route::Nats },
+                bodies,
+                request: Arc::new(Counted::default()),
+                response: Arc::new(Counted::default()),
+            })
+        });
+        Some(Watch { started: Instant::now(), role, observer: observer.cloned(), served, spy })
+    }
+}
+
+/// Bytes seen on one side of a spied call, and the first [`BODY_CAP`] of them when asked.
+#[derive(Default)]
+struct Counted {
+    bytes: AtomicU64,
+    kept: std::sync::Mutex<BytesMut>,
+}
+
+impl Counted {
+    fn saw(&self, data: &[u8], keep: bool) {
+        self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        if keep {
+            let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+            let room = BODY_CAP.saturating_sub(kept.len());
+            kept.extend_from_slice(&data[..room.min(data.len())]);
+        }
+    }
+
+    fn kept(&self) -> Vec<u8> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner()).to_vec()
+    }
+}
+
+/// A spied call, until its record is published.
+struct SpyCall {
+    tap: Arc<Tap>,
+    call: CallInfo,
+    components: Vec<String>,
+    wall: SystemTime,
+    route: Route,
+    bodies: bool,
+    request: Arc<Counted>,
+    response: Arc<Counted>,
+}
+
+impl SpyCall {
+    fn publish(self, outcome: Outcome, error: Option<String>, elapsed: Duration) {
+        let time = time::OffsetDateTime::from(self.wall).format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        let c = self.call;
+        let record = CallRecord {
+            time,
+            host_id: String::new(),
+            source: c.source,
+            target: c.target,
+            interface: c.interface,
+            function: c.function,
+            link_name: c.link_name,
+            route: self.route.as_str().into(),
+            duration_us: elapsed.as_micros() as u64,
+            outcome: outcome.as_str().into(),
+            error,
+            request_bytes: self.request.bytes.load(Ordering::Relaxed),
+            response_bytes: self.response.bytes.load(Ordering::Relaxed),
+            request: self.bodies.then(|| self.request.kept()),
+            response: self.bodies.then(|| self.response.kept()),
+        };
+        self.tap.publish(&c.lattice, &self.components, record);
+    }
+}
+
+/// One call being watched.
+pub(crate) struct Watch {
+    started: Instant,
+    role: Role,
+    observer: Option<Arc<dyn Observer>>,
+    served: Option<Arc<dyn Served>>,
+    spy: Option<Box<SpyCall>>,
+}
+
+/// Whether an HTTP call keeps its body (the head is an HTTP head) or its head (the arguments).
+fn is_http(call: &CallInfo) -> bool {
+    call.interface == crate::rpc::http::INTERFACE
+}
+
+impl Watch {
+    /// The call as it goes out: when spied, its head and body are counted (and kept).
+    pub(crate) fn request(&mut self, mut inv: Invocation) -> Invocation {
+        let Some(spy) = &self.spy else { return inv };
+        let http = is_http(&inv.call);
+        // An HTTP head's bytes count, but only its body is kept.
+        spy.request.saw(&inv.head, spy.bodies && !http);
+        let (counted, keep) = (spy.request.clone(), spy.bodies && http);
+        inv.body = inv
+            .body
+            .map(move |chunk| {
+                if let Ok(b) = &chunk {
+                    counted.saw(b, keep);
+                }
+                chunk
+            })
+            .boxed();
+        inv
+    }
+
+    /// The call's result: reported now if it failed (or nobody needs its body), else its
+    /// body is watched to its end.
+    pub(crate) fn finish(mut self, result: Result<Response, RpcError>) -> Result<Response, RpcError> {
+        let elapsed = self.started.elapsed();
+        if self.role != Role::Callee
+            && let Some(o) = &self.observer
+        {
+            let outcome = match &result {
+                Ok(_) => Outcome::Ok,
+                Err(e) => Outcome::Failed(e.kind),
+            };
+            o.called(if self.role == Role::Local { Route::Local } else { Route::Nats }, outcome, elapsed);
+        }
+        match result {
+            Err(e) => {
+                let ending = Ending { started: self.started, served: self.served.take(), spy: self.spy.take() };
+                ending.end(Outcome::Failed(e.kind), Some(&e));
+                Err(e)
+            }
+            Ok(resp) if self.served.is_none() && self.spy.is_none() => Ok(resp),
+            Ok(mut resp) => {
+                let http = self.spy.as_ref().is_some_and(|s| is_http(&s.call));
+                let counted = self.spy.as_ref().map(|s| {
+                    s.response.saw(&resp.head, s.bodies && !http);
+                    (s.response.clone(), s.bodies && http)
+                });
+                let ending = Ending { started: self.started, served: self.served.take(), spy: self.spy.take() };
+                resp.body = Box::pin(Watched { inner: resp.body, counted, ending: Some(ending) });
+                Ok(resp)
+            }
+        }
+    }
+}
+
+/// What is told once a served or spied call ends.
+struct Ending {
+    started: Instant,
+    served: Option<Arc<dyn Served>>,
+    spy: Option<Box<SpyCall>>,
+}
+
+impl Ending {
+    fn end(self, outcome: Outcome, error: Option<&RpcError>) {
+        let elapsed = self.started.elapsed();
+        if let Some(s) = self.served {
+            s.ended(outcome, elapsed);
+        }
+        if let Some(spy) = self.spy {
+            spy.publish(outcome, error.map(|e| e.message.clone()), elapsed);
+        }
+    }
+}
+
+/// A response body that reports its end.
+struct Watched {
+    inner: Body,
+    counted: Option<(Arc<Counted>, bool)>,
+    ending: Option<Ending>,
+}
+
+impl Stream for Watched {
+    type Item = Result<Bytes, RpcError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let next = self.inner.poll_next_unpin(cx);
+        match &next {
+            Poll::Ready(Some(Ok(b))) => {
+                if let Some((c, keep)) = &self.counted {
+                    c.saw(b, *keep);
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(ending) = self.ending.take() {
+                    ending.end(Outcome::Failed(e.kind), Some(e));
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(ending) = self.ending.take() {
+                    ending.end(Outcome::Ok, None);
+                }
+            }
+            Poll::Pending => {}
+        }
+        next
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if let Some(ending) = self.ending.take() {
+            ending.end(Outcome::Cancelled, None);
+        }
+    }
+}
