@@ -166,7 +166,7 @@ impl Hooks {
                 response: Arc::new(Counted::default()),
             })
         });
-        Some(Watch { started: Instant::now(), role, observer: observer.cloned(), served, spy })
+        Some(Watch { started: Instant::now(), role, http: is_http(call), observer: observer.cloned(), served, spy })
     }
 }
 
@@ -233,6 +233,9 @@ impl SpyCall {
 pub(crate) struct Watch {
     started: Instant,
     role: Role,
+    /// An HTTP call ends with its response body; any other call with its head (the results),
+    /// whose body is empty and which callers drop unread.
+    http: bool,
     observer: Option<Arc<dyn Observer>>,
     served: Option<Arc<dyn Served>>,
     spy: Option<Box<SpyCall>>,
@@ -283,11 +286,19 @@ impl Watch {
                 Err(e)
             }
             Ok(resp) if self.served.is_none() && self.spy.is_none() => Ok(resp),
+            Ok(resp) if !self.http => {
+                if let Some(s) = &self.spy {
+                    s.response.saw(&resp.head, s.bodies);
+                }
+                let ending = Ending { started: self.started, served: self.served.take(), spy: self.spy.take() };
+                ending.end(Outcome::Ok, None);
+                Ok(resp)
+            }
             Ok(mut resp) => {
-                let http = self.spy.as_ref().is_some_and(|s| is_http(&s.call));
+                // An HTTP head's bytes count, but only its body is kept.
                 let counted = self.spy.as_ref().map(|s| {
-                    s.response.saw(&resp.head, s.bodies && !http);
-                    (s.response.clone(), s.bodies && http)
+                    s.response.saw(&resp.head, false);
+                    (s.response.clone(), s.bodies)
                 });
                 let ending = Ending { started: self.started, served: self.served.take(), spy: self.spy.take() };
                 resp.body = Box::pin(Watched { inner: resp.body, counted, ending: Some(ending) });

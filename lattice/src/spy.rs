@@ -120,11 +120,12 @@ mod opt_base64 {
     }
 }
 
-/// A live interest: until when, and whether with bodies.
+/// A live interest: until when, and until when some spy wants bodies (several spies may
+/// watch one component; records carry bodies while any of them asks).
 #[derive(Clone, Copy)]
 struct Want {
     until: Instant,
-    bodies: bool,
+    bodies_until: Option<Instant>,
 }
 
 /// A router's side of spying: the live interests, and where records go.
@@ -157,7 +158,8 @@ impl Tap {
             return None;
         }
         let wanted = self.wanted.read().unwrap_or_else(|p| p.into_inner());
-        wanted.get(component).filter(|w| w.until > Instant::now()).map(|w| w.bodies)
+        let now = Instant::now();
+        wanted.get(component).filter(|w| w.until > now).map(|w| w.bodies_until.is_some_and(|b| b > now))
     }
 
     /// Starts following interests on `nats` (idempotent); records name `host_id`.
@@ -209,7 +211,11 @@ impl Tap {
             let until = now + Duration::from_millis(i.ttl_ms).min(MAX_TTL);
             let known = wanted.contains_key(&i.component_id);
             if known || wanted.len() < MAX_SPIED {
-                wanted.insert(i.component_id, Want { until, bodies: i.with_bodies });
+                let w = wanted.entry(i.component_id).or_insert(Want { until, bodies_until: None });
+                w.until = w.until.max(until);
+                if i.with_bodies {
+                    w.bodies_until = Some(w.bodies_until.map_or(until, |b| b.max(until)));
+                }
             } else {
                 tracing::debug!(component_id = i.component_id, "ignored a spy interest: {MAX_SPIED} components are spied already");
             }
@@ -299,9 +305,12 @@ mod tests {
             tap.update(Some(Interest { component_id: format!("c{i}"), with_bodies: false, ttl_ms: 60_000 }));
         }
         assert_eq!(tap.wanted.read().unwrap().len(), MAX_SPIED);
-        // One already known is renewed even at the cap.
+        // One already known is renewed even at the cap; a spy without bodies beside one with
+        // them does not turn them off.
         tap.update(Some(Interest { component_id: "a".into(), with_bodies: false, ttl_ms: 60_000 }));
-        assert_eq!(tap.wants("a"), Some(false));
+        assert_eq!(tap.wants("a"), Some(true));
+        tap.update(Some(Interest { component_id: "c0".into(), with_bodies: false, ttl_ms: 60_000 }));
+        assert_eq!(tap.wants("c0"), Some(false));
     }
 
     #[test]

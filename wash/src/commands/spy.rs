@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::signal::unix::{SignalKind, signal};
-use trellis_lattice::spy::{CallRecord, Spy};
+use trellis_lattice::spy::{BODY_CAP, CallRecord, Spy};
 
 use crate::cli::{Global, SpyArgs};
 use crate::lattice;
@@ -41,9 +41,14 @@ pub async fn run(g: &Global, args: &SpyArgs) -> anyhow::Result<Report> {
             _ = sigterm.recv() => break,
             r = spy.next() => r,
         };
-        let Some(record) = record else {
+        let Some(mut record) = record else {
             anyhow::bail!("the NATS connection closed; run `wash spy` again once NATS is back")
         };
+        // Another spy of the same component may have asked for bodies; this one did not.
+        if !args.with_bodies {
+            record.request = None;
+            record.response = None;
+        }
         seen += 1;
         match format {
             Format::Text => print_stdout(&text_line(&record, &args.component_id)),
@@ -69,9 +74,9 @@ fn is_http(r: &CallRecord) -> bool {
 }
 
 /// A side of a call as text: an HTTP body as (lossy) UTF-8, other calls' WIT values decoded
-/// when all of them were kept.
+/// when all of them were kept (hosts keep the first `BODY_CAP` bytes).
 fn side_text(r: &CallRecord, bytes: &[u8], total: u64) -> String {
-    let cut = if (bytes.len() as u64) < total { format!(" … ({total} bytes in all)") } else { String::new() };
+    let cut = if bytes.len() >= BODY_CAP { format!(" … (first {BODY_CAP} bytes; {total} in all with the head)") } else { String::new() };
     if !is_http(r)
         && cut.is_empty()
         && let Ok(values) = trellis_lattice::wit_value::decode(bytes)
