@@ -130,6 +130,9 @@ impl Metrics {
         let mut builder = SdkMeterProvider::builder().with_resource(resource).with_reader(reader.clone());
         if let Some(export) = export {
             use opentelemetry_otlp::WithExportConfig;
+            // reqwest is built without a crypto provider of its own (it would panic building the
+            // exporter's client): use ring, as the rest of the host.
+            let _ = rustls::crypto::ring::default_provider().install_default();
             let mut exporter = opentelemetry_otlp::MetricExporter::builder().with_http();
             if let Some(endpoint) = &export.endpoint {
                 exporter = exporter.with_endpoint(endpoint.clone());

@@ -234,3 +234,80 @@ async fn prometheus_scrapes_the_admin_endpoint() {
     };
     assert_eq!(value, "10");
 }
+
+/// An OTLP/HTTP metrics receiver on a free port: every export request it gets is decoded with
+/// `opentelemetry-proto`'s types and sent down the channel.
+async fn otlp_receiver() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest>) {
+    use http_body_util::BodyExt as _;
+    use prost::Message as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let tx = tx.clone();
+                    async move {
+                        assert_eq!(req.uri().path(), "/v1/metrics");
+                        assert_eq!(req.headers()["content-type"], "application/x-protobuf");
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let decoded = opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest::decode(body).unwrap();
+                        let _ = tx.send(decoded);
+                        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::new())))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_exported_over_otlp_when_enabled() {
+    use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point::Value};
+    let (receiver, mut exports) = otlp_receiver().await;
+    let nats = NatsServer::start().await.unwrap();
+    init_tracing();
+    let mut c = config(&nats.url(), &[]);
+    c.metrics_export = Some(trellis_host::metrics::Export { endpoint: Some(format!("http://{receiver}/v1/metrics")), interval: Some(Duration::from_millis(200)) });
+    let host = Host::start(c).await.unwrap();
+    let mut l = lattice(nats).await;
+    let addr = misbehave_behind_http(&mut l, &host, &host).await;
+    for _ in 0..2 {
+        assert_eq!(get(addr, "/").await.unwrap().status, 200);
+    }
+    // Cumulative sums: an export soon holds all three calls of `bad`.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut last = None;
+    loop {
+        let export = tokio::time::timeout_at(deadline, exports.recv()).await.unwrap_or_else(|_| panic!("no export with 3 calls of `bad`; last: {last:?}")).unwrap();
+        let resource = export.resource_metrics[0].resource.as_ref().unwrap();
+        let attr = |k: &str| resource.attributes.iter().find(|a| a.key == k).and_then(|a| a.value.as_ref()).map(|v| format!("{:?}", v.value));
+        assert!(attr("host.id").unwrap().contains(host.id()), "{resource:?}");
+        assert!(attr("service.name").unwrap().contains("trellis-host"), "{resource:?}");
+        let count = export
+            .resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+            .filter(|m| m.name == "trellis_component_invocations")
+            .filter_map(|m| match &m.data {
+                Some(Data::Sum(sum)) => Some(sum.data_points.clone()),
+                _ => None,
+            })
+            .flatten()
+            .filter(|p| p.attributes.iter().any(|a| a.key == "component_id" && format!("{:?}", a.value).contains("\"bad\"")))
+            .find_map(|p| match p.value {
+                Some(Value::AsInt(n)) => Some(n),
+                _ => None,
+            });
+        if count == Some(3) {
+            break;
+        }
+        last = Some(count);
+    }
+    host.stop(Duration::from_secs(5)).await;
+}
