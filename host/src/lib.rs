@@ -9,7 +9,8 @@
 //! (component-to-component calls through links, for any interface), [`components`]
 //! (the table of running components and their concurrency gates), `ctl` (the control
 //! server), [`registry`] (links and config in KV), [`providers`] (provider processes),
-//! [`events`], [`identity`], [`nats_server`] (a local, optionally leaf, nats-server).
+//! [`events`], [`identity`], [`nats_server`] (a local, optionally leaf, nats-server), [`metrics`]
+//! (OpenTelemetry instruments, Prometheus text, OTLP export) and the admin endpoint.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), trellis_host::HostError> {

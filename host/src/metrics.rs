@@ -140,7 +140,8 @@ impl Metrics {
             let exporter = exporter
                 .build()
                 .map_err(|e| HostError::Invalid(format!("cannot set up the OTLP metrics exporter: {e}; check OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")))?;
-            let mut periodic = opentelemetry_sdk::metrics::periodic_reader_with_async_runtime::PeriodicReader::builder(exporter, opentelemetry_sdk::runtime::Tokio);
+            let mut periodic =
+                opentelemetry_sdk::metrics::periodic_reader_with_async_runtime::PeriodicReader::builder(exporter, opentelemetry_sdk::runtime::Tokio);
             if let Some(every) = export.interval {
                 periodic = periodic.with_interval(every.max(Duration::from_millis(100)));
             }
@@ -165,7 +166,11 @@ impl Metrics {
                 .build(),
         };
         let outcomes = || {
-            std::iter::once("ok").chain(KINDS.iter().map(|k| kind_name(*k))).chain(std::iter::once("cancelled")).map(|o| KeyValue::new("outcome", o)).collect::<Vec<_>>()
+            std::iter::once("ok")
+                .chain(KINDS.iter().map(|k| kind_name(*k)))
+                .chain(std::iter::once("cancelled"))
+                .map(|o| KeyValue::new("outcome", o))
+                .collect::<Vec<_>>()
         };
         let rpc_attrs = [Route::Local, Route::Nats].map(|r| outcomes().into_iter().map(|o| vec![KeyValue::new("route", r.as_str()), o]).collect());
         let inst = Arc::new(Instruments {
@@ -313,7 +318,8 @@ struct FnServed {
 impl FnServed {
     fn new(inst: &Arc<Instruments>, component: bool, id: &str, interface: &str, function: &str) -> Self {
         let id_key = if component { "component_id" } else { "provider_id" };
-        let base = vec![KeyValue::new(id_key, id.to_string()), KeyValue::new("interface", interface.to_string()), KeyValue::new("function", function.to_string())];
+        let base =
+            vec![KeyValue::new(id_key, id.to_string()), KeyValue::new("interface", interface.to_string()), KeyValue::new("function", function.to_string())];
         let by_kind = KINDS
             .iter()
             .map(|k| {
@@ -573,10 +579,16 @@ mod prometheus {
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
-    use trellis_lattice::observe::Observer as _;
 
     fn call(target: &str, function: &str) -> CallInfo {
-        CallInfo { lattice: "l".into(), source: "s".into(), target: target.into(), interface: "x:y/z".into(), function: function.into(), link_name: "default".into() }
+        CallInfo {
+            lattice: "l".into(),
+            source: "s".into(),
+            target: target.into(),
+            interface: "x:y/z".into(),
+            function: function.into(),
+            link_name: "default".into(),
+        }
     }
 
     #[test]
@@ -592,8 +604,14 @@ mod tests {
         assert!(text.contains("# TYPE trellis_provider_invocations_total counter"), "{text}");
         assert!(text.contains("trellis_provider_invocations_total{function=\"get\",interface=\"x:y/z\",provider_id=\"kv\"} 4"), "{text}");
         assert!(text.contains("trellis_provider_errors_total{function=\"get\",interface=\"x:y/z\",kind=\"deadline\",provider_id=\"kv\"} 1"), "{text}");
-        assert!(text.contains("trellis_provider_invocation_duration_seconds_bucket{function=\"get\",interface=\"x:y/z\",provider_id=\"kv\",le=\"0.0025\"} 3"), "{text}");
-        assert!(text.contains("trellis_provider_invocation_duration_seconds_bucket{function=\"get\",interface=\"x:y/z\",provider_id=\"kv\",le=\"+Inf\"} 4"), "{text}");
+        assert!(
+            text.contains("trellis_provider_invocation_duration_seconds_bucket{function=\"get\",interface=\"x:y/z\",provider_id=\"kv\",le=\"0.0025\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("trellis_provider_invocation_duration_seconds_bucket{function=\"get\",interface=\"x:y/z\",provider_id=\"kv\",le=\"+Inf\"} 4"),
+            "{text}"
+        );
         assert!(text.contains("trellis_provider_invocation_duration_seconds_count{function=\"get\",interface=\"x:y/z\",provider_id=\"kv\"} 4"), "{text}");
         assert!(text.contains("trellis_rpc_calls_total{outcome=\"lost\",route=\"nats\"} 1"), "{text}");
     }
@@ -616,7 +634,8 @@ mod tests {
         let env = |pairs: &'static [(&'static str, &'static str)]| move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
         assert_eq!(Export::from_env(false, env(&[])), None);
         assert_eq!(Export::from_env(true, env(&[])), Some(Export::default()));
-        let e = Export::from_env(false, env(&[("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://x/v1/metrics"), ("OTEL_METRIC_EXPORT_INTERVAL", "500")])).unwrap();
+        let e =
+            Export::from_env(false, env(&[("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://x/v1/metrics"), ("OTEL_METRIC_EXPORT_INTERVAL", "500")])).unwrap();
         assert_eq!(e.endpoint.as_deref(), Some("http://x/v1/metrics"));
         assert_eq!(e.interval, Some(Duration::from_millis(500)));
         assert_eq!(Export::from_env(true, env(&[("OTEL_SDK_DISABLED", "true")])), None);

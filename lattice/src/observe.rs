@@ -256,11 +256,10 @@ impl Watch {
         let (counted, keep) = (spy.request.clone(), spy.bodies && http);
         inv.body = inv
             .body
-            .map(move |chunk| {
-                if let Ok(b) = &chunk {
+            .inspect(move |chunk| {
+                if let Ok(b) = chunk {
                     counted.saw(b, keep);
                 }
-                chunk
             })
             .boxed();
         inv
@@ -268,6 +267,7 @@ impl Watch {
 
     /// The call's result: reported now if it failed (or nobody needs its body), else its
     /// body is watched to its end.
+    #[allow(clippy::result_large_err)] // the data plane's own result, passed through as it is
     pub(crate) fn finish(mut self, result: Result<Response, RpcError>) -> Result<Response, RpcError> {
         let elapsed = self.started.elapsed();
         if self.role != Role::Callee

@@ -255,7 +255,8 @@ impl Spy {
             .subscribe(subject.clone())
             .await
             .map_err(|e| crate::Error::new(crate::ErrorKind::Transport, format!("cannot subscribe to `{subject}`")).with_source(e))?;
-        let interest = serde_json::to_vec(&Interest { component_id: component_id.into(), with_bodies, ttl_ms: INTEREST_TTL.as_millis() as u64 }).unwrap_or_default();
+        let interest =
+            serde_json::to_vec(&Interest { component_id: component_id.into(), with_bodies, ttl_ms: INTEREST_TTL.as_millis() as u64 }).unwrap_or_default();
         let (nats2, to) = (nats.clone(), interest_subject(lattice));
         // The records subscription is in place before the first announcement.
         crate::round_trip(nats).await?;

@@ -175,7 +175,9 @@ impl Prometheus {
         let config = dir.path().join("prometheus.yml");
         std::fs::write(
             &config,
-            format!("global:\n  scrape_interval: 500ms\n  evaluation_interval: 500ms\nscrape_configs:\n  - job_name: trellis\n    static_configs:\n      - targets: ['{target}']\n"),
+            format!(
+                "global:\n  scrape_interval: 500ms\n  evaluation_interval: 500ms\nscrape_configs:\n  - job_name: trellis\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
         )?;
         let addr = free_addr()?;
         let child = std::process::Command::new("prometheus")
@@ -237,7 +239,8 @@ async fn prometheus_scrapes_the_admin_endpoint() {
 
 /// An OTLP/HTTP metrics receiver on a free port: every export request it gets is decoded with
 /// `opentelemetry-proto`'s types and sent down the channel.
-async fn otlp_receiver() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest>) {
+async fn otlp_receiver() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest>)
+{
     use http_body_util::BodyExt as _;
     use prost::Message as _;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -272,7 +275,8 @@ async fn metrics_are_exported_over_otlp_when_enabled() {
     let nats = NatsServer::start().await.unwrap();
     init_tracing();
     let mut c = config(&nats.url(), &[]);
-    c.metrics_export = Some(trellis_host::metrics::Export { endpoint: Some(format!("http://{receiver}/v1/metrics")), interval: Some(Duration::from_millis(200)) });
+    c.metrics_export =
+        Some(trellis_host::metrics::Export { endpoint: Some(format!("http://{receiver}/v1/metrics")), interval: Some(Duration::from_millis(200)) });
     let host = Host::start(c).await.unwrap();
     let mut l = lattice(nats).await;
     let addr = misbehave_behind_http(&mut l, &host, &host).await;
@@ -283,7 +287,8 @@ async fn metrics_are_exported_over_otlp_when_enabled() {
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut last = None;
     loop {
-        let export = tokio::time::timeout_at(deadline, exports.recv()).await.unwrap_or_else(|_| panic!("no export with 3 calls of `bad`; last: {last:?}")).unwrap();
+        let export =
+            tokio::time::timeout_at(deadline, exports.recv()).await.unwrap_or_else(|_| panic!("no export with 3 calls of `bad`; last: {last:?}")).unwrap();
         let resource = export.resource_metrics[0].resource.as_ref().unwrap();
         let attr = |k: &str| resource.attributes.iter().find(|a| a.key == k).and_then(|a| a.value.as_ref()).map(|v| format!("{:?}", v.value));
         assert!(attr("host.id").unwrap().contains(host.id()), "{resource:?}");

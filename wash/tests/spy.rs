@@ -3,6 +3,7 @@
 //! provider on pinger's host: local routing, never on NATS) and the calls out (ponger on
 //! another host: over NATS), as JSON lines and as text with bodies, and exits 0 on Ctrl-C
 //! (SIGINT).
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
 
@@ -13,7 +14,6 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 use trellis_lattice::ctl::Link;
 use trellis_tests::components::{pinger, ponger};
 use trellis_tests::http::{free_addr, get, get_until};
-use trellis_tests::scenario::Lattice;
 
 /// A running `wash spy …`, its stdout read line by line.
 struct SpyProcess {

@@ -130,7 +130,13 @@ async fn read<T: serde::de::DeserializeOwned>(store: &kv::Store, key: &str) -> O
 /// Runs `steps` in order; the failures, per app, as its status shows them. A link replacing the
 /// app's own old one is put only once the old one is deleted; if that fails, the app keeps
 /// owning the old one.
-async fn execute(ctl: &CtlClient, steps: &[plan::Step], apps: &mut [AppPlan], pending: &mut Pending, metrics: &crate::metrics::Metrics) -> HashMap<String, Vec<String>> {
+async fn execute(
+    ctl: &CtlClient,
+    steps: &[plan::Step],
+    apps: &mut [AppPlan],
+    pending: &mut Pending,
+    metrics: &crate::metrics::Metrics,
+) -> HashMap<String, Vec<String>> {
     let mut failed: HashMap<String, Vec<String>> = HashMap::new();
     for step in steps {
         if !pending.admit(&step.action) {

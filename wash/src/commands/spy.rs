@@ -28,11 +28,7 @@ pub async fn run(g: &Global, args: &SpyArgs) -> anyhow::Result<Report> {
     let mut spy = Spy::start(ctl.nats(), &g.lattice, &args.component_id, args.with_bodies).await?;
     let format = g.output;
     if format == Format::Text {
-        eprintln!(
-            "watching the calls of `{}` in lattice `{}` (Ctrl-C to stop)",
-            escape(&args.component_id),
-            escape(&g.lattice)
-        );
+        eprintln!("watching the calls of `{}` in lattice `{}` (Ctrl-C to stop)", escape(&args.component_id), escape(&g.lattice));
     }
     let mut seen = 0u64;
     loop {
@@ -41,9 +37,7 @@ pub async fn run(g: &Global, args: &SpyArgs) -> anyhow::Result<Report> {
             _ = sigterm.recv() => break,
             r = spy.next() => r,
         };
-        let Some(mut record) = record else {
-            anyhow::bail!("the NATS connection closed; run `wash spy` again once NATS is back")
-        };
+        let Some(mut record) = record else { anyhow::bail!("the NATS connection closed; run `wash spy` again once NATS is back") };
         // Another spy of the same component may have asked for bodies; this one did not.
         if !args.with_bodies {
             record.request = None;
@@ -168,7 +162,12 @@ mod tests {
             response: Some(b"Hello\n\x1b[2J".to_vec()),
         };
         let line = text_line(&r, "hello");
-        assert!(line.starts_with("14:00:01.234  in  http → hello  wasi:http/incoming-handler.handle  link=default  1.5ms  ok  req=40B resp=60B  local host=NABCDEFG\n"), "{line}");
+        assert!(
+            line.starts_with(
+                "14:00:01.234  in  http → hello  wasi:http/incoming-handler.handle  link=default  1.5ms  ok  req=40B resp=60B  local host=NABCDEFG\n"
+            ),
+            "{line}"
+        );
         assert!(!line.contains('\u{1b}'), "{line}");
         let json = json_line(&r, "http");
         assert_eq!(json["direction"], "out");
