@@ -344,7 +344,9 @@ impl Host {
             metrics: ctx.observed.metrics.clone(),
         })
         .await?;
-        ctx.observed.ready.reconciler(tasks.iter().map(|t| t.abort_handle()).collect());
+        // The API server and the reconciler loop; not the deployment watch, without which the
+        // reconciler still runs each tick.
+        ctx.observed.ready.reconciler([tasks.first(), tasks.last()].into_iter().flatten().map(|t| t.abort_handle()).collect());
         let _ = ctx.apps.set(apps);
         ctx.run.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend(tasks);
         let me = &ctx.identity;

@@ -84,7 +84,8 @@ fn kv_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> HostError 
     HostError::Registry(format!("{what}: {e}"))
 }
 
-/// Opens the apps bucket and starts the app API server and the reconciler; returns their tasks.
+/// Opens the apps bucket and starts the app API server and the reconciler; returns their tasks
+/// (the API server first, the reconciler loop last: `/readyz` watches those two).
 pub(crate) async fn start(cx: Context) -> Result<(Apps, Vec<JoinHandle<()>>)> {
     let store = state::create_bucket(&cx.js, &state::BucketSpec::latest(apps_bucket(&cx.lattice)), cx.js_replicas).await?;
     let api = cx
