@@ -368,3 +368,91 @@ impl Drop for Watched {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Records what it is told.
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<String>>);
+
+    impl Observer for Arc<Seen> {
+        fn called(&self, route: Route, outcome: Outcome, _: Duration) {
+            self.0.lock().unwrap().push(format!("called {} {}", route.as_str(), outcome.as_str()));
+        }
+        fn serving(&self, call: &CallInfo) -> Option<Arc<dyn Served>> {
+            Some(Arc::new(Ended(self.clone(), call.function.clone())))
+        }
+    }
+
+    struct Ended(Arc<Seen>, String);
+
+    impl Served for Ended {
+        fn ended(&self, outcome: Outcome, _: Duration) {
+            self.0.0.lock().unwrap().push(format!("served {} {}", self.1, outcome.as_str()));
+        }
+    }
+
+    fn hooks() -> (Hooks, Arc<Seen>) {
+        let seen = Arc::new(Seen::default());
+        let hooks = Hooks::default();
+        let _ = hooks.observer.set(Arc::new(seen.clone()));
+        (hooks, seen)
+    }
+
+    fn call(interface: &str) -> CallInfo {
+        CallInfo { lattice: "l".into(), source: "a".into(), target: "b".into(), interface: interface.into(), function: "f".into(), link_name: "default".into() }
+    }
+
+    fn body(parts: Vec<Result<Bytes, RpcError>>) -> Body {
+        futures::stream::iter(parts).boxed()
+    }
+
+    fn take(seen: &Seen) -> Vec<String> {
+        std::mem::take(&mut *seen.0.lock().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_served_http_call_ends_with_its_body() {
+        let (hooks, seen) = hooks();
+        let http = call(crate::rpc::http::INTERFACE);
+        let ok = || Ok(Response { head: Bytes::new(), body: body(vec![Ok(Bytes::from_static(b"x")), Ok(Bytes::from_static(b"y"))]) });
+        // Read to its end: ok, once the body has ended.
+        let resp = hooks.begin(&http, Role::Local).unwrap().finish(ok()).unwrap();
+        assert_eq!(take(&seen), ["called local ok"]);
+        assert_eq!(crate::rpc::collect_body(resp.body).await.unwrap().as_ref(), b"xy");
+        assert_eq!(take(&seen), ["served f ok"]);
+        // Dropped unread: cancelled.
+        drop(hooks.begin(&http, Role::Callee).unwrap().finish(ok()).unwrap());
+        assert_eq!(take(&seen), ["served f cancelled"]);
+        // A body that fails: its kind.
+        let failing = Response { head: Bytes::new(), body: body(vec![Err(RpcError::new(RpcErrorKind::Deadline, &http, "late"))]) };
+        let resp = hooks.begin(&http, Role::Callee).unwrap().finish(Ok(failing)).unwrap();
+        assert!(crate::rpc::collect_body(resp.body).await.is_err());
+        assert_eq!(take(&seen), ["served f deadline"]);
+        // A failed call: reported at once, on both sides of a local call.
+        let err = hooks.begin(&http, Role::Local).unwrap().finish(Err(RpcError::new(RpcErrorKind::Busy, &http, "busy")));
+        assert!(err.is_err());
+        assert_eq!(take(&seen), ["called local busy", "served f busy"]);
+        // A call made over NATS: the caller's side only, at its reply head.
+        let _resp = hooks.begin(&http, Role::Caller).unwrap().finish(ok()).unwrap();
+        assert_eq!(take(&seen), ["called nats ok"]);
+    }
+
+    #[tokio::test]
+    async fn any_other_call_ends_with_its_results() {
+        let (hooks, seen) = hooks();
+        let resp = Response { head: Bytes::from_static(b"\x90"), body: crate::rpc::full_body(Bytes::new()) };
+        drop(hooks.begin(&call("x:y/z"), Role::Callee).unwrap().finish(Ok(resp)).unwrap());
+        assert_eq!(take(&seen), ["served f ok"]);
+    }
+
+    #[test]
+    fn nobody_looking_means_no_watch() {
+        assert!(Hooks::default().begin(&call("x:y/z"), Role::Local).is_none());
+    }
+}
