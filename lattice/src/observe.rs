@@ -420,14 +420,14 @@ mod tests {
     async fn a_served_http_call_ends_with_its_body() {
         let (hooks, seen) = hooks();
         let http = call(crate::rpc::http::INTERFACE);
-        let ok = || Ok(Response { head: Bytes::new(), body: body(vec![Ok(Bytes::from_static(b"x")), Ok(Bytes::from_static(b"y"))]) });
+        let ok = || Response { head: Bytes::new(), body: body(vec![Ok(Bytes::from_static(b"x")), Ok(Bytes::from_static(b"y"))]) };
         // Read to its end: ok, once the body has ended.
-        let resp = hooks.begin(&http, Role::Local).unwrap().finish(ok()).unwrap();
+        let resp = hooks.begin(&http, Role::Local).unwrap().finish(Ok(ok())).unwrap();
         assert_eq!(take(&seen), ["called local ok"]);
         assert_eq!(crate::rpc::collect_body(resp.body).await.unwrap().as_ref(), b"xy");
         assert_eq!(take(&seen), ["served f ok"]);
         // Dropped unread: cancelled.
-        drop(hooks.begin(&http, Role::Callee).unwrap().finish(ok()).unwrap());
+        drop(hooks.begin(&http, Role::Callee).unwrap().finish(Ok(ok())).unwrap());
         assert_eq!(take(&seen), ["served f cancelled"]);
         // A body that fails: its kind.
         let failing = Response { head: Bytes::new(), body: body(vec![Err(RpcError::new(RpcErrorKind::Deadline, &http, "late"))]) };
@@ -439,7 +439,7 @@ mod tests {
         assert!(err.is_err());
         assert_eq!(take(&seen), ["called local busy", "served f busy"]);
         // A call made over NATS: the caller's side only, at its reply head.
-        let _resp = hooks.begin(&http, Role::Caller).unwrap().finish(ok()).unwrap();
+        let _resp = hooks.begin(&http, Role::Caller).unwrap().finish(Ok(ok())).unwrap();
         assert_eq!(take(&seen), ["called nats ok"]);
     }
 
