@@ -617,6 +617,18 @@ mod tests {
     }
 
     #[test]
+    fn busy_refusals_are_counted_per_component() {
+        let m = Metrics::new("N1", "l", None).unwrap();
+        let served = FnServed::new(&m.inst, true, "c", "x:y/z", "f");
+        served.ended(Outcome::Failed(RpcErrorKind::Busy), Duration::from_millis(1));
+        served.ended(Outcome::Failed(RpcErrorKind::Handler), Duration::from_millis(1));
+        let text = m.render();
+        assert!(text.contains("trellis_component_busy_refusals_total{component_id=\"c\"} 1"), "{text}");
+        assert!(text.contains("trellis_component_errors_total{component_id=\"c\",function=\"f\",interface=\"x:y/z\",kind=\"busy\"} 1"), "{text}");
+        assert!(text.contains("trellis_component_errors_total{component_id=\"c\",function=\"f\",interface=\"x:y/z\",kind=\"handler\"} 1"), "{text}");
+    }
+
+    #[test]
     fn functions_per_target_are_capped() {
         let m = Metrics::new("N1", "l", None).unwrap();
         let o = m.observer();

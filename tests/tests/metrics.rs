@@ -1,8 +1,9 @@
 //! Metrics and the admin endpoint: the counts on `/metrics` match the HTTP requests sent to a
 //! real component through the http-server provider, errors are counted by kind (a deadline, a
-//! trap, a call with no replica), `/readyz` is 200 once the host is up and 503 (naming NATS)
-//! once NATS is gone, and Debian's Prometheus scrapes `/metrics` and answers a query for a
-//! count through its HTTP API.
+//! trap, a call with no replica), `/readyz` is 200 once the host is up, 503 (naming NATS)
+//! once NATS is gone and 200 again when it is back (the reconnect counted), the reconciler's
+//! passes are counted, Debian's Prometheus scrapes `/metrics` and answers a query for a count
+//! through its HTTP API, and OTLP export delivers the counts to a receiver decoding real OTLP.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::collections::BTreeMap;
@@ -52,6 +53,19 @@ async fn metrics_when(admin: SocketAddr, name: &str, labels: &[(&str, &str)], wa
             return text;
         }
         assert!(tokio::time::Instant::now() < deadline, "{name}{labels:?} is {got:?}, not {want}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads `/metrics` until the sample is at least `want`.
+async fn metrics_when_at_least(admin: SocketAddr, name: &str, labels: &[(&str, &str)], want: f64) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = get(admin, "/metrics").await.unwrap().text();
+        if sample(&text, name, labels).is_some_and(|v| v >= want) {
+            return text;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{name}{labels:?} never reached {want}:\n{text}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -135,7 +149,7 @@ async fn counts_match_the_requests_sent_and_errors_are_counted_by_kind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_is_ready_once_up_and_not_ready_when_nats_is_gone() {
-    let nats = NatsServer::start().await.unwrap();
+    let mut nats = NatsServer::start().await.unwrap();
     let (host, admin) = host_with_admin(&nats.url()).await;
     let r = get(admin, "/livez").await.unwrap();
     assert_eq!((r.status, r.text().trim()), (200, "{\"status\":\"ok\"}"));
@@ -150,7 +164,10 @@ async fn readyz_is_ready_once_up_and_not_ready_when_nats_is_gone() {
     assert_eq!(r.status, 404);
     assert!(r.text().contains("/livez, /readyz and /metrics"), "{}", r.text());
 
-    drop(nats);
+    // The lone host leads and runs a reconciler pass each second (nothing deployed: each ok).
+    metrics_when_at_least(admin, "trellis_reconciler_passes_total", &[("result", "ok")], 1.0).await;
+
+    nats.kill();
     let r = get_until(admin, "/readyz", 503, WAIT).await.unwrap();
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v["ready"], false, "{v}");
@@ -158,6 +175,11 @@ async fn readyz_is_ready_once_up_and_not_ready_when_nats_is_gone() {
     assert_ne!(v["checks"]["nats"]["status"], "connected", "{v}");
     // Alive all the same.
     assert_eq!(get(admin, "/livez").await.unwrap().status, 200);
+
+    // NATS back on the same port: ready again, and the reconnect counted.
+    nats.restart().await.unwrap();
+    get_until(admin, "/readyz", 200, WAIT).await.unwrap();
+    metrics_when(admin, "trellis_nats_reconnects_total", &[], 1.0).await;
     drop(host);
 }
 
