@@ -70,6 +70,16 @@ async fn spy_shows_the_calls_of_a_load_loop_and_stops_on_ctrl_c() {
     l.link_at("http", "pinger", addr, &[]).await;
     get_until(addr, "/?message=hi", 200, WAIT).await.expect("pinger answers");
 
+    // Nobody spies yet: the hosts publish no records. (Were they published regardless, the
+    // 20 calls' records would be here after the round trip, but perhaps the last few.)
+    let client = l.client();
+    let mut raw = client.subscribe(trellis_lattice::spy::records_subject("default", "pinger")).await.expect("subscribe");
+    for _ in 0..20 {
+        assert_eq!(get(addr, "/?message=hi").await.expect("request").status, 200);
+    }
+    trellis_lattice::round_trip(&client).await.expect("round trip");
+    assert!(futures::FutureExt::now_or_never(futures::StreamExt::next(&mut raw)).is_none(), "a record was published with no spy listening");
+
     let mut json = SpyProcess::start(&wash, &["spy", "pinger", "-o", "json"]);
     let mut text = SpyProcess::start(&wash, &["spy", "pinger", "--with-bodies"]);
     // The load loop: one request every 20 ms until the test has seen enough.
