@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, RwLock, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use trellis_lattice::claims::Claims;
 use trellis_lattice::ctl::{ComponentDescription, StringMap};
 
@@ -55,6 +55,16 @@ impl Gate {
     /// Slots free right now.
     pub fn available(&self) -> usize {
         self.slots.available_permits()
+    }
+
+    /// Instances running now (slots taken).
+    pub fn active(&self) -> usize {
+        (self.max_instances as usize).saturating_sub(self.available())
+    }
+
+    /// Callers waiting for a slot now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
     }
 }
 
@@ -125,38 +135,58 @@ impl RunningComponent {
 
 /// The table of running components. Entries are swapped whole (`Arc`), so an invocation keeps
 /// the version it started with while an update or scale replaces the entry. Clones share the
-/// table.
+/// table. The lock is never held across an await, so readers that cannot wait (the metrics'
+/// gauges) read it too.
 #[derive(Default, Clone)]
 pub struct Components {
-    table: Arc<RwLock<HashMap<String, Arc<RunningComponent>>>>,
+    table: Arc<std::sync::RwLock<HashMap<String, Arc<RunningComponent>>>>,
 }
 
 impl Components {
     /// The component `id`, if running.
     pub async fn get(&self, id: &str) -> Option<Arc<RunningComponent>> {
-        self.table.read().await.get(id).cloned()
+        self.read().get(id).cloned()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<RunningComponent>>> {
+        // Entries are swapped whole; a panic cannot leave the map half-changed.
+        self.table.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<RunningComponent>>> {
+        self.table.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `id` runs here (without waiting).
+    pub fn contains(&self, id: &str) -> bool {
+        self.read().contains_key(id)
+    }
+
+    /// Every running component, unsorted (without waiting).
+    pub fn snapshot(&self) -> Vec<Arc<RunningComponent>> {
+        self.read().values().cloned().collect()
     }
 
     /// Puts `c` in place of whatever ran under its id; returns the replaced entry.
     pub async fn insert(&self, c: RunningComponent) -> Option<Arc<RunningComponent>> {
-        self.table.write().await.insert(c.id.clone(), Arc::new(c))
+        self.write().insert(c.id.clone(), Arc::new(c))
     }
 
     /// Removes `id`.
     pub async fn remove(&self, id: &str) -> Option<Arc<RunningComponent>> {
-        self.table.write().await.remove(id)
+        self.write().remove(id)
     }
 
     /// Every running component, sorted by id.
     pub async fn list(&self) -> Vec<Arc<RunningComponent>> {
-        let mut v: Vec<_> = self.table.read().await.values().cloned().collect();
+        let mut v = self.snapshot();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
     }
 
     /// Removes everything (host shutdown).
     pub async fn clear(&self) -> Vec<Arc<RunningComponent>> {
-        self.table.write().await.drain().map(|(_, c)| c).collect()
+        self.write().drain().map(|(_, c)| c).collect()
     }
 }
 

@@ -83,6 +83,12 @@ pub struct HostConfig {
     pub oci: crate::artifacts::OciSettings,
     /// Where pulled artifacts and compiled components are cached (`--cache-dir`); `None`: nothing is.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// Where the admin endpoint (`/livez`, `/readyz`, `/metrics`) listens (`--http-admin`);
+    /// `None`: it does not.
+    pub http_admin: Option<std::net::SocketAddr>,
+    /// OTLP export of the metrics (`--enable-observability`, `OTEL_*`); `None`: metrics are
+    /// only read on the admin endpoint.
+    pub metrics_export: Option<crate::metrics::Export>,
 }
 
 impl std::fmt::Debug for HostConfig {
@@ -103,6 +109,8 @@ impl std::fmt::Debug for HostConfig {
             .field("secrets_backend", &self.secrets_backend)
             .field("oci", &self.oci)
             .field("cache_dir", &self.cache_dir)
+            .field("http_admin", &self.http_admin)
+            .field("metrics_export", &self.metrics_export)
             .finish_non_exhaustive()
     }
 }
@@ -140,6 +148,8 @@ impl HostConfig {
             secrets_backend: trellis_lattice::secrets::DEFAULT_BACKEND.into(),
             oci: crate::artifacts::OciSettings::default(),
             cache_dir: None,
+            http_admin: None,
+            metrics_export: None,
         }
     }
 }
@@ -184,6 +194,24 @@ pub(crate) struct HostCtx {
     run: Run,
     /// The app API and reconciler, once started.
     apps: OnceLock<crate::apps::Apps>,
+    /// Metrics, the readiness `/readyz` reports, and the admin endpoint.
+    observed: Observed,
+}
+
+/// The host's metrics and admin endpoint.
+struct Observed {
+    metrics: Arc<crate::metrics::Metrics>,
+    ready: Arc<crate::admin::Readiness>,
+    admin: Option<(std::net::SocketAddr, AbortOnDrop)>,
+}
+
+/// Stops a task when dropped (a host whose start fails leaves no admin endpoint behind).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A running Trellis host. Dropping it does not stop it; call [`Host::stop`].
@@ -204,9 +232,19 @@ impl Host {
             }
         }
         let id = identity::new_host_id();
+        let metrics = crate::metrics::Metrics::new(&id, &config.lattice, config.metrics_export.as_ref())?;
+        let ready = Arc::new(crate::admin::Readiness::default());
+        let admin = match config.http_admin {
+            Some(addr) => {
+                let (bound, task) = crate::admin::serve(addr, metrics.clone(), ready.clone()).await?;
+                Some((bound, AbortOnDrop(task)))
+            }
+            None => None,
+        };
         let mut nats_opts = config.nats.clone();
         nats_opts.name.get_or_insert_with(|| format!("trellis-host {id}"));
         let nats = trellis_lattice::connect(&nats_opts).await?;
+        ready.nats(&nats);
         let js = trellis_lattice::state::jetstream(nats.clone(), config.js_domain.as_deref());
         // JetStream may not answer at once: a leaf server that has just started (`--nats-remote-url`)
         // reaches the hub's domain only once its leaf connection is up, and a server that has just
@@ -229,7 +267,10 @@ impl Host {
             )),
             None => e,
         })?;
+        ready.buckets_open();
         let router = Router::new(nats.clone(), &config.lattice);
+        router.set_observer(metrics.observer());
+        router.start_spy(&id).await?;
         let secrets_key = match &config.secrets_xkey_seed {
             Some(seed) => Some(
                 nkeys::XKey::from_seed(seed)
@@ -261,6 +302,7 @@ impl Host {
             runtime,
         );
         let schedule = Scheduling::load(config.state_dir.as_deref(), events.clone());
+        metrics.watch_host(workloads.components().clone(), nats.clone());
         let ctx = Arc::new(HostCtx {
             identity: Identity {
                 id,
@@ -274,6 +316,7 @@ impl Host {
             schedule,
             run: Run { stopping: AtomicBool::new(false), stopped_tx, tasks: std::sync::Mutex::new(Vec::new()) },
             apps: OnceLock::new(),
+            observed: Observed { metrics, ready, admin },
             config,
         });
         if let Some(key) = secrets_key {
@@ -298,8 +341,12 @@ impl Host {
             js: ctx.conn.js.clone(),
             host_lost_after: ctx.config.host_lost_after.unwrap_or(ctx.config.heartbeat_interval * crate::apps::MISSED_HEARTBEATS),
             js_replicas: ctx.config.js_replicas,
+            metrics: ctx.observed.metrics.clone(),
         })
         .await?;
+        // The API server and the reconciler loop; not the deployment watch, without which the
+        // reconciler still runs each tick.
+        ctx.observed.ready.reconciler([tasks.first(), tasks.last()].into_iter().flatten().map(|t| t.abort_handle()).collect());
         let _ = ctx.apps.set(apps);
         ctx.run.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend(tasks);
         let me = &ctx.identity;
@@ -332,6 +379,16 @@ impl Host {
     /// Named config this host knows, from its own registry view.
     pub fn config(&self, name: &str) -> Option<StringMap> {
         self.ctx.conn.registry.known_config(name)
+    }
+
+    /// Where the admin endpoint listens (the bound address, when `--http-admin` named port 0).
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.ctx.observed.admin.as_ref().map(|(a, _)| *a)
+    }
+
+    /// The host's metrics in the Prometheus text format (what `/metrics` serves).
+    pub fn metrics_text(&self) -> String {
+        self.ctx.observed.metrics.render()
     }
 
     /// The data-plane router of this host: calls through it reach components on this host
@@ -567,6 +624,7 @@ impl HostCtx {
             let _ = rx.wait_for(|s| *s).await;
             return;
         }
+        self.observed.ready.stopping();
         for task in self.run.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
             task.abort();
         }
@@ -581,6 +639,10 @@ impl HostCtx {
         let labels = self.labels().await;
         budget.over_nats("publishing host_stopped", self.conn.events.publish_and_flush(&HostStopped { labels })).await;
         tracing::info!(host_id = self.identity.id, "host stopped");
+        self.observed.metrics.shutdown();
+        if let Some((_, admin)) = &self.observed.admin {
+            admin.0.abort();
+        }
         self.run.stopped_tx.send_replace(true);
     }
 }

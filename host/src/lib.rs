@@ -9,7 +9,8 @@
 //! (component-to-component calls through links, for any interface), [`components`]
 //! (the table of running components and their concurrency gates), `ctl` (the control
 //! server), [`registry`] (links and config in KV), [`providers`] (provider processes),
-//! [`events`], [`identity`], [`nats_server`] (a local, optionally leaf, nats-server).
+//! [`events`], [`identity`], [`nats_server`] (a local, optionally leaf, nats-server), [`metrics`]
+//! (OpenTelemetry instruments, Prometheus text, OTLP export) and the admin endpoint.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), trellis_host::HostError> {
@@ -21,6 +22,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod admin;
 mod apps;
 pub mod artifacts;
 pub mod c2c;
@@ -35,6 +37,7 @@ pub mod events;
 mod host;
 pub mod identity;
 mod lifecycle;
+pub mod metrics;
 pub mod nats_server;
 pub mod process;
 pub mod providers;

@@ -145,6 +145,14 @@ struct Args {
     /// The most the compiled-code cache keeps on disk, in MiB (least recently used go first).
     #[arg(long, env = "TRELLIS_COMPILED_CACHE_MAX_MIB", default_value_t = 2048)]
     compiled_cache_max_mib: u64,
+    /// Serve `/livez`, `/readyz` and `/metrics` (Prometheus text) over HTTP at this address
+    /// (e.g. 127.0.0.1:8081).
+    #[arg(long, env = "WASMCLOUD_HTTP_ADMIN")]
+    http_admin: Option<std::net::SocketAddr>,
+    /// Export OpenTelemetry metrics over OTLP/HTTP (endpoint from OTEL_EXPORTER_OTLP_METRICS_ENDPOINT
+    /// or OTEL_EXPORTER_OTLP_ENDPOINT; on by itself when the first is set; OTEL_SDK_DISABLED=true turns it off).
+    #[arg(long, env = "WASMCLOUD_OBSERVABILITY_ENABLED", default_value_t = false, num_args = 0..=1, default_missing_value = "true", require_equals = true, action = clap::ArgAction::Set)]
+    enable_observability: bool,
     /// Log level (`info`, `debug`, …) or filter (RUST_LOG syntax); also RUST_LOG.
     #[arg(long, alias = "structured-log-level", env = "WASMCLOUD_LOG_LEVEL")]
     log_level: Option<String>,
@@ -222,6 +230,8 @@ async fn main() -> anyhow::Result<()> {
             ..Default::default()
         },
         cache_dir: args.cache_dir.or_else(trellis_host::artifacts::default_cache_dir),
+        http_admin: args.http_admin,
+        metrics_export: trellis_host::metrics::Export::from_env(args.enable_observability, |k| std::env::var(k).ok()),
     };
     let host = match Host::start(config).await {
         Ok(host) => host,

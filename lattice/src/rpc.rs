@@ -327,6 +327,8 @@ pub struct Router {
     lattice: String,
     local: Arc<RwLock<HashMap<String, Arc<dyn Handler>>>>,
     chunk: usize,
+    /// The observer (metrics) and the spy tap ([`crate::observe`]).
+    hooks: Arc<crate::observe::Hooks>,
 }
 
 /// Serving a target on NATS; stops when dropped (calls in progress are cut off), or gracefully
@@ -368,7 +370,19 @@ impl Router {
     pub fn new(nats: async_nats::Client, lattice: &str) -> Self {
         let max = nats.server_info().max_payload;
         let chunk = max.saturating_sub(FRAMING_ALLOWANCE).max(16 * 1024);
-        Self { nats, lattice: lattice.into(), local: Arc::default(), chunk }
+        Self { nats, lattice: lattice.into(), local: Arc::default(), chunk, hooks: Arc::default() }
+    }
+
+    /// Tells `observer` how every call through this router (and its clones) goes; the first
+    /// observer set stays.
+    pub fn set_observer(&self, observer: Arc<dyn crate::observe::Observer>) {
+        let _ = self.hooks.observer.set(observer);
+    }
+
+    /// Starts recording calls for spies ([`crate::spy`]) as host `host_id`: the router follows
+    /// spy interests and publishes a record of each call into or out of a spied component.
+    pub async fn start_spy(&self, host_id: &str) -> Result<(), crate::Error> {
+        self.hooks.tap.start(&self.nats, &self.lattice, host_id).await
     }
 
     /// The NATS connection calls go over.
@@ -413,13 +427,23 @@ impl Router {
         if Instant::now() >= deadline {
             return Err(deadline_error(&call));
         }
+        let role = if local.is_some() { crate::observe::Role::Local } else { crate::observe::Role::Caller };
+        let mut watch = self.hooks.begin(&call, role);
+        let inv = match &mut watch {
+            Some(w) => w.request(inv),
+            None => inv,
+        };
         let result = match local {
             Some(handler) => tokio::time::timeout_at(deadline, handler.call(inv)).await,
             None => tokio::time::timeout_at(deadline, self.call_remote(inv)).await,
         };
-        match result {
+        let result = match result {
             Ok(outcome) => outcome,
             Err(_elapsed) => Err(deadline_error(&call)),
+        };
+        match watch {
+            Some(w) => w.finish(result),
+            None => result,
         }
     }
 
@@ -653,6 +677,7 @@ impl Router {
         };
         let timeout = header(TIMEOUT_HEADER).and_then(|v| v.parse::<u64>().ok()).unwrap_or(30_000);
         let deadline = Instant::now() + Duration::from_millis(timeout);
+        let mut watch = self.hooks.begin(&call, crate::observe::Role::Callee);
         let result = match decode::<WireMessage>(&msg.payload) {
             Err(e) => Err(RpcError::new(RpcErrorKind::Malformed, &call, format!("the call could not be decoded: {e}"))),
             Ok(m) if m.head.len() > MAX_HEAD_BYTES => Err(head_too_large(&call, m.head.len())),
@@ -672,11 +697,19 @@ impl Router {
                     deadline,
                     head: m.head.into(),
                 };
+                let inv = match &mut watch {
+                    Some(w) => w.request(inv),
+                    None => inv,
+                };
                 match tokio::time::timeout_at(deadline, handler.call(inv)).await {
                     Ok(r) => r,
                     Err(_) => Err(deadline_error(&call)),
                 }
             }
+        };
+        let result = match watch {
+            Some(w) => w.finish(result),
+            None => result,
         };
         let reply = match result {
             Ok(resp) if resp.head.len() > MAX_HEAD_BYTES => WireReply::Err(head_too_large(&call, resp.head.len())),

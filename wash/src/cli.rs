@@ -91,6 +91,8 @@ pub enum Command {
     Get(GetCommand),
     /// Send an HTTP request to a component over the data plane and print the response body.
     Call(CallArgs),
+    /// Watch the calls into and out of a component, wherever it runs, until Ctrl-C.
+    Spy(SpyArgs),
     /// Push a component or provider to an OCI registry or the lattice's own store (lattice://NAME:TAG).
     Push(crate::commands::artifact::PushArgs),
     /// Pull a component or provider from a registry or the lattice store to a file.
@@ -495,6 +497,19 @@ pub struct CallArgs {
     pub verbose: bool,
 }
 
+/// `wash spy`.
+#[derive(Debug, Args)]
+#[command(after_help = "One line per call (-o json: one JSON object per line) until Ctrl-C, which exits 0. \
+Hosts record calls only while a spy listens; records start within about a second.")]
+pub struct SpyArgs {
+    /// The component to watch.
+    pub component_id: String,
+    /// Also show the first 1 KiB of each request and response (HTTP bodies; arguments and
+    /// results of other calls).
+    #[arg(long)]
+    pub with_bodies: bool,
+}
+
 /// Parses `Name: value` (curl's `-H` form).
 pub fn parse_header(arg: &str) -> Result<(String, String), String> {
     let Some((name, value)) = arg.split_once(':') else {
@@ -580,7 +595,7 @@ mod tests {
 const GROUPS: &[(&str, &[&str])] = &[
     ("Develop", &["new", "build", "dev", "call"]),
     ("Run", &["up", "down", "start", "stop", "scale", "update", "app"]),
-    ("Inspect", &["get", "inspect"]),
+    ("Inspect", &["get", "inspect", "spy"]),
     ("Manage", &["link", "config", "secrets", "label", "host", "push", "pull", "keys", "claims", "completions"]),
 ];
 
@@ -612,6 +627,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("get links", "wash get links"),
     ("get claims", "wash get claims"),
     ("inspect", "wash inspect ./build/hello_s.wasm"),
+    ("spy", "wash spy hello --with-bodies"),
     ("link put", "wash link put http-server hello wasi http --interface incoming-handler --source-config hello-http"),
     ("link del", "wash link del http-server wasi http"),
     ("link get", "wash link get"),

@@ -45,7 +45,14 @@ impl Pending {
 }
 
 /// One pass: gather, plan, act, record.
-pub(super) async fn reconcile(ctl: &CtlClient, store: &kv::Store, hosts: &[String], failures: BTreeMap<String, Failure>, pending: &mut Pending) -> Result<()> {
+pub(super) async fn reconcile(
+    ctl: &CtlClient,
+    store: &kv::Store,
+    hosts: &[String],
+    failures: BTreeMap<String, Failure>,
+    pending: &mut Pending,
+    metrics: &crate::metrics::Metrics,
+) -> Result<()> {
     let deployments = deployments(store).await?;
     if deployments.is_empty() {
         return Ok(());
@@ -86,7 +93,7 @@ pub(super) async fn reconcile(ctl: &CtlClient, store: &kv::Store, hosts: &[Strin
     }
     let actual = Actual { inventories, links, configs, failures };
     let mut plan = plan::plan(&apps, &actual);
-    let failed = execute(ctl, &plan.steps, &mut plan.apps, pending).await;
+    let failed = execute(ctl, &plan.steps, &mut plan.apps, pending, metrics).await;
     for app in &plan.apps {
         record(ctl, store, app, last_status.get(&app.name), failed.get(&app.name).map(Vec::as_slice).unwrap_or_default()).await;
     }
@@ -123,7 +130,13 @@ async fn read<T: serde::de::DeserializeOwned>(store: &kv::Store, key: &str) -> O
 /// Runs `steps` in order; the failures, per app, as its status shows them. A link replacing the
 /// app's own old one is put only once the old one is deleted; if that fails, the app keeps
 /// owning the old one.
-async fn execute(ctl: &CtlClient, steps: &[plan::Step], apps: &mut [AppPlan], pending: &mut Pending) -> HashMap<String, Vec<String>> {
+async fn execute(
+    ctl: &CtlClient,
+    steps: &[plan::Step],
+    apps: &mut [AppPlan],
+    pending: &mut Pending,
+    metrics: &crate::metrics::Metrics,
+) -> HashMap<String, Vec<String>> {
     let mut failed: HashMap<String, Vec<String>> = HashMap::new();
     for step in steps {
         if !pending.admit(&step.action) {
@@ -149,11 +162,25 @@ async fn execute(ctl: &CtlClient, steps: &[plan::Step], apps: &mut [AppPlan], pe
             Action::DeleteLink(link) => ctl.delete_link(&link.slot()).await,
             Action::DeleteConfig(name) => ctl.delete_config(name).await,
         };
+        metrics.reconciler_action(action_name(&step.action), outcome.is_ok());
         if let Err(e) = outcome {
             failed.entry(step.app.clone()).or_default().push(step.action.failed(&e.to_string()));
         }
     }
     failed
+}
+
+/// What `trellis_reconciler_actions_total` calls an action.
+fn action_name(action: &Action) -> &'static str {
+    match action {
+        Action::PutConfig { .. } => "put_config",
+        Action::Scale(_) => "scale",
+        Action::StartProvider(_) => "start_provider",
+        Action::StopProvider(_) => "stop_provider",
+        Action::PutLink { .. } => "put_link",
+        Action::DeleteLink(_) => "delete_link",
+        Action::DeleteConfig(_) => "delete_config",
+    }
 }
 
 /// After a failed delete of the app's `old` links in `link`'s slot: it still owns them, and

@@ -59,6 +59,8 @@ pub(crate) struct Context {
     pub host_lost_after: Duration,
     /// How many copies of the apps bucket JetStream keeps (`HostConfig::js_replicas`).
     pub js_replicas: usize,
+    /// The host's metrics (reconciler passes and actions).
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// A running app API server and reconciler; [`Apps::release`] gives up the lease.
@@ -82,7 +84,8 @@ fn kv_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> HostError 
     HostError::Registry(format!("{what}: {e}"))
 }
 
-/// Opens the apps bucket and starts the app API server and the reconciler; returns their tasks.
+/// Opens the apps bucket and starts the app API server and the reconciler; returns their tasks
+/// (the API server first, the reconciler loop last: `/readyz` watches those two).
 pub(crate) async fn start(cx: Context) -> Result<(Apps, Vec<JoinHandle<()>>)> {
     let store = state::create_bucket(&cx.js, &state::BucketSpec::latest(apps_bucket(&cx.lattice)), cx.js_replicas).await?;
     let api = cx
@@ -160,7 +163,8 @@ async fn lead(cx: Context, store: kv::Store, live: Arc<Mutex<live::Live>>, chang
         }
         let (hosts, failures) = live.lock().unwrap_or_else(|p| p.into_inner()).snapshot(std::time::Instant::now(), cx.host_lost_after);
         let started = std::time::Instant::now();
-        let result = act::reconcile(&ctl, &store, &hosts, failures, &mut pending).await;
+        let result = act::reconcile(&ctl, &store, &hosts, failures, &mut pending, &cx.metrics).await;
+        cx.metrics.reconciler_pass(result.is_ok());
         // What a pass costs as the lattice grows (benches/control_plane.rs reads it).
         tracing::debug!(target: PASS_TARGET, hosts = hosts.len(), pass_us = started.elapsed().as_micros() as u64, ok = result.is_ok(), "reconcile pass");
         if let Err(e) = result {

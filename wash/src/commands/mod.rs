@@ -25,6 +25,7 @@ mod link;
 pub mod new;
 mod provider;
 mod secrets;
+mod spy;
 
 /// Runs one parsed command.
 pub async fn run(g: &Global, command: Command) -> anyhow::Result<Report> {
@@ -58,6 +59,7 @@ pub async fn run(g: &Global, command: Command) -> anyhow::Result<Report> {
         Command::Get(GetCommand::Inventory { host_id }) => host::get_inventory(g, host_id.as_deref()).await,
         Command::Get(GetCommand::Claims) => host::get_claims(g).await,
         Command::Call(args) => call::run(g, &args).await,
+        Command::Spy(args) => spy::run(g, &args).await,
         Command::Push(args) => artifact::push(g, &args).await,
         Command::Pull(args) => artifact::pull(g, &args).await,
         Command::Inspect(args) => artifact::inspect(g, &args).await,
