@@ -229,7 +229,7 @@ impl Host {
             )),
             None => e,
         })?;
-        let router = Router::new(nats.clone(), &config.lattice);
+        let router = Router::new(nats.clone(), &config.lattice).with_host_id(&id);
         let secrets_key = match &config.secrets_xkey_seed {
             Some(seed) => Some(
                 nkeys::XKey::from_seed(seed)

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use tracing_subscriber::Layer as _;
 use tokio::signal::unix::{SignalKind, signal};
 use trellis_host::nats_server::{self, NatsProcess, Probe};
 use trellis_host::runtime::{Limits, RuntimeConfig};
@@ -148,6 +149,15 @@ struct Args {
     /// Log level (`info`, `debug`, …) or filter (RUST_LOG syntax); also RUST_LOG.
     #[arg(long, alias = "structured-log-level", env = "WASMCLOUD_LOG_LEVEL")]
     log_level: Option<String>,
+    /// Export traces over OTLP (also WASMCLOUD_OBSERVABILITY_ENABLED=true, or any
+    /// OTEL_EXPORTER_OTLP_*ENDPOINT); OTEL_SDK_DISABLED=true turns them off. The standard
+    /// OTEL_* variables say where, how and what is sampled (README, Observability).
+    #[arg(long)]
+    enable_observability: bool,
+    /// The same for traces alone (also WASMCLOUD_TRACING_ENABLED=true); traces are the only
+    /// signal this host exports over OTLP.
+    #[arg(long)]
+    enable_traces: bool,
 }
 
 #[tokio::main]
@@ -158,10 +168,13 @@ async fn main() -> anyhow::Result<()> {
         args.nats_credsfile = std::env::var_os("TRELLIS_NATS_CREDSFILE").filter(|v| !v.is_empty()).map(Into::into);
     }
     let log_level = args.log_level.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&log_level).unwrap_or_else(|_| "info".into()))
+    let telemetry_config = trellis_lattice::telemetry::TelemetryConfig::from_env("trellis-host", args.enable_observability || args.enable_traces)
+        .context("bad observability settings")?;
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .init();
+        .with_filter(tracing_subscriber::EnvFilter::try_new(&log_level).unwrap_or_else(|_| "info".into()))
+        .boxed();
+    let telemetry = trellis_lattice::telemetry::install(&telemetry_config, logs)?;
     let mut labels = identity::labels_from_env(std::env::vars());
     labels.extend(args.labels.iter().cloned());
     let mut leaf = match &args.nats_remote_url {
@@ -251,7 +264,11 @@ async fn main() -> anyhow::Result<()> {
     };
     // The orderly stop keeps to its budget; the last arm is a backstop, not the plan.
     tokio::select! {
-        _ = orderly => Ok(()),
+        _ = orderly => {
+            // The spans of the stop itself go too.
+            telemetry.shutdown(Duration::from_secs(2)).await;
+            Ok(())
+        }
         _ = sigint.recv() => exit_now(&host, leaf_pid, "a second SIGINT", 130),
         _ = sigterm.recv() => exit_now(&host, leaf_pid, "a second SIGTERM", 143),
         _ = tokio::time::sleep(shutdown_timeout + Duration::from_secs(1)) => exit_now(&host, leaf_pid, "the shutdown timeout", 1),
