@@ -247,7 +247,7 @@ impl logging::Host for State {
         let link = self.link_context();
         let id: &str = &link.component_id;
         // The invocation's trace id; the field is left out when there is none.
-        let trace_id = link.traceparent.as_deref().and_then(trellis_lattice::telemetry::trace_id);
+        let trace_id = link.traceparent.as_deref().and_then(trellis_lattice::telemetry::trace_id).map(tracing::field::display);
         match level {
             logging::Level::Trace => tracing::trace!(component_id = id, context, trace_id, "{message}"),
             logging::Level::Debug => tracing::debug!(component_id = id, context, trace_id, "{message}"),

@@ -172,6 +172,8 @@ async fn main() -> anyhow::Result<()> {
         .context("bad observability settings")?;
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: a log file gets plain `key=value` fields.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_filter(tracing_subscriber::EnvFilter::try_new(&log_level).unwrap_or_else(|_| "info".into()))
         .boxed();
     let telemetry = trellis_lattice::telemetry::install(&telemetry_config, logs)?;

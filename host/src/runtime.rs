@@ -618,7 +618,7 @@ impl LineLogger {
         let text = String::from_utf8_lossy(&line);
         let text = text.trim_end_matches(['\n', '\r']);
         // `trace_id` is left out of the line when there is none.
-        tracing::info!(target: "trellis::component", component_id = %self.component_id, stream = self.stream, trace_id = self.trace_id.as_deref(), "{text}");
+        tracing::info!(target: "trellis::component", component_id = %self.component_id, stream = self.stream, trace_id = self.trace_id.as_deref().map(tracing::field::display), "{text}");
     }
 }
 

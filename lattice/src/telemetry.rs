@@ -360,6 +360,9 @@ pub fn install(config: &TelemetryConfig, logs: BoxedLayer) -> Result<Telemetry, 
 }
 
 fn tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, TelemetryError> {
+    // reqwest (https:// endpoints) and tonic use rustls with the provider the rest of the tree
+    // uses; a process installs it once, whoever comes first.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let failed = |e: opentelemetry_otlp::ExporterBuildError| TelemetryError(format!("cannot set up the OTLP exporter for `{}`: {e}", config.traces_endpoint));
     let exporter = match config.protocol {
         Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()

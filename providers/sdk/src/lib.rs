@@ -223,6 +223,8 @@ pub fn run_process(name: &str, run: RunFn) -> std::process::ExitCode {
     runtime.block_on(async move {
         let logs = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            // Colours only on a terminal: a log file gets plain `key=value` fields.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_filter(tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into()))
             .boxed();
         let telemetry = match telemetry::install(&telemetry_config, logs) {
