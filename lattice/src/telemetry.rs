@@ -162,10 +162,7 @@ impl TelemetryConfig {
             Some(p) if p == "http/protobuf" => Protocol::HttpProtobuf,
             Some(p) if p == "grpc" => Protocol::Grpc,
             Some(p) => {
-                return Err(TelemetryError(format!(
-                    "OTEL_EXPORTER_OTLP_PROTOCOL is `{}`; Trellis exports `http/protobuf` or `grpc`",
-                    p.escape_debug()
-                )));
+                return Err(TelemetryError(format!("OTEL_EXPORTER_OTLP_PROTOCOL is `{}`; Trellis exports `http/protobuf` or `grpc`", p.escape_debug())));
             }
         };
         let traces_endpoint = match (traces_endpoint, endpoint, protocol) {
@@ -185,9 +182,12 @@ impl TelemetryConfig {
         let ratio = |k: &str| -> Result<f64, TelemetryError> {
             match get(k) {
                 None => Ok(1.0),
-                Some(v) => v.trim().parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r)).ok_or_else(|| {
-                    TelemetryError(format!("{k} is `{}`; a sampling ratio is a number from 0.0 to 1.0", v.escape_debug()))
-                }),
+                Some(v) => v
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| (0.0..=1.0).contains(r))
+                    .ok_or_else(|| TelemetryError(format!("{k} is `{}`; a sampling ratio is a number from 0.0 to 1.0", v.escape_debug()))),
             }
         };
         let sampler = match get("OTEL_TRACES_SAMPLER").as_deref() {
@@ -331,8 +331,8 @@ impl Telemetry {
 /// A boxed layer over the plain registry, as [`install`] takes them.
 pub type BoxedLayer = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
 
-/// Installs the process's `tracing` subscriber: `logs` (the log layer with its own filter)
-/// and, when `config.traces`, the OpenTelemetry layer. Must run inside a tokio runtime when
+/// Installs the process's `tracing` subscriber: `logs` (the log layer with its own filter,
+/// and [`NoTraceSpans`]) and, when `config.traces`, the OpenTelemetry layer. Must run inside a tokio runtime when
 /// traces are on (the exporter runs on it). A second call in one process fails.
 pub fn install(config: &TelemetryConfig, logs: BoxedLayer) -> Result<Telemetry, TelemetryError> {
     let mut layers: Vec<BoxedLayer> = vec![logs];
@@ -346,7 +346,9 @@ pub fn install(config: &TelemetryConfig, logs: BoxedLayer) -> Result<Telemetry, 
             .with_threads(false)
             .with_target(false)
             .with_tracked_inactivity(false)
-            .with_filter(tracing_subscriber::filter::filter_fn(|m| m.is_span() && m.target().starts_with("trellis")));
+            // Context travels explicitly (traceparent strings), never through the thread-local one.
+            .with_context_activation(false)
+            .with_filter(OurSpans);
         layers.push(Box::new(otel));
         provider = Some(p);
     }
@@ -357,6 +359,47 @@ pub fn install(config: &TelemetryConfig, logs: BoxedLayer) -> Result<Telemetry, 
         tracing::info!(endpoint = config.traces_endpoint, service = config.service_name, "exporting traces over OTLP");
     }
     Ok(Telemetry { provider })
+}
+
+/// What the OpenTelemetry layer sees: the trace spans (target [`TARGET`]), never an event.
+/// Decided once per callsite, so every other `tracing` call in the process (hyper's,
+/// wasmtime's, …) costs what it cost without the layer.
+struct OurSpans;
+
+impl OurSpans {
+    fn wants(m: &tracing::Metadata<'_>) -> bool {
+        m.is_span() && m.target() == TARGET
+    }
+}
+
+/// A filter for a log layer that keeps the trace spans out of it: a log layer given them
+/// would format every field of every span, per call. Use `filter.and(NoTraceSpans)`
+/// ([`tracing_subscriber::filter::FilterExt::and`]) on the log layer [`install`] is given.
+#[derive(Debug, Clone, Copy)]
+pub struct NoTraceSpans;
+
+impl<S> tracing_subscriber::layer::Filter<S> for NoTraceSpans {
+    fn enabled(&self, m: &tracing::Metadata<'_>, _: &tracing_subscriber::layer::Context<'_, S>) -> bool {
+        !OurSpans::wants(m)
+    }
+
+    fn callsite_enabled(&self, m: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+        if OurSpans::wants(m) { tracing::subscriber::Interest::never() } else { tracing::subscriber::Interest::always() }
+    }
+}
+
+impl<S> tracing_subscriber::layer::Filter<S> for OurSpans {
+    fn enabled(&self, m: &tracing::Metadata<'_>, _: &tracing_subscriber::layer::Context<'_, S>) -> bool {
+        Self::wants(m)
+    }
+
+    fn callsite_enabled(&self, m: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+        if Self::wants(m) { tracing::subscriber::Interest::always() } else { tracing::subscriber::Interest::never() }
+    }
+
+    fn max_level_hint(&self) -> Option<tracing_subscriber::filter::LevelFilter> {
+        Some(tracing_subscriber::filter::LevelFilter::INFO)
+    }
 }
 
 fn tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, TelemetryError> {
@@ -479,9 +522,6 @@ pub fn call_span(side: Side, call: &CallInfo, host_id: &str, traceparent: Option
         wasmcloud.link.name = call.link_name.as_str(),
         wasmcloud.interface = call.interface.as_str(),
         wasmcloud.function = call.function.as_str(),
-        rpc.system = "wasmcloud",
-        rpc.service = call.interface.as_str(),
-        rpc.method = call.function.as_str(),
         wasmcloud.outcome = tracing::field::Empty,
         error.type = tracing::field::Empty,
     );
@@ -545,7 +585,8 @@ mod tests {
         assert_eq!(c.traces_endpoint, "http://t:1/x");
         let c = TelemetryConfig::from_lookup("h", true, lookup(&[("OTEL_TRACES_EXPORTER", "none")])).unwrap();
         assert!(!c.traces);
-        let c = TelemetryConfig::from_lookup("h", true, lookup(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")])).unwrap();
+        let c = TelemetryConfig::from_lookup("h", true, lookup(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")]))
+            .unwrap();
         assert_eq!((c.protocol, c.traces_endpoint.as_str()), (Protocol::Grpc, "http://c:4317"));
     }
 

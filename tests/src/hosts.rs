@@ -155,6 +155,12 @@ impl ProcessHost {
         Self::spawn(&[&["--nats-url", nats_url], args].concat(), stderr, env).await
     }
 
+    /// [`ProcessHost::start_env`] of another `trellis-host` executable (an earlier build, for
+    /// a bench's baseline), its log discarded.
+    pub async fn start_binary(binary: &std::path::Path, nats_url: &str, args: &[&str], env: &[(String, String)]) -> anyhow::Result<Self> {
+        Self::spawn_binary(binary, &[&["--nats-url", nats_url], args].concat(), Stdio::null(), env).await
+    }
+
     /// Like [`ProcessHost::start`], with the host's log (its stderr) written to `log`.
     pub async fn start_logged(nats_url: &str, args: &[&str], log: &std::path::Path) -> anyhow::Result<Self> {
         let file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
@@ -162,8 +168,12 @@ impl ProcessHost {
     }
 
     async fn spawn(args: &[&str], stderr: Stdio, env: &[(String, String)]) -> anyhow::Result<Self> {
+        Self::spawn_binary(&host_binary()?, args, stderr, env).await
+    }
+
+    async fn spawn_binary(binary: &std::path::Path, args: &[&str], stderr: Stdio, env: &[(String, String)]) -> anyhow::Result<Self> {
         let state = tempfile::Builder::new().prefix("trellis-host-state-").tempdir()?;
-        let mut child = tokio::process::Command::new(host_binary()?)
+        let mut child = tokio::process::Command::new(binary)
             .env("TRELLIS_STATE_DIR", state.path())
             .args(["--heartbeat-interval-seconds", "1", "--allow-file-load"])
             .args(args)

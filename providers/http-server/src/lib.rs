@@ -40,8 +40,8 @@ use futures::{StreamExt, TryStreamExt};
 use http_body_util::{BodyDataStream, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use trellis_lattice::ctl::StringMap;
 use tracing::Instrument as _;
+use trellis_lattice::ctl::StringMap;
 use trellis_lattice::rpc::{self, CallInfo, Invocation, RpcError, RpcErrorKind};
 use trellis_lattice::telemetry;
 use trellis_provider_sdk::{Builtin, Link, ProviderContext, ProviderError};
@@ -453,7 +453,13 @@ fn request_span(ctx: &ProviderContext, route: &Route, parts: &http::request::Par
 }
 
 /// Sends the request to the route's target and turns the answer into the HTTP response.
-async fn forward(ctx: &ProviderContext, route: &Route, parts: http::request::Parts, body: Incoming, traceparent: Option<String>) -> http::Response<ResponseBody> {
+async fn forward(
+    ctx: &ProviderContext,
+    route: &Route,
+    parts: http::request::Parts,
+    body: Incoming,
+    traceparent: Option<String>,
+) -> http::Response<ResponseBody> {
     let head = rpc::http::RequestHead {
         method: parts.method.to_string(),
         uri: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_else(|| "/".into()),

@@ -78,8 +78,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use trellis_lattice::keyvalue::{KvError, KvResult, Reply, Request};
 use tracing::Instrument as _;
+use trellis_lattice::keyvalue::{KvError, KvResult, Reply, Request};
 use trellis_lattice::rpc::{self, CallInfo, Handler, Invocation, Response, RpcError, RpcErrorKind};
 use trellis_lattice::telemetry;
 use trellis_lattice::wit_value;

@@ -16,6 +16,7 @@ use futures::StreamExt as _;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::FilterExt as _;
 use trellis_lattice::rpc::{self, Body, CallInfo, Invocation, Router, RpcError, RpcErrorKind};
 use trellis_lattice::telemetry::{self, TelemetryConfig};
 
@@ -63,7 +64,10 @@ pub async fn run(g: &Global, args: &CallArgs) -> anyhow::Result<Report> {
     // --traceparent names a parent.
     let telemetry = match TelemetryConfig::from_env("wash", false)? {
         c if c.traces => {
-            let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(tracing_subscriber::filter::LevelFilter::WARN).boxed();
+            let logs = tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(tracing_subscriber::filter::LevelFilter::WARN.and(telemetry::NoTraceSpans))
+                .boxed();
             telemetry::install(&c, logs).ok()
         }
         _ => None,
