@@ -4,7 +4,7 @@
 //!
 //! Least authority: the WASI context of every store has no preopened directories, no
 //! environment, no arguments, no sockets and no outbound HTTP; stdout and stderr go to the host
-//! log tagged with the component id.
+//! log tagged with the component id and the trace id of the invocation (`trace_id=`).
 //!
 //! Imports the host does not provide itself are satisfied through links: `prepare` links them
 //! in a per-component clone of the host's linker ([`crate::c2c`]), and [`Runtime::invoke_func`]

@@ -149,7 +149,9 @@ impl TelemetryConfig {
         };
         let traces_endpoint = get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
         let endpoint = get("OTEL_EXPORTER_OTLP_ENDPOINT");
-        let switched = enable || flag("WASMCLOUD_OBSERVABILITY_ENABLED")? || flag("WASMCLOUD_TRACING_ENABLED")?;
+        // Both read whatever `enable` says, so a bad value is reported.
+        let (observability, tracing) = (flag("WASMCLOUD_OBSERVABILITY_ENABLED")?, flag("WASMCLOUD_TRACING_ENABLED")?);
+        let switched = enable || observability || tracing;
         let exporter_none = match get("OTEL_TRACES_EXPORTER") {
             None => false,
             Some(v) if v.eq_ignore_ascii_case("otlp") => false,
