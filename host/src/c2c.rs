@@ -47,6 +47,8 @@ pub struct LinkedCall {
     pub deadline: Instant,
     /// The arguments.
     pub args: Vec<WitValue>,
+    /// The W3C trace context the caller runs in.
+    pub traceparent: Option<Arc<str>>,
 }
 
 /// Where linked calls go. In a host, the lattice ([`LatticeLinks`]).
@@ -153,7 +155,7 @@ impl Outbound for LatticeLinks {
             }
             let inv = Invocation {
                 call: call.clone(),
-                traceparent: None,
+                traceparent: c.traceparent.as_deref().map(str::to_string),
                 deadline: tokio::time::Instant::from_std(c.deadline),
                 head,
                 body: rpc::full_body(bytes::Bytes::new()),
@@ -231,6 +233,7 @@ impl Import {
             function: self.function.clone(),
             deadline: link.deadline,
             args,
+            traceparent: link.traceparent.clone(),
         })
     }
 

@@ -125,6 +125,7 @@ impl State {
             function: req.function().to_string(),
             deadline: link.deadline,
             args: req.to_args(),
+            traceparent: link.traceparent.clone(),
         };
         let results = self.outbound().call(call).await.map_err(KvError::Other)?;
         req.decode_results(results).map_err(|e| KvError::Other(e.to_string()))?
@@ -243,14 +244,17 @@ impl cas::Host for State {
 
 impl logging::Host for State {
     async fn log(&mut self, level: logging::Level, context: String, message: String) -> wasmtime::Result<()> {
-        let id: &str = &self.link_context().component_id;
+        let link = self.link_context();
+        let id: &str = &link.component_id;
+        // The invocation's trace id; the field is left out when there is none.
+        let trace_id = link.traceparent.as_deref().and_then(trellis_lattice::telemetry::trace_id).map(tracing::field::display);
         match level {
-            logging::Level::Trace => tracing::trace!(component_id = id, context, "{message}"),
-            logging::Level::Debug => tracing::debug!(component_id = id, context, "{message}"),
-            logging::Level::Info => tracing::info!(component_id = id, context, "{message}"),
-            logging::Level::Warn => tracing::warn!(component_id = id, context, "{message}"),
-            logging::Level::Error => tracing::error!(component_id = id, context, "{message}"),
-            logging::Level::Critical => tracing::error!(component_id = id, context, critical = true, "{message}"),
+            logging::Level::Trace => tracing::trace!(component_id = id, context, trace_id, "{message}"),
+            logging::Level::Debug => tracing::debug!(component_id = id, context, trace_id, "{message}"),
+            logging::Level::Info => tracing::info!(component_id = id, context, trace_id, "{message}"),
+            logging::Level::Warn => tracing::warn!(component_id = id, context, trace_id, "{message}"),
+            logging::Level::Error => tracing::error!(component_id = id, context, trace_id, "{message}"),
+            logging::Level::Critical => tracing::error!(component_id = id, context, trace_id, critical = true, "{message}"),
         }
         Ok(())
     }

@@ -107,7 +107,7 @@ pub struct RunningComponent {
 impl RunningComponent {
     /// What an invocation of it runs, with `limits`.
     pub fn guest(&self, limits: Limits) -> crate::runtime::Guest<'_> {
-        crate::runtime::Guest { id: &self.id, config: &self.config, prepared: &self.prepared, limits }
+        crate::runtime::Guest { id: &self.id, config: &self.config, prepared: &self.prepared, limits, traceparent: None }
     }
 
     /// The concurrency limit.

@@ -268,7 +268,7 @@ impl Host {
             None => e,
         })?;
         ready.buckets_open();
-        let router = Router::new(nats.clone(), &config.lattice);
+        let router = Router::new(nats.clone(), &config.lattice).with_host_id(&id);
         router.set_observer(metrics.observer());
         router.start_spy(&id).await?;
         let secrets_key = match &config.secrets_xkey_seed {

@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::FilterExt as _;
 use trellis_host::nats_server::{self, NatsProcess, Probe};
 use trellis_host::runtime::{Limits, RuntimeConfig};
 use trellis_host::{Host, HostConfig, identity};
@@ -149,13 +151,17 @@ struct Args {
     /// (e.g. 127.0.0.1:8081).
     #[arg(long, env = "WASMCLOUD_HTTP_ADMIN")]
     http_admin: Option<std::net::SocketAddr>,
-    /// Export OpenTelemetry metrics over OTLP/HTTP (endpoint from OTEL_EXPORTER_OTLP_METRICS_ENDPOINT
-    /// or OTEL_EXPORTER_OTLP_ENDPOINT; on by itself when the first is set; OTEL_SDK_DISABLED=true turns it off).
+    /// Export OpenTelemetry traces and metrics over OTLP (also on by itself when an
+    /// OTEL_EXPORTER_OTLP_*ENDPOINT is set; OTEL_SDK_DISABLED=true turns it off). The standard
+    /// OTEL_* variables say where, how and what is sampled (README, Observability).
     #[arg(long, env = "WASMCLOUD_OBSERVABILITY_ENABLED", default_value_t = false, num_args = 0..=1, default_missing_value = "true", require_equals = true, action = clap::ArgAction::Set)]
     enable_observability: bool,
     /// Log level (`info`, `debug`, …) or filter (RUST_LOG syntax); also RUST_LOG.
     #[arg(long, alias = "structured-log-level", env = "WASMCLOUD_LOG_LEVEL")]
     log_level: Option<String>,
+    /// Export traces alone (also WASMCLOUD_TRACING_ENABLED=true).
+    #[arg(long)]
+    enable_traces: bool,
 }
 
 #[tokio::main]
@@ -166,10 +172,15 @@ async fn main() -> anyhow::Result<()> {
         args.nats_credsfile = std::env::var_os("TRELLIS_NATS_CREDSFILE").filter(|v| !v.is_empty()).map(Into::into);
     }
     let log_level = args.log_level.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&log_level).unwrap_or_else(|_| "info".into()))
+    let telemetry_config = trellis_lattice::telemetry::TelemetryConfig::from_env("trellis-host", args.enable_observability || args.enable_traces)
+        .context("bad observability settings")?;
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .init();
+        // Colours only on a terminal: a log file gets plain `key=value` fields.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(tracing_subscriber::EnvFilter::try_new(&log_level).unwrap_or_else(|_| "info".into()).and(trellis_lattice::telemetry::NoTraceSpans))
+        .boxed();
+    let telemetry = trellis_lattice::telemetry::install(&telemetry_config, logs)?;
     let mut labels = identity::labels_from_env(std::env::vars());
     labels.extend(args.labels.iter().cloned());
     let mut leaf = match &args.nats_remote_url {
@@ -261,7 +272,11 @@ async fn main() -> anyhow::Result<()> {
     };
     // The orderly stop keeps to its budget; the last arm is a backstop, not the plan.
     tokio::select! {
-        _ = orderly => Ok(()),
+        _ = orderly => {
+            // The spans of the stop itself go too.
+            telemetry.shutdown(Duration::from_secs(2)).await;
+            Ok(())
+        }
         _ = sigint.recv() => exit_now(&host, leaf_pid, "a second SIGINT", 130),
         _ = sigterm.recv() => exit_now(&host, leaf_pid, "a second SIGTERM", 143),
         _ = tokio::time::sleep(shutdown_timeout + Duration::from_secs(1)) => exit_now(&host, leaf_pid, "the shutdown timeout", 1),

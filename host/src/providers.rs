@@ -250,6 +250,12 @@ impl Instance {
                 let mut child = tokio::process::Command::new(path)
                     .env_clear()
                     .envs(std::env::vars().filter(|(k, _)| k == "RUST_LOG" || k.starts_with("OTEL_")))
+                    // The host's own trace settings, whatever turned them on, and its id as a resource attribute.
+                    .envs(
+                        trellis_lattice::telemetry::installed()
+                            .map(|c| c.clone().with_resource("wasmcloud.host.id", &host_data.host_id).child_env())
+                            .unwrap_or_default(),
+                    )
                     .stdin(Stdio::piped())
                     .kill_on_drop(true)
                     .spawn()

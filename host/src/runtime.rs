@@ -4,7 +4,7 @@
 //!
 //! Least authority: the WASI context of every store has no preopened directories, no
 //! environment, no arguments, no sockets and no outbound HTTP; stdout and stderr go to the host
-//! log tagged with the component id.
+//! log tagged with the component id and the trace id of the invocation (`trace_id=`).
 //!
 //! Imports the host does not provide itself are satisfied through links: `prepare` links them
 //! in a per-component clone of the host's linker ([`crate::c2c`]), and [`Runtime::invoke_func`]
@@ -59,6 +59,9 @@ pub struct Guest<'a> {
     pub prepared: &'a Prepared,
     /// The limits for this invocation.
     pub limits: Limits,
+    /// The W3C trace context the invocation runs in: its calls out are made in it, and its
+    /// log lines carry its trace id.
+    pub traceparent: Option<&'a str>,
 }
 
 /// Limits applied to every invocation of a component.
@@ -132,6 +135,8 @@ pub struct LinkContext {
     pub link_names: Vec<(InterfaceName, String)>,
     /// When the invocation's execution budget runs out.
     pub deadline: Instant,
+    /// The W3C trace context the invocation runs in (see [`Guest::traceparent`]).
+    pub traceparent: Option<Arc<str>>,
 }
 
 impl LinkContext {
@@ -372,13 +377,15 @@ impl Runtime {
     }
 
     /// A fresh store for one invocation of `component_id` (given the named configs `config`)
-    /// under `limits`.
-    pub fn new_store(&self, component_id: &str, config: &Arc<[String]>, limits: Limits) -> Store<State> {
+    /// under `limits`, in the trace context `traceparent`.
+    pub fn new_store(&self, component_id: &str, config: &Arc<[String]>, limits: Limits, traceparent: Option<&str>) -> Store<State> {
         let deadline = Instant::now() + limits.max_execution_time;
         let id: Arc<str> = Arc::from(component_id);
+        let traceparent: Option<Arc<str>> = traceparent.map(Arc::from);
+        let trace_id: Option<Arc<str>> = traceparent.as_deref().and_then(trellis_lattice::telemetry::trace_id).map(Arc::from);
         let wasi = WasiCtx::builder()
-            .stdout(LogStream { component_id: id.clone(), stream: "stdout" })
-            .stderr(LogStream { component_id: id.clone(), stream: "stderr" })
+            .stdout(LogStream { component_id: id.clone(), stream: "stdout", trace_id: trace_id.clone() })
+            .stderr(LogStream { component_id: id.clone(), stream: "stderr", trace_id })
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -389,7 +396,7 @@ impl Runtime {
             table: ResourceTable::new(),
             hooks: DenyOutgoingHttp,
             limits: StoreLimitsBuilder::new().memory_size(limits.max_linear_memory_bytes).trap_on_grow_failure(true).build(),
-            link: LinkContext { component_id: id, link_names: Vec::new(), deadline },
+            link: LinkContext { component_id: id, link_names: Vec::new(), deadline, traceparent },
             outbound: self.outbound.clone(),
             config: config.clone(),
             denials: Default::default(),
@@ -413,14 +420,14 @@ impl Runtime {
         B: hyper::body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
         P: Send + 'static,
     {
-        let Guest { id: component_id, config, prepared, limits } = guest;
+        let Guest { id: component_id, config, prepared, limits, traceparent } = guest;
         let proxy = prepared
             .proxy
             .clone()
             .ok_or_else(|| HostError::NotExported { id: component_id.into(), interface: trellis_lattice::rpc::http::INTERFACE.into() })?;
         let id: Arc<str> = Arc::from(component_id);
         let fail = |reason: String| HostError::Invocation { id: component_id.into(), reason };
-        let mut store = self.new_store(component_id, config, limits);
+        let mut store = self.new_store(component_id, config, limits, traceparent);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, req).map_err(|e| fail(format!("{e:#}")))?;
         let out = store.data_mut().http().new_response_outparam(tx).map_err(|e| fail(format!("{e:#}")))?;
@@ -495,10 +502,10 @@ impl Runtime {
     /// `params` (already checked against its signature). `permit` is held until the guest has
     /// finished.
     pub async fn invoke_func<P: Send + 'static>(&self, guest: Guest<'_>, func: &ExportedFunc, params: Vec<Val>, permit: P) -> Result<Vec<Val>> {
-        let Guest { id: component_id, config, prepared, limits } = guest;
+        let Guest { id: component_id, config, prepared, limits, traceparent } = guest;
         let id: Arc<str> = Arc::from(component_id);
         let errors = GuestErrors { id: id.clone(), deadline_ms: limits.max_execution_time.as_millis() as u64 };
-        let mut store = self.new_store(component_id, config, limits);
+        let mut store = self.new_store(component_id, config, limits, traceparent);
         let (pre, index, n_results) = (prepared.pre.clone(), func.index, func.ty.results().len());
         let mut task = AbortOnDrop(tokio::spawn(async move {
             let _permit = permit;
@@ -575,10 +582,12 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Guest stdout/stderr, line by line into the host log, tagged with the component id.
+/// Guest stdout/stderr, line by line into the host log, tagged with the component id and the
+/// trace id of the invocation that wrote them.
 struct LogStream {
     component_id: Arc<str>,
     stream: &'static str,
+    trace_id: Option<Arc<str>>,
 }
 
 impl IsTerminal for LogStream {
@@ -589,13 +598,14 @@ impl IsTerminal for LogStream {
 
 impl StdoutStream for LogStream {
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(LineLogger { component_id: self.component_id.clone(), stream: self.stream, buf: Vec::new() })
+        Box::new(LineLogger { component_id: self.component_id.clone(), stream: self.stream, trace_id: self.trace_id.clone(), buf: Vec::new() })
     }
 }
 
 struct LineLogger {
     component_id: Arc<str>,
     stream: &'static str,
+    trace_id: Option<Arc<str>>,
     buf: Vec<u8>,
 }
 
@@ -607,7 +617,8 @@ impl LineLogger {
         let line: Vec<u8> = self.buf.drain(..upto).collect();
         let text = String::from_utf8_lossy(&line);
         let text = text.trim_end_matches(['\n', '\r']);
-        tracing::info!(target: "trellis::component", component_id = %self.component_id, stream = self.stream, "{text}");
+        // `trace_id` is left out of the line when there is none.
+        tracing::info!(target: "trellis::component", component_id = %self.component_id, stream = self.stream, trace_id = self.trace_id.as_deref().map(tracing::field::display), "{text}");
     }
 }
 

@@ -122,7 +122,10 @@ async fn http(runtime: &Runtime, c: &Arc<RunningComponent>, inv: Invocation) -> 
     let wait = inv.deadline.saturating_duration_since(tokio::time::Instant::now());
     let permit = c.gate.acquire(&c.id, wait).await.map_err(|e| to_rpc(&call, e))?;
     c.invocations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let resp = runtime.invoke_http_streaming(c.guest(c.limits), req, permit).await.map_err(|e| to_rpc(&call, e))?;
+    let resp = runtime
+        .invoke_http_streaming(crate::runtime::Guest { traceparent: inv.traceparent.as_deref(), ..c.guest(c.limits) }, req, permit)
+        .await
+        .map_err(|e| to_rpc(&call, e))?;
     let (parts, body) = resp.into_parts();
     let head = rpc::http::ResponseHead {
         status: parts.status.as_u16(),
@@ -166,7 +169,10 @@ async fn func(runtime: &Runtime, c: &Arc<RunningComponent>, inv: Invocation) -> 
     limits.max_execution_time = limits.max_execution_time.min(left);
     let permit = c.gate.acquire(&c.id, left).await.map_err(|e| to_rpc(&call, e))?;
     c.invocations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let results = runtime.invoke_func(c.guest(limits), export, params, permit).await.map_err(|e| to_rpc(&call, e))?;
+    let results = runtime
+        .invoke_func(crate::runtime::Guest { traceparent: inv.traceparent.as_deref(), ..c.guest(limits) }, export, params, permit)
+        .await
+        .map_err(|e| to_rpc(&call, e))?;
     let results = results
         .iter()
         .map(c2c::to_wit)

@@ -40,6 +40,7 @@ pub mod secrets;
 pub mod spy;
 pub mod state;
 pub mod subject;
+pub mod telemetry;
 pub mod wit_value;
 
 pub use connect::{ConnectOptions, MIN_NATS_SERVER_VERSION, check_server_version, connect, round_trip};

@@ -31,6 +31,9 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+use tracing::Instrument as _;
+
+use crate::telemetry::{self, Side};
 
 /// Header: the id of the calling component or provider.
 pub const SOURCE_HEADER: &str = "Trellis-Source";
@@ -172,7 +175,9 @@ pub async fn collect_body(body: Body) -> Result<Bytes, RpcError> {
 pub struct Invocation {
     /// Who calls whom.
     pub call: CallInfo,
-    /// W3C trace context of the caller.
+    /// The W3C trace context the call is made in. The caller sets its own; [`Router::call`]
+    /// replaces it with the context of its client span, and the callee's handler receives the
+    /// context of the server span it runs in (with traces off, the caller's, unchanged).
     pub traceparent: Option<String>,
     /// When the caller stops waiting.
     pub deadline: Instant,
@@ -329,6 +334,8 @@ pub struct Router {
     chunk: usize,
     /// The observer (metrics) and the spy tap ([`crate::observe`]).
     hooks: Arc<crate::observe::Hooks>,
+    /// The host whose calls these are, for span attributes.
+    host_id: Arc<str>,
 }
 
 /// Serving a target on NATS; stops when dropped (calls in progress are cut off), or gracefully
@@ -370,7 +377,13 @@ impl Router {
     pub fn new(nats: async_nats::Client, lattice: &str) -> Self {
         let max = nats.server_info().max_payload;
         let chunk = max.saturating_sub(FRAMING_ALLOWANCE).max(16 * 1024);
-        Self { nats, lattice: lattice.into(), local: Arc::default(), chunk, hooks: Arc::default() }
+        Self { nats, lattice: lattice.into(), local: Arc::default(), chunk, hooks: Arc::default(), host_id: Arc::from("") }
+    }
+
+    /// The same router, naming `host_id` as the host in the spans it makes.
+    pub fn with_host_id(mut self, host_id: &str) -> Self {
+        self.host_id = Arc::from(host_id);
+        self
     }
 
     /// Tells `observer` how every call through this router (and its clones) goes; the first
@@ -415,8 +428,10 @@ impl Router {
         self.local.write().unwrap_or_else(|p| p.into_inner()).remove(target);
     }
 
-    /// Makes a call: locally when the target is registered here, else over NATS.
-    pub async fn call(&self, inv: Invocation) -> Result<Response, RpcError> {
+    /// Makes a call: locally when the target is registered here, else over NATS. With traces
+    /// on, the call gets a client span under `inv.traceparent` and the callee a server span
+    /// under that (see [`crate::telemetry`]).
+    pub async fn call(&self, mut inv: Invocation) -> Result<Response, RpcError> {
         if inv.head.len() > MAX_HEAD_BYTES {
             return Err(head_too_large(&inv.call, inv.head.len()));
         }
@@ -427,6 +442,10 @@ impl Router {
         if Instant::now() >= deadline {
             return Err(deadline_error(&call));
         }
+        let span = telemetry::call_span(Side::Client, &call, &self.host_id, inv.traceparent.as_deref());
+        if !span.is_disabled() {
+            inv.traceparent = telemetry::traceparent_of(&span);
+        }
         let role = if local.is_some() { crate::observe::Role::Local } else { crate::observe::Role::Caller };
         let mut watch = self.hooks.begin(&call, role);
         let inv = match &mut watch {
@@ -434,17 +453,30 @@ impl Router {
             None => inv,
         };
         let result = match local {
-            Some(handler) => tokio::time::timeout_at(deadline, handler.call(inv)).await,
-            None => tokio::time::timeout_at(deadline, self.call_remote(inv)).await,
+            Some(handler) => tokio::time::timeout_at(deadline, self.answer_local(handler, inv)).instrument(span.clone()).await,
+            None => tokio::time::timeout_at(deadline, self.call_remote(inv)).instrument(span.clone()).await,
         };
         let result = match result {
             Ok(outcome) => outcome,
             Err(_elapsed) => Err(deadline_error(&call)),
         };
+        telemetry::record_outcome(&span, &result);
         match watch {
             Some(w) => w.finish(result),
             None => result,
         }
+    }
+
+    /// Hands `inv` to a handler in this process, under a server span when traces are on.
+    async fn answer_local(&self, handler: Arc<dyn Handler>, mut inv: Invocation) -> Result<Response, RpcError> {
+        let span = telemetry::call_span(Side::Server, &inv.call, &self.host_id, inv.traceparent.as_deref());
+        if span.is_disabled() {
+            return handler.call(inv).await;
+        }
+        inv.traceparent = telemetry::traceparent_of(&span);
+        let result = span.in_scope(|| handler.call(inv)).instrument(span.clone()).await;
+        telemetry::record_outcome(&span, &result);
+        result
     }
 
     async fn call_remote(&self, inv: Invocation) -> Result<Response, RpcError> {
@@ -678,6 +710,8 @@ impl Router {
         let timeout = header(TIMEOUT_HEADER).and_then(|v| v.parse::<u64>().ok()).unwrap_or(30_000);
         let deadline = Instant::now() + Duration::from_millis(timeout);
         let mut watch = self.hooks.begin(&call, crate::observe::Role::Callee);
+        // The server span of a call that is handled; a refused call has none.
+        let mut span = tracing::Span::none();
         let result = match decode::<WireMessage>(&msg.payload) {
             Err(e) => Err(RpcError::new(RpcErrorKind::Malformed, &call, format!("the call could not be decoded: {e}"))),
             Ok(m) if m.head.len() > MAX_HEAD_BYTES => Err(head_too_large(&call, m.head.len())),
@@ -690,10 +724,12 @@ impl Router {
                 Err(foreign_inbox(&call, &inbox, &why))
             }
             Ok(m) => {
+                let traceparent = header(TRACEPARENT_HEADER);
+                span = telemetry::call_span(Side::Server, &call, &self.host_id, traceparent.as_deref());
                 let inv = Invocation {
                     body: self.pull_body(m.body.into(), m.more, call.clone(), deadline),
                     call: call.clone(),
-                    traceparent: header(TRACEPARENT_HEADER),
+                    traceparent: if span.is_disabled() { traceparent } else { telemetry::traceparent_of(&span) },
                     deadline,
                     head: m.head.into(),
                 };
@@ -701,12 +737,14 @@ impl Router {
                     Some(w) => w.request(inv),
                     None => inv,
                 };
-                match tokio::time::timeout_at(deadline, handler.call(inv)).await {
+                let answer = span.in_scope(|| handler.call(inv));
+                match tokio::time::timeout_at(deadline, answer).instrument(span.clone()).await {
                     Ok(r) => r,
                     Err(_) => Err(deadline_error(&call)),
                 }
             }
         };
+        telemetry::record_outcome(&span, &result);
         let result = match watch {
             Some(w) => w.finish(result),
             None => result,

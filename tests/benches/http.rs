@@ -9,6 +9,12 @@
 //!
 //! Each at concurrency 1 and 64 (keep-alive connections, one request at a time each), plus a
 //! raw NATS request/reply round trip as the floor for (b)'s latency.
+//!
+//! Then path (b) with observability off and on, side by side: `trellis-host` processes
+//! (telemetry is per process) with traces off (`OTEL_SDK_DISABLED=true`), and exporting every
+//! span to a real OTLP receiver in this process at sampler ratio 1.0 and 0.01
+//! (`parentbased_traceidratio`), as ratios to off. With `TRELLIS_BENCH_BASE_HOST` naming a
+//! `trellis-host` built from an earlier commit, that build is measured too ("today").
 //! `cargo bench -p trellis-tests --bench http`.
 
 use std::convert::Infallible;
@@ -21,8 +27,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use trellis_host::Host;
 use trellis_tests::components::http_hello;
+use trellis_tests::hosts::ProcessHost;
 use trellis_tests::hosts::start_host;
 use trellis_tests::http::{free_addr, get_until};
+use trellis_tests::otlp::OtlpReceiver;
 use trellis_tests::scenario::Lattice;
 
 const RUN: Duration = Duration::from_secs(4);
@@ -167,5 +175,73 @@ async fn main() -> anyhow::Result<()> {
     }
     a.stop(Duration::from_secs(1)).await;
     b.stop(Duration::from_secs(1)).await;
+    observability(&nats.url(), &mut l).await
+}
+
+/// A setting of the observability comparison: its name, the `trellis-host` to run (this
+/// build when `None`) and the environment it runs with.
+type Setting = (&'static str, Option<std::path::PathBuf>, Vec<(String, String)>);
+
+/// Path (b) through host processes with traces off, on at ratio 1.0 and on at 0.01 (and a
+/// baseline build when `TRELLIS_BENCH_BASE_HOST` names one), measured in turns so that every
+/// setting sees the same machine.
+async fn observability(url: &str, l: &mut Lattice) -> anyhow::Result<()> {
+    let otlp = OtlpReceiver::start().await?;
+    let sampled = |ratio: &str| otlp.env(&[("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", ratio)]);
+    let off = vec![("OTEL_SDK_DISABLED".to_string(), "true".to_string())];
+    let mut settings: Vec<Setting> = Vec::new();
+    if let Some(base) = std::env::var_os("TRELLIS_BENCH_BASE_HOST") {
+        settings.push(("today (earlier build)", Some(base.into()), vec![]));
+    }
+    settings.push(("off", None, off));
+    settings.push(("on, ratio 1.0", None, sampled("1.0")));
+    settings.push(("on, ratio 0.01", None, sampled("0.01")));
+    let mut running = Vec::new();
+    for (i, (name, binary, env)) in settings.iter().enumerate() {
+        let start = || async {
+            match binary {
+                Some(b) => ProcessHost::start_binary(b, url, &[], env).await,
+                None => ProcessHost::start_env(url, &[], env, Some(std::path::Path::new("/dev/null"))).await,
+            }
+        };
+        let (a, b) = (start().await?, start().await?);
+        let (component, provider) = (format!("hello-{i}"), format!("http-{i}"));
+        l.start_component_on(&a.id, &component, http_hello(), 128, None).await;
+        let addr = free_addr()?;
+        l.start_provider_on(&b.id, &provider, "builtin://http-server", &[]).await;
+        l.link(&provider, &component, &format!("{provider}-addr"), &[("address", &addr.to_string())]).await;
+        get_until(addr, "/", 200, Duration::from_secs(30)).await?;
+        running.push((*name, addr, a, b));
+    }
+    println!();
+    println!("(b) provider → NATS → host, host processes, observability off vs on (spans to an OTLP receiver in this process)");
+    println!("{:<44} {:>5} {:>10} {:>9} {:>9} {:>8}", "setting", "conc", "req/s", "p50 µs", "p99 µs", "vs off");
+    const ROUNDS: usize = 2;
+    for conc in [1usize, 64] {
+        // Each setting runs once per round, the order turning each round; the figures are means.
+        let mut sums = vec![(0.0f64, 0.0f64, 0.0f64); running.len()];
+        for round in 0..ROUNDS {
+            for k in 0..running.len() {
+                let i = (k + round) % running.len();
+                let f = load(running[i].1, conc).await?;
+                sums[i].0 += f.rps / ROUNDS as f64;
+                sums[i].1 += f.p50.as_secs_f64() / ROUNDS as f64;
+                sums[i].2 += f.p99.as_secs_f64() / ROUNDS as f64;
+            }
+        }
+        let rows: Vec<(&str, Figures)> = running
+            .iter()
+            .zip(&sums)
+            .map(|((name, ..), (rps, p50, p99))| (*name, Figures { rps: *rps, p50: Duration::from_secs_f64(*p50), p99: Duration::from_secs_f64(*p99) }))
+            .collect();
+        let off = rows.iter().find(|(n, _)| *n == "off").map_or(1.0, |(_, f)| f.rps);
+        for (name, f) in rows {
+            println!("{:<44} {:>5} {:>10.0} {:>9.0} {:>9.0} {:>8.3}", name, conc, f.rps, f.p50.as_secs_f64() * 1e6, f.p99.as_secs_f64() * 1e6, f.rps / off);
+        }
+    }
+    // The spans still queued leave within the export interval.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (spans, requests) = otlp.received();
+    println!("the receiver took {spans} spans in {requests} export requests");
     Ok(())
 }

@@ -142,21 +142,42 @@ impl ProcessHost {
 
     /// Starts `trellis-host` with `args` alone (and a 1 s heartbeat), and waits for its ready line.
     pub async fn start_with(args: &[&str]) -> anyhow::Result<Self> {
-        Self::spawn(args, Stdio::inherit()).await
+        Self::spawn(args, Stdio::inherit(), &[]).await
+    }
+
+    /// Like [`ProcessHost::start`], with `env` added to its environment (its providers inherit
+    /// the `OTEL_*` ones), and its log written to `log` when given.
+    pub async fn start_env(nats_url: &str, args: &[&str], env: &[(String, String)], log: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let stderr = match log {
+            Some(log) => Stdio::from(std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?),
+            None => Stdio::inherit(),
+        };
+        Self::spawn(&[&["--nats-url", nats_url], args].concat(), stderr, env).await
+    }
+
+    /// [`ProcessHost::start_env`] of another `trellis-host` executable (an earlier build, for
+    /// a bench's baseline), its log discarded.
+    pub async fn start_binary(binary: &std::path::Path, nats_url: &str, args: &[&str], env: &[(String, String)]) -> anyhow::Result<Self> {
+        Self::spawn_binary(binary, &[&["--nats-url", nats_url], args].concat(), Stdio::null(), env).await
     }
 
     /// Like [`ProcessHost::start`], with the host's log (its stderr) written to `log`.
     pub async fn start_logged(nats_url: &str, args: &[&str], log: &std::path::Path) -> anyhow::Result<Self> {
         let file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-        Self::spawn(&[&["--nats-url", nats_url], args].concat(), Stdio::from(file)).await
+        Self::spawn(&[&["--nats-url", nats_url], args].concat(), Stdio::from(file), &[]).await
     }
 
-    async fn spawn(args: &[&str], stderr: Stdio) -> anyhow::Result<Self> {
+    async fn spawn(args: &[&str], stderr: Stdio, env: &[(String, String)]) -> anyhow::Result<Self> {
+        Self::spawn_binary(&host_binary()?, args, stderr, env).await
+    }
+
+    async fn spawn_binary(binary: &std::path::Path, args: &[&str], stderr: Stdio, env: &[(String, String)]) -> anyhow::Result<Self> {
         let state = tempfile::Builder::new().prefix("trellis-host-state-").tempdir()?;
-        let mut child = tokio::process::Command::new(host_binary()?)
+        let mut child = tokio::process::Command::new(binary)
             .env("TRELLIS_STATE_DIR", state.path())
             .args(["--heartbeat-interval-seconds", "1", "--allow-file-load"])
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             // Tests keep the artifact and compiled-code cache out of the user's home.
             .env("TRELLIS_CACHE_DIR", std::env::temp_dir().join("trellis-test-cache"))
             .stdout(Stdio::piped())

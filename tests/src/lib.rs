@@ -7,6 +7,7 @@ pub mod components;
 pub mod hosts;
 pub mod http;
 pub mod nats;
+pub mod otlp;
 pub mod redis;
 pub mod registry;
 pub mod scenario;

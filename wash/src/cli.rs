@@ -492,9 +492,22 @@ pub struct CallArgs {
     /// The link name the call travels under.
     #[arg(long, default_value = "default")]
     pub link_name: String,
-    /// Also print the status line and the response headers (on stderr).
+    /// Also print the status line and the response headers (on stderr), and the trace id.
     #[arg(short = 'v', long)]
     pub verbose: bool,
+    /// Make the call in this W3C trace context (`00-{trace id}-{span id}-{flags}`), e.g. a
+    /// script's own; otherwise, with OTEL_EXPORTER_OTLP_ENDPOINT set, `wash` starts a trace
+    /// and exports its span.
+    #[arg(long, value_name = "TRACEPARENT", value_parser = parse_traceparent)]
+    pub traceparent: Option<String>,
+}
+
+/// Checks a W3C `traceparent`.
+pub fn parse_traceparent(arg: &str) -> Result<String, String> {
+    match trellis_lattice::telemetry::parse_traceparent(arg) {
+        Some(_) => Ok(arg.trim().to_string()),
+        None => Err(format!("`{arg}` is not a W3C traceparent; it looks like 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")),
+    }
 }
 
 /// `wash spy`.

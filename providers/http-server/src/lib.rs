@@ -40,8 +40,10 @@ use futures::{StreamExt, TryStreamExt};
 use http_body_util::{BodyDataStream, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tracing::Instrument as _;
 use trellis_lattice::ctl::StringMap;
 use trellis_lattice::rpc::{self, CallInfo, Invocation, RpcError, RpcErrorKind};
+use trellis_lattice::telemetry;
 use trellis_provider_sdk::{Builtin, Link, ProviderContext, ProviderError};
 
 /// The provider's name, as in `builtin://http-server`.
@@ -394,6 +396,72 @@ async fn handle(shared: &Shared, addr: SocketAddr, req: http::Request<Incoming>)
         );
     };
     let (parts, body) = req.into_parts();
+    // An incoming `traceparent` is honoured: the request's span is its child (with traces
+    // off, it is passed on as it came).
+    let incoming = parts.headers.get(rpc::TRACEPARENT_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let span = request_span(ctx, &route, &parts, incoming.as_deref());
+    let traceparent = if span.is_disabled() { incoming } else { telemetry::traceparent_of(&span) };
+    let resp = forward(ctx, &route, parts, body, traceparent).instrument(span.clone()).await;
+    if !span.is_disabled() {
+        let status = resp.status().as_u16();
+        span.record("http.response.status_code", status);
+        if status >= 500 {
+            telemetry::record_error(&span, &status.to_string(), resp.status().canonical_reason().unwrap_or("server error"));
+        } else {
+            span.record("wasmcloud.outcome", "ok");
+        }
+    }
+    resp
+}
+
+/// The server span of one HTTP request (disabled when traces are off), after OTel's HTTP
+/// semantic conventions: named `{method} {route}` (the link's path in path mode, else the
+/// method alone), under `traceparent`.
+fn request_span(ctx: &ProviderContext, route: &Route, parts: &http::request::Parts, traceparent: Option<&str>) -> tracing::Span {
+    if !telemetry::enabled() {
+        return tracing::Span::none();
+    }
+    let method = parts.method.as_str();
+    let http_route = (!route.path.is_empty()).then_some(route.path.as_str());
+    let name = match http_route {
+        Some(r) => format!("{method} {r}"),
+        None => method.to_string(),
+    };
+    let span = tracing::info_span!(
+        target: telemetry::TARGET,
+        parent: None,
+        "http",
+        otel.name = name,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+        wasmcloud.lattice = ctx.lattice(),
+        wasmcloud.host.id = ctx.host_data().host_id.as_str(),
+        wasmcloud.source = ctx.id(),
+        wasmcloud.target = route.link.target.as_str(),
+        wasmcloud.link.name = route.link.name.as_str(),
+        wasmcloud.interface = rpc::http::INTERFACE,
+        wasmcloud.function = rpc::http::FUNCTION,
+        http.request.method = method,
+        http.route = http_route,
+        url.path = parts.uri.path(),
+        url.scheme = "http",
+        http.response.status_code = tracing::field::Empty,
+        wasmcloud.outcome = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    telemetry::set_parent(&span, traceparent);
+    span
+}
+
+/// Sends the request to the route's target and turns the answer into the HTTP response.
+async fn forward(
+    ctx: &ProviderContext,
+    route: &Route,
+    parts: http::request::Parts,
+    body: Incoming,
+    traceparent: Option<String>,
+) -> http::Response<ResponseBody> {
     let head = rpc::http::RequestHead {
         method: parts.method.to_string(),
         uri: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_else(|| "/".into()),
@@ -412,7 +480,7 @@ async fn handle(shared: &Shared, addr: SocketAddr, req: http::Request<Incoming>)
         BodyDataStream::new(body).map_err(move |e| RpcError::new(RpcErrorKind::Transport, &body_call, format!("reading the request body failed: {e}"))).boxed();
     let invocation = Invocation {
         call,
-        traceparent: parts.headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string),
+        traceparent,
         deadline: tokio::time::Instant::now() + route.timeout,
         head: rpc::http::encode(&head),
         body: rpc::full_body(Bytes::new()),

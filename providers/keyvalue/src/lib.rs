@@ -78,8 +78,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use tracing::Instrument as _;
 use trellis_lattice::keyvalue::{KvError, KvResult, Reply, Request};
 use trellis_lattice::rpc::{self, CallInfo, Handler, Invocation, Response, RpcError, RpcErrorKind};
+use trellis_lattice::telemetry;
 use trellis_lattice::wit_value;
 use trellis_provider_sdk::{Builtin, ProviderContext, ProviderError, StringMap};
 
@@ -349,14 +351,16 @@ impl Inner {
             RpcError::new(RpcErrorKind::Malformed, &call, format!("the arguments of `{interface}.{}` could not be decoded: {e}", call.function))
         })?;
         let req = Request::from_call(interface, &call.function, args).map_err(|e| RpcError::new(RpcErrorKind::Malformed, &call, e.to_string()))?;
-        let outcome = self.execute(&call, req.clone()).await;
+        let outcome = self.execute(&call, req.clone(), inv.traceparent.as_deref()).await;
         if let Err(e) = &outcome {
             tracing::debug!(source = call.source, function = call.function, bucket = req.bucket(), error = %e, "key-value call failed");
         }
         Ok(Response { head: wit_value::encode(&req.encode_results(&outcome)), body: rpc::full_body(Bytes::new()) })
     }
 
-    async fn execute(&self, call: &CallInfo, req: Request) -> KvResult {
+    /// Runs `req` on the backend of the caller's link; with traces on, the backend work is a
+    /// span (`{backend} {function}`, OTel's database conventions) under `traceparent`.
+    async fn execute(&self, call: &CallInfo, req: Request, traceparent: Option<&str>) -> KvResult {
         let ctx = &self.ctx;
         let link = ctx
             .state()
@@ -367,19 +371,61 @@ impl Inner {
         let link_config = ctx.state().merged_config(&link.target_config);
         let settings = Settings::from_config(ctx.config(), &link_config)
             .map_err(|e| KvError::Other(format!("key-value provider `{}`: the settings of the link from `{}` are wrong: {e}", ctx.id(), call.source)))?;
-        let outcome = match &req {
-            Request::Open { bucket } => self.backends.open(&settings, bucket).await.map(|_| Reply::Unit),
-            _ => match self.backends.store(&settings, req.bucket()).await {
-                Ok(store) => execute(store.as_ref(), req.clone()).await,
-                Err(e) => Err(e),
-            },
-        };
+        let span = backend_span(&settings, call, req.bucket(), traceparent);
+        let outcome = async {
+            match &req {
+                Request::Open { bucket } => self.backends.open(&settings, bucket).await.map(|_| Reply::Unit),
+                _ => match self.backends.store(&settings, req.bucket()).await {
+                    Ok(store) => execute(store.as_ref(), req.clone()).await,
+                    Err(e) => Err(e),
+                },
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        match &outcome {
+            Err(e) => telemetry::record_error(&span, "keyvalue", &e.to_string()),
+            Ok(_) if !span.is_disabled() => {
+                span.record("wasmcloud.outcome", "ok");
+            }
+            Ok(_) => {}
+        }
         // `no-such-store` carries no words; say which bucket, where, and what to do.
         outcome.map_err(|e| match e {
             KvError::NoSuchStore => KvError::Other(no_such_store(&settings, req.bucket())),
             e => e,
         })
     }
+}
+
+/// The span of one backend operation (disabled when traces are off).
+fn backend_span(settings: &Settings, call: &CallInfo, identifier: &str, traceparent: Option<&str>) -> tracing::Span {
+    if !telemetry::enabled() {
+        return tracing::Span::none();
+    }
+    let (system, kind) = match settings.backend {
+        Backend::Memory => ("memory", "internal"),
+        Backend::Nats => ("nats", "client"),
+        Backend::Redis => ("redis", "client"),
+    };
+    let span = tracing::info_span!(
+        target: telemetry::TARGET,
+        parent: None,
+        "keyvalue backend",
+        otel.name = format!("{system} {}", call.function),
+        otel.kind = kind,
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+        db.system.name = system,
+        db.operation.name = call.function.as_str(),
+        db.namespace = settings.bucket_name(identifier),
+        wasmcloud.source = call.source.as_str(),
+        wasmcloud.link.name = call.link_name.as_str(),
+        wasmcloud.outcome = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    telemetry::set_parent(&span, traceparent);
+    span
 }
 
 fn no_such_store(settings: &Settings, identifier: &str) -> String {

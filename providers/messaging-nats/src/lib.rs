@@ -469,7 +469,7 @@ async fn consume(shared: &Shared, inv: Invocation) -> Result<Response, RpcError>
                 call.subject()
             ))
         }
-        _ => consume_on(shared, &cluster, &call, inv.deadline).await,
+        _ => consume_on(shared, &cluster, &call, inv.deadline, inv.traceparent.as_deref()).await,
     };
     if let Err(e) = &outcome {
         tracing::debug!(source = c.source, error = e, "a consumer call failed");
@@ -477,12 +477,18 @@ async fn consume(shared: &Shared, inv: Invocation) -> Result<Response, RpcError>
     Ok(Response { head: wit_value::encode(&call.encode_results(&outcome)), body: rpc::full_body(Bytes::new()) })
 }
 
-async fn consume_on(shared: &Shared, cluster: &str, call: &ConsumerCall, deadline: tokio::time::Instant) -> ConsumerResult {
+/// Sends `call` on `cluster`; the message carries `traceparent` (the context of the
+/// component's call) as its `traceparent` header, so whoever receives it continues the trace.
+async fn consume_on(shared: &Shared, cluster: &str, call: &ConsumerCall, deadline: tokio::time::Instant, traceparent: Option<&str>) -> ConsumerResult {
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(tp) = traceparent {
+        headers.insert(rpc::TRACEPARENT_HEADER, tp);
+    }
     match shared.clusters.get(cluster).await {
         Err(e) => Err(format!("{} to `{}` failed: {e}", call.function(), call.subject())),
         Ok(client) => match call {
-            ConsumerCall::Publish(m) => publish(&client, m).await,
-            ConsumerCall::Request { subject, body, timeout_ms } => request(&client, subject, body, *timeout_ms, deadline).await,
+            ConsumerCall::Publish(m) => publish(&client, m, headers).await,
+            ConsumerCall::Request { subject, body, timeout_ms } => request(&client, subject, body, *timeout_ms, deadline, headers).await,
         },
     }
 }
@@ -506,7 +512,7 @@ fn too_large(what: &str, subject: &str, size: usize, client: &async_nats::Client
     format!("{what} to `{subject}` failed: the body is {size} bytes, more than the NATS server's max_payload of {} bytes", client.server_info().max_payload)
 }
 
-async fn publish(client: &async_nats::Client, m: &BrokerMessage) -> ConsumerResult {
+async fn publish(client: &async_nats::Client, m: &BrokerMessage, headers: async_nats::HeaderMap) -> ConsumerResult {
     let subject = &m.subject;
     if let Some(why) = unpublishable(subject) {
         return Err(format!("publish to `{subject}` failed: `{subject}` is not a subject one can publish to: {why}"));
@@ -523,8 +529,11 @@ async fn publish(client: &async_nats::Client, m: &BrokerMessage) -> ConsumerResu
     }
     let body = Bytes::copy_from_slice(&m.body);
     let sent = match &m.reply_to {
-        Some(reply) => client.publish_with_reply(subject.clone(), reply.clone(), body).await,
-        None => client.publish(subject.clone(), body).await,
+        // No context, no headers: the message is what it was before traces.
+        Some(reply) if headers.is_empty() => client.publish_with_reply(subject.clone(), reply.clone(), body).await,
+        None if headers.is_empty() => client.publish(subject.clone(), body).await,
+        Some(reply) => client.publish_with_reply_and_headers(subject.clone(), reply.clone(), headers, body).await,
+        None => client.publish_with_headers(subject.clone(), headers, body).await,
     };
     sent.map(|()| ConsumerReply::Published).map_err(|e| match e.kind() {
         async_nats::client::PublishErrorKind::MaxPayloadExceeded => too_large("publish", subject, m.body.len(), client),
@@ -532,7 +541,14 @@ async fn publish(client: &async_nats::Client, m: &BrokerMessage) -> ConsumerResu
     })
 }
 
-async fn request(client: &async_nats::Client, subject: &str, body: &[u8], timeout_ms: u32, deadline: tokio::time::Instant) -> ConsumerResult {
+async fn request(
+    client: &async_nats::Client,
+    subject: &str,
+    body: &[u8],
+    timeout_ms: u32,
+    deadline: tokio::time::Instant,
+    headers: async_nats::HeaderMap,
+) -> ConsumerResult {
     if let Some(why) = unpublishable(subject) {
         return Err(format!("request to `{subject}` failed: `{subject}` is not a subject one can publish to: {why}"));
     }
@@ -544,7 +560,10 @@ async fn request(client: &async_nats::Client, subject: &str, body: &[u8], timeou
     let asked = Duration::from_millis(timeout_ms.into());
     let left = deadline.saturating_duration_since(tokio::time::Instant::now()).saturating_sub(DEADLINE_MARGIN);
     let (timeout, cut) = if asked <= left { (asked, false) } else { (left, true) };
-    let req = async_nats::Request::new().payload(Bytes::copy_from_slice(body)).timeout(Some(timeout));
+    let mut req = async_nats::Request::new().payload(Bytes::copy_from_slice(body)).timeout(Some(timeout));
+    if !headers.is_empty() {
+        req = req.headers(headers);
+    }
     match client.send_request(subject.to_string(), req).await {
         Ok(reply) => Ok(ConsumerReply::Message(BrokerMessage {
             subject: reply.subject.to_string(),

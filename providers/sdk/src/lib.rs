@@ -35,10 +35,13 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::FilterExt as _;
 pub use trellis_lattice::ctl::{Link, StringMap};
 pub use trellis_lattice::provider::{HealthReport, HostData};
 pub use trellis_lattice::rpc::Router;
 pub use trellis_lattice::state::StateView;
+use trellis_lattice::telemetry::{self, TelemetryConfig};
 use trellis_lattice::{ConnectOptions, provider};
 
 /// A provider's failure.
@@ -202,10 +205,15 @@ pub fn run_process(name: &str, run: RunFn) -> std::process::ExitCode {
         }
     };
     let filter = host_data.log_level.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .try_init();
+    // Traces from the variables the host passed (its own settings, its id among the resource
+    // attributes), under the provider's id as the service name unless OTEL_SERVICE_NAME says.
+    let telemetry_config = match TelemetryConfig::from_env(&host_data.provider_key, false) {
+        Ok(c) => c.with_resource("wasmcloud.provider.id", &host_data.provider_key).with_resource("wasmcloud.lattice", &host_data.lattice),
+        Err(e) => {
+            eprintln!("error: {name}: bad observability settings: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -213,13 +221,32 @@ pub fn run_process(name: &str, run: RunFn) -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve_process(host_data, run)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(provider = name, error = %e, "provider failed");
-            std::process::ExitCode::FAILURE
+    runtime.block_on(async move {
+        let logs = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            // Colours only on a terminal: a log file gets plain `key=value` fields.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_filter(tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into()).and(trellis_lattice::telemetry::NoTraceSpans))
+            .boxed();
+        let telemetry = match telemetry::install(&telemetry_config, logs) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("warning: {name}: no logs or traces from this provider: {e}");
+                None
+            }
+        };
+        let result = serve_process(host_data, run).await;
+        if let Some(t) = telemetry {
+            t.shutdown(FINAL_FLUSH).await;
         }
-    }
+        match result {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(provider = name, error = %e, "provider failed");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 async fn serve_process(host_data: HostData, run: RunFn) -> Result<(), ProviderError> {
@@ -232,7 +259,7 @@ async fn serve_process(host_data: HostData, run: RunFn) -> Result<(), ProviderEr
         ..Default::default()
     };
     let nats = trellis_lattice::connect(&opts).await?;
-    let router = Router::new(nats.clone(), &host_data.lattice);
+    let router = Router::new(nats.clone(), &host_data.lattice).with_host_id(&host_data.host_id);
     let js = trellis_lattice::state::jetstream(nats.clone(), host_data.js_domain.as_deref());
     let state = StateView::open(&js, &host_data.lattice).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -15,7 +15,10 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::FilterExt as _;
 use trellis_lattice::rpc::{self, Body, CallInfo, Invocation, Router, RpcError, RpcErrorKind};
+use trellis_lattice::telemetry::{self, TelemetryConfig};
 
 use crate::cli::{CallArgs, Global};
 use crate::lattice;
@@ -57,11 +60,41 @@ pub async fn run(g: &Global, args: &CallArgs) -> anyhow::Result<Report> {
     };
     let head = rpc::http::RequestHead { method, uri, headers };
 
+    // Traces from the standard variables; the call's span is the trace's root unless
+    // --traceparent names a parent.
+    let telemetry = match TelemetryConfig::from_env("wash", false)? {
+        c if c.traces => {
+            let logs = tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(tracing_subscriber::filter::LevelFilter::WARN.and(telemetry::NoTraceSpans))
+                .boxed();
+            telemetry::install(&c, logs).ok()
+        }
+        _ => None,
+    };
     let ctl = lattice::ctl(g).await?;
     let router = Router::new(ctl.nats().clone(), ctl.lattice());
     let deadline = tokio::time::Instant::now() + lattice::timeout(g);
-    let inv = Invocation { call: call.clone(), traceparent: None, deadline, head: rpc::http::encode(&head), body };
-    let resp = router.call(inv).await?;
+    let mut inv = Invocation { call: call.clone(), traceparent: args.traceparent.clone(), deadline, head: rpc::http::encode(&head), body };
+    // The client span is the router's; a root of our own names the command.
+    let root = if telemetry::enabled() && inv.traceparent.is_none() {
+        let span = tracing::info_span!(target: telemetry::TARGET, parent: None, "wash call", otel.name = "wash call", otel.kind = "internal", wasmcloud.target = call.target.as_str());
+        inv.traceparent = telemetry::traceparent_of(&span);
+        span
+    } else {
+        tracing::Span::none()
+    };
+    if args.verbose
+        && let Some(id) = inv.traceparent.as_deref().and_then(telemetry::trace_id)
+    {
+        eprintln!("trace id {id}");
+    }
+    let resp = router.call(inv).await;
+    drop(root);
+    if let Some(t) = telemetry {
+        t.shutdown(std::time::Duration::from_secs(2)).await;
+    }
+    let resp = resp?;
     let head: rpc::http::ResponseHead =
         rpc::http::decode(&resp.head).map_err(|e| RpcError::new(RpcErrorKind::Malformed, &call, format!("the response head could not be decoded: {e}")))?;
 

@@ -1,0 +1,663 @@
+//! Traces: one OpenTelemetry pipeline per process (host, provider process, `wash`), configured
+//! from the standard `OTEL_*` variables and wasmCloud's switches, and the W3C trace context
+//! that travels with every data-plane call.
+//!
+//! - [`TelemetryConfig::from_env`] reads the configuration; [`install`] sets up the process's
+//!   `tracing` subscriber: the caller's log layer, plus, when traces are on, a
+//!   `tracing-opentelemetry` layer exporting over OTLP (HTTP/protobuf or gRPC). When traces are
+//!   off no such layer exists, no span of this module is ever built and [`enabled`] is false:
+//!   the only cost is one relaxed atomic load per call.
+//! - The context travels as a W3C `traceparent` string ([`crate::rpc::Invocation::traceparent`],
+//!   the `traceparent` NATS header on remote calls, in memory on local ones). Whoever holds an
+//!   invocation treats that string as the context it runs in: [`crate::rpc::Router`] makes a
+//!   client span under it for each call and a server span under the client's for each call it
+//!   answers, and hands the handler the server span's context. With traces off the string is
+//!   passed on unchanged, so a host without telemetry does not cut a trace in two.
+//! - Spans are named `{interface}.{function}` (e.g. `wasi:keyvalue/atomics.increment`) and
+//!   carry the attributes in [`attr`].
+//!
+//! Telemetry is per process: hosts started in one process (tests, embedding) share its
+//! pipeline and tell their spans apart by the `wasmcloud.host.id` attribute.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+use crate::rpc::{CallInfo, RpcError};
+
+/// The `tracing` target of every span this crate and the providers make for traces; the
+/// OpenTelemetry layer takes spans of targets starting with `trellis` only (never events).
+pub const TARGET: &str = "trellis::trace";
+
+/// Span attribute names (OTel semantic conventions where one exists, else `wasmcloud.*`).
+pub mod attr {
+    /// The lattice.
+    pub const LATTICE: &str = "wasmcloud.lattice";
+    /// The host that made the span (its id).
+    pub const HOST_ID: &str = "wasmcloud.host.id";
+    /// The caller of a call.
+    pub const SOURCE: &str = "wasmcloud.source";
+    /// The callee of a call (a component or provider id).
+    pub const TARGET: &str = "wasmcloud.target";
+    /// The link name a call travels under.
+    pub const LINK_NAME: &str = "wasmcloud.link.name";
+    /// `namespace:package/interface`.
+    pub const INTERFACE: &str = "wasmcloud.interface";
+    /// The function called.
+    pub const FUNCTION: &str = "wasmcloud.function";
+    /// `ok` or `error`.
+    pub const OUTCOME: &str = "wasmcloud.outcome";
+    /// The kind of a failure (`Deadline`, `NoReplica`, …; for HTTP the status code).
+    pub const ERROR_TYPE: &str = "error.type";
+}
+
+/// How finished spans leave the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// OTLP over HTTP, protobuf bodies (`http/protobuf`, the default; port 4318).
+    HttpProtobuf,
+    /// OTLP over gRPC (`grpc`; port 4317).
+    Grpc,
+}
+
+/// Which traces are kept (`OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SamplerConfig {
+    /// `always_on`.
+    AlwaysOn,
+    /// `always_off`.
+    AlwaysOff,
+    /// `traceidratio` with this ratio.
+    Ratio(f64),
+    /// `parentbased_always_on` (the default): a call follows its caller's decision; roots are kept.
+    ParentBasedAlwaysOn,
+    /// `parentbased_always_off`.
+    ParentBasedAlwaysOff,
+    /// `parentbased_traceidratio`: roots kept at this ratio, the rest follow their caller.
+    ParentBasedRatio(f64),
+}
+
+/// The telemetry of one process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryConfig {
+    /// Whether traces are exported.
+    pub traces: bool,
+    /// Where traces go: the full URL (for HTTP including `/v1/traces`).
+    pub traces_endpoint: String,
+    /// How.
+    pub protocol: Protocol,
+    /// `service.name`.
+    pub service_name: String,
+    /// Further resource attributes (`OTEL_RESOURCE_ATTRIBUTES`, then what the process adds).
+    pub resource: Vec<(String, String)>,
+    /// Which traces are kept.
+    pub sampler: SamplerConfig,
+}
+
+/// Most resource attributes read from `OTEL_RESOURCE_ATTRIBUTES`.
+pub const MAX_RESOURCE_ATTRIBUTES: usize = 128;
+/// Most spans waiting for export in a process; past it new spans are dropped (and counted by
+/// the SDK), never buffered without bound.
+pub const MAX_QUEUED_SPANS: usize = 8192;
+/// Most spans in one export request.
+pub const MAX_EXPORT_BATCH: usize = 512;
+/// How often queued spans are exported.
+pub const EXPORT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A bad telemetry setting: which variable, what it held and what it may hold.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TelemetryError(String);
+
+fn truthy(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
+impl TelemetryConfig {
+    /// The configuration from the process environment; `service_name` is used unless
+    /// `OTEL_SERVICE_NAME` names one, `enable` is `--enable-observability` or
+    /// `--enable-traces` given on the command line.
+    pub fn from_env(service_name: &str, enable: bool) -> Result<Self, TelemetryError> {
+        Self::from_lookup(service_name, enable, |k| std::env::var(k).ok())
+    }
+
+    /// [`TelemetryConfig::from_env`] over any variable lookup. Traces are on when
+    /// `--enable-observability`/`--enable-traces` is given, `WASMCLOUD_OBSERVABILITY_ENABLED`
+    /// or `WASMCLOUD_TRACING_ENABLED` is true, or an OTLP endpoint variable is set; off
+    /// whatever else says when `OTEL_SDK_DISABLED` is true or `OTEL_TRACES_EXPORTER` is `none`.
+    pub fn from_lookup(service_name: &str, enable: bool, get: impl Fn(&str) -> Option<String>) -> Result<Self, TelemetryError> {
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let flag = |k: &str| -> Result<bool, TelemetryError> {
+            match get(k) {
+                None => Ok(false),
+                Some(v) => truthy(&v).ok_or_else(|| TelemetryError(format!("{k} is `{}`; use `true` or `false`", v.escape_debug()))),
+            }
+        };
+        let traces_endpoint = get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+        let endpoint = get("OTEL_EXPORTER_OTLP_ENDPOINT");
+        // Both read whatever `enable` says, so a bad value is reported.
+        let (observability, tracing) = (flag("WASMCLOUD_OBSERVABILITY_ENABLED")?, flag("WASMCLOUD_TRACING_ENABLED")?);
+        let switched = enable || observability || tracing;
+        let exporter_none = match get("OTEL_TRACES_EXPORTER") {
+            None => false,
+            Some(v) if v.eq_ignore_ascii_case("otlp") => false,
+            Some(v) if v.eq_ignore_ascii_case("none") => true,
+            Some(v) => return Err(TelemetryError(format!("OTEL_TRACES_EXPORTER is `{}`; Trellis exports `otlp` or `none`", v.escape_debug()))),
+        };
+        let traces = (switched || traces_endpoint.is_some() || endpoint.is_some()) && !flag("OTEL_SDK_DISABLED")? && !exporter_none;
+        let protocol = match get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| get("OTEL_EXPORTER_OTLP_PROTOCOL")) {
+            None => Protocol::HttpProtobuf,
+            Some(p) if p == "http/protobuf" => Protocol::HttpProtobuf,
+            Some(p) if p == "grpc" => Protocol::Grpc,
+            Some(p) => {
+                return Err(TelemetryError(format!("OTEL_EXPORTER_OTLP_PROTOCOL is `{}`; Trellis exports `http/protobuf` or `grpc`", p.escape_debug())));
+            }
+        };
+        let traces_endpoint = match (traces_endpoint, endpoint, protocol) {
+            // The per-signal endpoint is used as it is; the base endpoint gets the signal's path.
+            (Some(t), _, _) => t,
+            (None, Some(base), Protocol::HttpProtobuf) => format!("{}/v1/traces", base.trim_end_matches('/')),
+            (None, Some(base), Protocol::Grpc) => base,
+            (None, None, Protocol::HttpProtobuf) => "http://localhost:4318/v1/traces".into(),
+            (None, None, Protocol::Grpc) => "http://localhost:4317".into(),
+        };
+        if !(traces_endpoint.starts_with("http://") || traces_endpoint.starts_with("https://")) {
+            return Err(TelemetryError(format!(
+                "the OTLP traces endpoint `{}` is not an http:// or https:// URL; set OTEL_EXPORTER_OTLP_ENDPOINT to e.g. http://localhost:4318",
+                traces_endpoint.escape_debug()
+            )));
+        }
+        let ratio = |k: &str| -> Result<f64, TelemetryError> {
+            match get(k) {
+                None => Ok(1.0),
+                Some(v) => v
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| (0.0..=1.0).contains(r))
+                    .ok_or_else(|| TelemetryError(format!("{k} is `{}`; a sampling ratio is a number from 0.0 to 1.0", v.escape_debug()))),
+            }
+        };
+        let sampler = match get("OTEL_TRACES_SAMPLER").as_deref() {
+            None | Some("parentbased_always_on") => SamplerConfig::ParentBasedAlwaysOn,
+            Some("always_on") => SamplerConfig::AlwaysOn,
+            Some("always_off") => SamplerConfig::AlwaysOff,
+            Some("parentbased_always_off") => SamplerConfig::ParentBasedAlwaysOff,
+            Some("traceidratio") => SamplerConfig::Ratio(ratio("OTEL_TRACES_SAMPLER_ARG")?),
+            Some("parentbased_traceidratio") => SamplerConfig::ParentBasedRatio(ratio("OTEL_TRACES_SAMPLER_ARG")?),
+            Some(other) => {
+                return Err(TelemetryError(format!(
+                    "OTEL_TRACES_SAMPLER is `{}`; use always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio",
+                    other.escape_debug()
+                )));
+            }
+        };
+        let resource = match get("OTEL_RESOURCE_ATTRIBUTES") {
+            None => Vec::new(),
+            Some(v) => parse_resource_attributes(&v)?,
+        };
+        Ok(Self { traces, traces_endpoint, protocol, service_name: get("OTEL_SERVICE_NAME").unwrap_or_else(|| service_name.into()), resource, sampler })
+    }
+
+    /// Adds the resource attribute `key` = `value` unless one of that name is there already
+    /// (what the operator set wins).
+    pub fn with_resource(mut self, key: &str, value: &str) -> Self {
+        if !self.resource.iter().any(|(k, _)| k == key) {
+            self.resource.push((key.into(), value.into()));
+        }
+        self
+    }
+
+    /// The variables that give a child process (a provider) this configuration.
+    pub fn child_env(&self) -> Vec<(String, String)> {
+        if !self.traces {
+            return vec![("OTEL_SDK_DISABLED".into(), "true".into())];
+        }
+        let protocol = match self.protocol {
+            Protocol::HttpProtobuf => "http/protobuf",
+            Protocol::Grpc => "grpc",
+        };
+        let (sampler, arg) = match self.sampler {
+            SamplerConfig::AlwaysOn => ("always_on", None),
+            SamplerConfig::AlwaysOff => ("always_off", None),
+            SamplerConfig::Ratio(r) => ("traceidratio", Some(r)),
+            SamplerConfig::ParentBasedAlwaysOn => ("parentbased_always_on", None),
+            SamplerConfig::ParentBasedAlwaysOff => ("parentbased_always_off", None),
+            SamplerConfig::ParentBasedRatio(r) => ("parentbased_traceidratio", Some(r)),
+        };
+        let mut env = vec![
+            ("WASMCLOUD_OBSERVABILITY_ENABLED".into(), "true".into()),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".into(), self.traces_endpoint.clone()),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL".into(), protocol.into()),
+            ("OTEL_TRACES_SAMPLER".into(), sampler.into()),
+        ];
+        if let Some(r) = arg {
+            env.push(("OTEL_TRACES_SAMPLER_ARG".into(), r.to_string()));
+        }
+        let attrs: Vec<String> = self.resource.iter().map(|(k, v)| format!("{}={}", encode_attr(k), encode_attr(v))).collect();
+        if !attrs.is_empty() {
+            env.push(("OTEL_RESOURCE_ATTRIBUTES".into(), attrs.join(",")));
+        }
+        env
+    }
+}
+
+/// `OTEL_RESOURCE_ATTRIBUTES`: `k=v` pairs separated by commas, values percent-encoded.
+fn parse_resource_attributes(v: &str) -> Result<Vec<(String, String)>, TelemetryError> {
+    let mut out = Vec::new();
+    for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((k, val)) = pair.split_once('=') else {
+            return Err(TelemetryError(format!("OTEL_RESOURCE_ATTRIBUTES holds `{}`, which is not `key=value`", pair.escape_debug())));
+        };
+        if out.len() == MAX_RESOURCE_ATTRIBUTES {
+            return Err(TelemetryError(format!("OTEL_RESOURCE_ATTRIBUTES holds more than {MAX_RESOURCE_ATTRIBUTES} attributes")));
+        }
+        out.push((decode_attr(k.trim()), decode_attr(val.trim())));
+    }
+    Ok(out)
+}
+
+fn decode_attr(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn encode_attr(s: &str) -> String {
+    s.bytes().map(|c| if c.is_ascii_alphanumeric() || b"-._~:/".contains(&c) { (c as char).to_string() } else { format!("%{c:02X}") }).collect()
+}
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static CONFIG: OnceLock<TelemetryConfig> = OnceLock::new();
+
+/// Whether this process exports traces (then the data plane makes spans).
+#[inline]
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// The configuration [`install`] was given, for child processes ([`TelemetryConfig::child_env`]).
+pub fn installed() -> Option<&'static TelemetryConfig> {
+    CONFIG.get()
+}
+
+/// The pipeline of this process; [`Telemetry::shutdown`] exports what is queued.
+#[must_use = "dropping it does not flush; call shutdown on the way out"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Exports the spans still queued (waiting at most `wait`) and stops the exporter.
+    pub async fn shutdown(self, wait: Duration) {
+        ENABLED.store(false, Ordering::Relaxed);
+        let Some(provider) = self.provider else { return };
+        // The SDK blocks the calling thread while it flushes.
+        let done = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(wait));
+        match tokio::time::timeout(wait + Duration::from_millis(200), done).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "not every span could be exported on the way out"),
+            _ => tracing::warn!("exporting the last spans did not finish in time"),
+        }
+    }
+}
+
+/// A boxed layer over the plain registry, as [`install`] takes them.
+pub type BoxedLayer = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+/// Installs the process's `tracing` subscriber: `logs` (the log layer with its own filter,
+/// and [`NoTraceSpans`]) and, when `config.traces`, the OpenTelemetry layer. Must run inside a tokio runtime when
+/// traces are on (the exporter runs on it). A second call in one process fails.
+pub fn install(config: &TelemetryConfig, logs: BoxedLayer) -> Result<Telemetry, TelemetryError> {
+    let mut layers: Vec<BoxedLayer> = vec![logs];
+    let mut provider = None;
+    if config.traces {
+        let p = tracer_provider(config)?;
+        let tracer = p.tracer("trellis");
+        let otel = tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            // Context travels explicitly (traceparent strings), never through the thread-local one.
+            .with_context_activation(false)
+            .with_filter(OurSpans);
+        layers.push(Box::new(otel));
+        provider = Some(p);
+    }
+    tracing_subscriber::registry().with(layers).try_init().map_err(|e| TelemetryError(format!("the log and trace subscriber is already set: {e}")))?;
+    let _ = CONFIG.set(config.clone());
+    ENABLED.store(config.traces, Ordering::Relaxed);
+    if config.traces {
+        tracing::info!(endpoint = config.traces_endpoint, service = config.service_name, "exporting traces over OTLP");
+    }
+    Ok(Telemetry { provider })
+}
+
+/// What the OpenTelemetry layer sees: the trace spans (target [`TARGET`]), never an event.
+/// Decided once per callsite, so every other `tracing` call in the process (hyper's,
+/// wasmtime's, …) costs what it cost without the layer.
+struct OurSpans;
+
+impl OurSpans {
+    fn wants(m: &tracing::Metadata<'_>) -> bool {
+        m.is_span() && m.target() == TARGET
+    }
+}
+
+/// A filter for a log layer that keeps the trace spans out of it: a log layer given them
+/// would format every field of every span, per call. Use `filter.and(NoTraceSpans)`
+/// ([`tracing_subscriber::filter::FilterExt::and`]) on the log layer [`install`] is given.
+#[derive(Debug, Clone, Copy)]
+pub struct NoTraceSpans;
+
+impl<S> tracing_subscriber::layer::Filter<S> for NoTraceSpans {
+    fn enabled(&self, m: &tracing::Metadata<'_>, _: &tracing_subscriber::layer::Context<'_, S>) -> bool {
+        !OurSpans::wants(m)
+    }
+
+    fn callsite_enabled(&self, m: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+        if OurSpans::wants(m) { tracing::subscriber::Interest::never() } else { tracing::subscriber::Interest::always() }
+    }
+}
+
+impl<S> tracing_subscriber::layer::Filter<S> for OurSpans {
+    fn enabled(&self, m: &tracing::Metadata<'_>, _: &tracing_subscriber::layer::Context<'_, S>) -> bool {
+        Self::wants(m)
+    }
+
+    fn callsite_enabled(&self, m: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+        if Self::wants(m) { tracing::subscriber::Interest::always() } else { tracing::subscriber::Interest::never() }
+    }
+
+    fn max_level_hint(&self) -> Option<tracing_subscriber::filter::LevelFilter> {
+        Some(tracing_subscriber::filter::LevelFilter::INFO)
+    }
+}
+
+fn tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, TelemetryError> {
+    // reqwest (https:// endpoints) and tonic use rustls with the provider the rest of the tree
+    // uses; a process installs it once, whoever comes first.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let failed = |e: opentelemetry_otlp::ExporterBuildError| TelemetryError(format!("cannot set up the OTLP exporter for `{}`: {e}", config.traces_endpoint));
+    let exporter = match config.protocol {
+        Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(config.traces_endpoint.clone())
+            .build()
+            .map_err(failed)?,
+        Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(config.traces_endpoint.clone()).build().map_err(failed)?,
+    };
+    let batch = opentelemetry_sdk::trace::BatchConfigBuilder::default()
+        .with_max_queue_size(MAX_QUEUED_SPANS)
+        .with_max_export_batch_size(MAX_EXPORT_BATCH)
+        .with_scheduled_delay(EXPORT_INTERVAL)
+        .build();
+    let processor = opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio)
+        .with_batch_config(batch)
+        .build();
+    let resource = opentelemetry_sdk::Resource::builder_empty()
+        .with_service_name(config.service_name.clone())
+        .with_attributes(config.resource.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())))
+        .build();
+    let sampler = match config.sampler {
+        SamplerConfig::AlwaysOn => Sampler::AlwaysOn,
+        SamplerConfig::AlwaysOff => Sampler::AlwaysOff,
+        SamplerConfig::Ratio(r) => Sampler::TraceIdRatioBased(r),
+        SamplerConfig::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+        SamplerConfig::ParentBasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        SamplerConfig::ParentBasedRatio(r) => Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r))),
+    };
+    Ok(SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource).with_sampler(sampler).build())
+}
+
+/// The span context a W3C `traceparent` names (`00-{trace id}-{parent id}-{flags}`), if it is
+/// well-formed: version `00` (or a later one, read as far as `00` goes), lower-case hex, ids
+/// not all zero.
+pub fn parse_traceparent(tp: &str) -> Option<SpanContext> {
+    let tp = tp.trim();
+    let mut parts = tp.splitn(5, '-');
+    let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let rest = parts.next();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
+    if !hex(version, 2) || version == "ff" || !hex(trace, 32) || !hex(span, 16) || !hex(flags, 2) || (version == "00" && rest.is_some()) {
+        return None;
+    }
+    let trace_id = TraceId::from_hex(trace).ok().filter(|t| *t != TraceId::INVALID)?;
+    let span_id = SpanId::from_hex(span).ok().filter(|s| *s != SpanId::INVALID)?;
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    Some(SpanContext::new(trace_id, span_id, TraceFlags::new(flags & 1), true, TraceState::NONE))
+}
+
+/// The `traceparent` of `cx`, if it is valid.
+pub fn format_traceparent(cx: &SpanContext) -> Option<String> {
+    cx.is_valid().then(|| format!("00-{}-{}-{:02x}", cx.trace_id(), cx.span_id(), cx.trace_flags().to_u8()))
+}
+
+/// The trace id of a `traceparent`, for log lines (`trace_id=`); `None` unless well-formed.
+pub fn trace_id(traceparent: &str) -> Option<&str> {
+    parse_traceparent(traceparent)?;
+    traceparent.trim().get(3..35)
+}
+
+/// The `traceparent` of `span` (none for a disabled span).
+pub fn traceparent_of(span: &Span) -> Option<String> {
+    if span.is_disabled() {
+        return None;
+    }
+    format_traceparent(&span.context().span().span_context().clone())
+}
+
+/// Makes `traceparent` (a caller's context) the parent of `span`, a span not yet entered. A
+/// missing or malformed one leaves `span` a root.
+pub fn set_parent(span: &Span, traceparent: Option<&str>) {
+    if span.is_disabled() {
+        return;
+    }
+    if let Some(cx) = traceparent.and_then(parse_traceparent) {
+        let _ = span.set_parent(Context::new().with_remote_span_context(cx));
+    }
+}
+
+/// Which side of a call a span is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The caller's span of a call.
+    Client,
+    /// The callee's span of a call.
+    Server,
+}
+
+/// The span of one side of `call`, under `traceparent`, made by `host_id`; disabled (and not
+/// built) when traces are off.
+pub fn call_span(side: Side, call: &CallInfo, host_id: &str, traceparent: Option<&str>) -> Span {
+    if !enabled() {
+        return Span::none();
+    }
+    let name = format!("{}.{}", call.interface, call.function);
+    let kind = match side {
+        Side::Client => "client",
+        Side::Server => "server",
+    };
+    let span = tracing::info_span!(
+        target: TARGET,
+        parent: None,
+        "call",
+        otel.name = name,
+        otel.kind = kind,
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+        wasmcloud.lattice = call.lattice.as_str(),
+        wasmcloud.host.id = host_id,
+        wasmcloud.source = call.source.as_str(),
+        wasmcloud.target = call.target.as_str(),
+        wasmcloud.link.name = call.link_name.as_str(),
+        wasmcloud.interface = call.interface.as_str(),
+        wasmcloud.function = call.function.as_str(),
+        wasmcloud.outcome = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    set_parent(&span, traceparent);
+    span
+}
+
+/// Records on `span` how its call ended.
+pub fn record_outcome<T>(span: &Span, result: &Result<T, RpcError>) {
+    if span.is_disabled() {
+        return;
+    }
+    match result {
+        Ok(_) => {
+            span.record("wasmcloud.outcome", "ok");
+        }
+        Err(e) => record_error(span, &format!("{:?}", e.kind), &e.message),
+    }
+}
+
+/// Records on `span` a failure of kind `kind` (`error.type`), with `message`.
+pub fn record_error(span: &Span, kind: &str, message: &str) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("wasmcloud.outcome", "error");
+    span.record("error.type", kind);
+    span.record("otel.status_code", "error");
+    span.record("otel.status_description", message);
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn traces_are_off_unless_asked_for() {
+        let c = TelemetryConfig::from_lookup("trellis-host", false, lookup(&[])).unwrap();
+        assert!(!c.traces);
+        let c = TelemetryConfig::from_lookup("trellis-host", true, lookup(&[])).unwrap();
+        assert!(c.traces);
+        assert_eq!(c.traces_endpoint, "http://localhost:4318/v1/traces");
+        let c = TelemetryConfig::from_lookup("trellis-host", false, lookup(&[("WASMCLOUD_OBSERVABILITY_ENABLED", "true")])).unwrap();
+        assert!(c.traces);
+        let c = TelemetryConfig::from_lookup("trellis-host", false, lookup(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/")])).unwrap();
+        assert!(c.traces);
+        assert_eq!(c.traces_endpoint, "http://c:4318/v1/traces");
+        let c = TelemetryConfig::from_lookup(
+            "trellis-host",
+            true,
+            lookup(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:1/x"), ("OTEL_SDK_DISABLED", "true")]),
+        )
+        .unwrap();
+        assert!(!c.traces);
+        assert_eq!(c.traces_endpoint, "http://t:1/x");
+        let c = TelemetryConfig::from_lookup("h", true, lookup(&[("OTEL_TRACES_EXPORTER", "none")])).unwrap();
+        assert!(!c.traces);
+        let c = TelemetryConfig::from_lookup("h", true, lookup(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")]))
+            .unwrap();
+        assert_eq!((c.protocol, c.traces_endpoint.as_str()), (Protocol::Grpc, "http://c:4317"));
+    }
+
+    #[test]
+    fn samplers_service_and_resource_come_from_the_standard_variables() {
+        let c = TelemetryConfig::from_lookup(
+            "trellis-host",
+            true,
+            lookup(&[
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.01"),
+                ("OTEL_SERVICE_NAME", "edge"),
+                ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod, team=a%2Cb"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.sampler, SamplerConfig::ParentBasedRatio(0.01));
+        assert_eq!(c.service_name, "edge");
+        assert_eq!(c.resource, vec![("deployment.environment".into(), "prod".into()), ("team".into(), "a,b".into())]);
+        // What a provider process is given reads back the same.
+        let c = c.with_resource("wasmcloud.host.id", "N1");
+        let env = c.child_env();
+        let back = TelemetryConfig::from_lookup("edge", false, lookup(&env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>())).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn bad_settings_name_the_variable_and_what_it_may_hold() {
+        for (vars, says) in [
+            (vec![("OTEL_TRACES_SAMPLER", "sometimes")], "OTEL_TRACES_SAMPLER is `sometimes`"),
+            (vec![("OTEL_TRACES_SAMPLER", "traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "2")], "from 0.0 to 1.0"),
+            (vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")], "`http/protobuf` or `grpc`"),
+            (vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318")], "not an http:// or https:// URL"),
+            (vec![("WASMCLOUD_OBSERVABILITY_ENABLED", "maybe")], "use `true` or `false`"),
+            (vec![("OTEL_RESOURCE_ATTRIBUTES", "novalue")], "not `key=value`"),
+        ] {
+            let e = TelemetryConfig::from_lookup("h", true, lookup(&vars)).unwrap_err().to_string();
+            assert!(e.contains(says), "{vars:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn traceparents_round_trip_and_garbage_is_ignored() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let cx = parse_traceparent(tp).unwrap();
+        assert!(cx.is_sampled() && cx.is_remote());
+        assert_eq!(format_traceparent(&cx).unwrap(), tp);
+        assert_eq!(trace_id(tp), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert!(!parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap().is_sampled());
+        for bad in [
+            "",
+            "garbage",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        ] {
+            assert!(parse_traceparent(bad).is_none(), "{bad}");
+            assert!(trace_id(bad).is_none(), "{bad}");
+        }
+        // A later version is read as far as version 00 goes.
+        assert!(parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what").is_some());
+    }
+
+    #[test]
+    fn with_traces_off_no_span_is_built() {
+        let call = CallInfo::default();
+        assert!(call_span(Side::Client, &call, "h", Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")).is_disabled());
+    }
+}
