@@ -533,7 +533,7 @@ fn type_name(ty: &Type) -> &'static str {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A component importing `t:t/i` with a function over nested types, and one that takes a
@@ -675,7 +675,8 @@ mod tests {
         assert!(refusal(&iface, "[method]res.get", &funcs["send"]).unwrap().contains("is a method of a resource"));
     }
 
-    struct Nowhere;
+    /// An outbound that reaches nothing (for tests that never call out).
+    pub(crate) struct Nowhere;
 
     impl Outbound for Nowhere {
         fn secret(&self, _: &str, _: SecretReference) -> BoxFuture<'static, Result<SecretValue, String>> {

@@ -252,6 +252,10 @@ pub struct Runtime {
     pooling: bool,
     /// Compiled components by digest, so scaling or updating to the same bytes compiles once.
     cache: Mutex<HashMap<String, Weak<Prepared>>>,
+    /// Compilations under way, by digest: a second scale of the same bytes (a reconciler
+    /// sending again while a large component compiles) waits for the first instead of
+    /// compiling beside it.
+    compiling: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<std::result::Result<Arc<Prepared>, String>>>>>,
     /// Compiled components on disk, by the wasm's SHA-256.
     compiled: Option<Arc<CompiledCache>>,
     _ticker: Ticker,
@@ -313,7 +317,17 @@ impl Runtime {
             })
             .map_err(|e| HostError::Engine(format!("cannot start the epoch ticker thread: {e}")))?;
         let compiled = config.compiled_cache.as_deref().map(|root| Arc::new(CompiledCache::new(root, &engine, config.compiled_cache_max_bytes)));
-        Ok(Self { engine, linker, outbound, limits: config.limits, pooling, cache: Mutex::new(HashMap::new()), compiled, _ticker: Ticker(stop) })
+        Ok(Self {
+            engine,
+            linker,
+            outbound,
+            limits: config.limits,
+            pooling,
+            cache: Mutex::new(HashMap::new()),
+            compiling: Mutex::default(),
+            compiled,
+            _ticker: Ticker(stop),
+        })
     }
 
     /// Whether the pooling allocator is in use.
@@ -337,6 +351,19 @@ impl Runtime {
         if let Some(p) = self.cache_lock().get(&digest).and_then(Weak::upgrade) {
             return Ok(p);
         }
+        let cell = self.compiling.lock().unwrap_or_else(|p| p.into_inner()).entry(digest.clone()).or_default().clone();
+        let outcome = cell.get_or_init(|| self.compile(digest.clone(), bytes)).await.clone();
+        {
+            let mut compiling = self.compiling.lock().unwrap_or_else(|p| p.into_inner());
+            if compiling.get(&digest).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                compiling.remove(&digest);
+            }
+        }
+        outcome.map_err(load_err)
+    }
+
+    /// Compiles (or loads from the disk cache) and links `bytes`, whose SHA-256 is `digest`.
+    async fn compile(self: &Arc<Self>, digest: String, bytes: Vec<u8>) -> std::result::Result<Arc<Prepared>, String> {
         let this = self.clone();
         let digest2 = digest.clone();
         let prepared = tokio::task::spawn_blocking(move || -> std::result::Result<Prepared, String> {
@@ -362,8 +389,7 @@ impl Runtime {
             Ok(Prepared { pre, proxy, exports, digest: digest2 })
         })
         .await
-        .map_err(|e| load_err(format!("compilation panicked: {e}")))?
-        .map_err(load_err)?;
+        .map_err(|e| format!("compilation panicked: {e}"))??;
         let prepared = Arc::new(prepared);
         let mut cache = self.cache_lock();
         cache.retain(|_, w| w.strong_count() > 0);
@@ -669,5 +695,18 @@ mod tests {
         assert!(check_component_header(&core).unwrap_err().contains("core WebAssembly module"));
         let component = wat::parse_str("(component)").unwrap();
         assert!(check_component_header(&component).is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_loads_of_the_same_bytes_compile_once() {
+        let config = RuntimeConfig { pooling: false, ..RuntimeConfig::default() };
+        let runtime = Arc::new(Runtime::new(&config, Arc::new(crate::c2c::tests::Nowhere)).unwrap());
+        // Big enough that the second load starts while the first compiles.
+        let funcs: String = (0..2000).map(|i| format!("(func (export \"f{i}\") (result i32) i32.const {i})")).collect();
+        let bytes = wat::parse_str(format!("(component (core module {funcs}))")).unwrap();
+        let (a, b) = tokio::join!(runtime.prepare("a", bytes.clone()), runtime.prepare("b", bytes));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(Arc::ptr_eq(&a, &b), "two compilations of the same bytes");
+        assert!(runtime.compiling.lock().unwrap().is_empty());
     }
 }
