@@ -724,7 +724,7 @@ impl Router {
                 Err(foreign_inbox(&call, &inbox, &why))
             }
             Ok(m) => {
-                let traceparent = header(TRACEPARENT_HEADER);
+                let traceparent = header(TRACEPARENT_HEADER).and_then(|tp| telemetry::clean_traceparent(&tp));
                 span = telemetry::call_span(Side::Server, &call, &self.host_id, traceparent.as_deref());
                 let inv = Invocation {
                     body: self.pull_body(m.body.into(), m.more, call.clone(), deadline),

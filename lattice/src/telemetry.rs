@@ -459,6 +459,13 @@ pub fn parse_traceparent(tp: &str) -> Option<SpanContext> {
     Some(SpanContext::new(trace_id, span_id, TraceFlags::new(flags & 1), true, TraceState::NONE))
 }
 
+/// `tp` in the canonical form (`00-…`, 55 characters) if it is well-formed, else `None`: what
+/// a hop passes on of a `traceparent` it was handed, so a malformed or oversized one from an
+/// HTTP client or another process goes no further.
+pub fn clean_traceparent(tp: &str) -> Option<String> {
+    parse_traceparent(tp).as_ref().and_then(format_traceparent)
+}
+
 /// The `traceparent` of `cx`, if it is valid.
 pub fn format_traceparent(cx: &SpanContext) -> Option<String> {
     cx.is_valid().then(|| format!("00-{}-{}-{:02x}", cx.trace_id(), cx.span_id(), cx.trace_flags().to_u8()))
@@ -653,6 +660,11 @@ mod tests {
         }
         // A later version is read as far as version 00 goes.
         assert!(parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what").is_some());
+        // What a hop passes on is the canonical form, or nothing.
+        let long = format!("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-{}", "x".repeat(10_000));
+        assert_eq!(clean_traceparent(&long).as_deref(), Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        assert_eq!(clean_traceparent(" 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00 ").as_deref(), Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"));
+        assert_eq!(clean_traceparent("garbage"), None);
     }
 
     #[test]

@@ -398,7 +398,7 @@ async fn handle(shared: &Shared, addr: SocketAddr, req: http::Request<Incoming>)
     let (parts, body) = req.into_parts();
     // An incoming `traceparent` is honoured: the request's span is its child (with traces
     // off, it is passed on as it came).
-    let incoming = parts.headers.get(rpc::TRACEPARENT_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let incoming = parts.headers.get(rpc::TRACEPARENT_HEADER).and_then(|v| v.to_str().ok()).and_then(telemetry::clean_traceparent);
     let span = request_span(ctx, &route, &parts, incoming.as_deref());
     let traceparent = if span.is_disabled() { incoming } else { telemetry::traceparent_of(&span) };
     let resp = forward(ctx, &route, parts, body, traceparent).instrument(span.clone()).await;
