@@ -242,6 +242,9 @@ impl Drop for Ticker {
     }
 }
 
+/// One compilation under way: its outcome, once there, for every load that waits on it.
+type Compiling = tokio::sync::OnceCell<std::result::Result<Arc<Prepared>, String>>;
+
 /// The host's WebAssembly runtime.
 pub struct Runtime {
     engine: Engine,
@@ -255,7 +258,7 @@ pub struct Runtime {
     /// Compilations under way, by digest: a second scale of the same bytes (a reconciler
     /// sending again while a large component compiles) waits for the first instead of
     /// compiling beside it.
-    compiling: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<std::result::Result<Arc<Prepared>, String>>>>>,
+    compiling: Mutex<HashMap<String, Arc<Compiling>>>,
     /// Compiled components on disk, by the wasm's SHA-256.
     compiled: Option<Arc<CompiledCache>>,
     _ticker: Ticker,
