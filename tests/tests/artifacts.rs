@@ -243,7 +243,22 @@ async fn caches_pull_nothing_twice_compile_nothing_twice_and_survive_damage_and_
     assert_eq!(registry.blob_gets("hello"), 1, "three concurrent scales of one reference pull its layer once");
     let blobs = walk(&cache.path().join("blobs"));
     assert_eq!(blobs.len(), 1, "{blobs:?}");
-    let compiled: Vec<_> = walk(&cache.path().join("compiled")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "cwasm")).collect();
+    // The compiled code is written to disk beside the scale (it does not hold the scale up):
+    // wait for it. The three scales shared one compilation, so there is one entry.
+    let cwasm = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        if !dir.is_dir() {
+            return Vec::new();
+        }
+        walk(dir).into_iter().filter(|p| p.extension().is_some_and(|e| e == "cwasm")).collect()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let compiled = loop {
+        let found = cwasm(&cache.path().join("compiled"));
+        if !found.is_empty() || tokio::time::Instant::now() >= deadline {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(compiled.len(), 1, "{compiled:?}");
     first.stop(Duration::from_secs(5)).await;
 
@@ -264,8 +279,12 @@ async fn caches_pull_nothing_twice_compile_nothing_twice_and_survive_damage_and_
     let (outcome, data) = scale(&mut l, &second, "again", &reference).await;
     assert_eq!((outcome, data["image_digest"].as_str()), ("scaled", Some(digest.as_str())), "{data}");
     serve_and_get(&mut l, &second, "again").await;
-    let rebuilt = std::fs::read(entry).unwrap();
-    assert_ne!(rebuilt, bytes, "the damaged entry was replaced");
+    // Written beside the scale, like the first one.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while std::fs::read(entry).ok().is_none_or(|now| now == bytes) {
+        assert!(tokio::time::Instant::now() < deadline, "the damaged entry was not replaced");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
