@@ -230,12 +230,22 @@ pub fn resolve_relative_files(text: &str, manifest: &Manifest, dir: &Path) -> St
     images.dedup();
     let mut out = text.to_string();
     for image in images {
-        let relative = &image["file://".len()..];
-        let joined = dir.join(relative);
-        let absolute = joined.canonicalize().or_else(|_| std::path::absolute(&joined)).unwrap_or(joined);
-        out = replace_whole(&out, image, &format!("file://{}", absolute.display()));
+        if let Some(absolute) = absolute_file_image(image, dir) {
+            out = replace_whole(&out, image, &absolute);
+        }
     }
     out
+}
+
+/// A relative `file://` image made absolute from `dir`; `None` for any other image.
+pub(crate) fn absolute_file_image(image: &str, dir: &Path) -> Option<String> {
+    let relative = image.strip_prefix("file://").filter(|p| !p.starts_with('/'))?;
+    Some(format!("file://{}", absolute_path(&dir.join(relative)).display()))
+}
+
+/// `path` made absolute (`.` and `..` resolved as far as the file system allows).
+pub(crate) fn absolute_path(path: &Path) -> PathBuf {
+    path.canonicalize().or_else(|_| std::path::absolute(path)).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// Replaces each occurrence of `from` in `text` that stands alone: not followed by a character

@@ -21,7 +21,7 @@ use trellis_lattice::app::{AppClient, StatusType};
 use trellis_lattice::manifest::{ComponentType, Manifest, VERSION_ANNOTATION};
 
 use crate::cli::Global;
-use crate::commands::app::wait;
+use crate::commands::app::{absolute_file_image, absolute_path as absolute, wait};
 use crate::commands::build::{build, warn};
 use crate::output::{Format, Report};
 use crate::project::Project;
@@ -170,11 +170,6 @@ fn default_manifest(project: &Project, address: &str) -> anyhow::Result<String> 
     ))
 }
 
-/// `path` made absolute (and `.`/`..` resolved as far as the file system allows).
-fn absolute(path: &Path) -> PathBuf {
-    path.canonicalize().or_else(|_| std::path::absolute(path)).unwrap_or_else(|_| path.to_path_buf())
-}
-
 /// The path a `file://` image names, from the manifest's folder.
 fn image_path(image: &str, manifest_dir: &Path) -> Option<PathBuf> {
     let path = image.strip_prefix("file://")?;
@@ -257,8 +252,8 @@ impl Dev<'_> {
         for (i, c) in m.spec.components.iter_mut().enumerate() {
             if i == self.component {
                 c.properties.image = format!("file://{}", copy.display());
-            } else if let Some(p) = image_path(&c.properties.image, &self.manifest_dir).filter(|_| !c.properties.image.starts_with("file:///")) {
-                c.properties.image = format!("file://{}", absolute(&p).display());
+            } else if let Some(image) = absolute_file_image(&c.properties.image, &self.manifest_dir) {
+                c.properties.image = image;
             }
         }
         m.metadata.annotations.insert(VERSION_ANNOTATION.into(), self.version());
