@@ -8,7 +8,6 @@ use anyhow::Context as _;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::Layer as _;
-use tracing_subscriber::filter::FilterExt as _;
 use trellis_host::nats_server::{self, NatsProcess, Probe};
 use trellis_host::runtime::{Limits, RuntimeConfig};
 use trellis_host::{Host, HostConfig, identity};
@@ -178,7 +177,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         // Colours only on a terminal: a log file gets plain `key=value` fields.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_filter(tracing_subscriber::EnvFilter::try_new(&log_level).unwrap_or_else(|_| "info".into()).and(trellis_lattice::telemetry::NoTraceSpans))
+        .with_filter(tracing_subscriber::EnvFilter::try_new(&log_level).unwrap_or_else(|_| "info".into()))
         .boxed();
     let telemetry = trellis_lattice::telemetry::install(&telemetry_config, logs)?;
     let mut labels = identity::labels_from_env(std::env::vars());

@@ -31,7 +31,6 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-use tracing::Instrument as _;
 
 use crate::telemetry::{self, Side};
 
@@ -442,9 +441,9 @@ impl Router {
         if Instant::now() >= deadline {
             return Err(deadline_error(&call));
         }
-        let span = telemetry::call_span(Side::Client, &call, &self.host_id, inv.traceparent.as_deref());
-        if !span.is_disabled() {
-            inv.traceparent = telemetry::traceparent_of(&span);
+        let mut span = telemetry::call_span(Side::Client, &call, &self.host_id, inv.traceparent.as_deref());
+        if let Some(tp) = span.traceparent() {
+            inv.traceparent = Some(tp);
         }
         let role = if local.is_some() { crate::observe::Role::Local } else { crate::observe::Role::Caller };
         let mut watch = self.hooks.begin(&call, role);
@@ -453,14 +452,14 @@ impl Router {
             None => inv,
         };
         let result = match local {
-            Some(handler) => tokio::time::timeout_at(deadline, self.answer_local(handler, inv)).instrument(span.clone()).await,
-            None => tokio::time::timeout_at(deadline, self.call_remote(inv)).instrument(span.clone()).await,
+            Some(handler) => tokio::time::timeout_at(deadline, self.answer_local(handler, inv)).await,
+            None => tokio::time::timeout_at(deadline, self.call_remote(inv)).await,
         };
         let result = match result {
             Ok(outcome) => outcome,
             Err(_elapsed) => Err(deadline_error(&call)),
         };
-        telemetry::record_outcome(&span, &result);
+        span.record_outcome(&result);
         match watch {
             Some(w) => w.finish(result),
             None => result,
@@ -469,13 +468,13 @@ impl Router {
 
     /// Hands `inv` to a handler in this process, under a server span when traces are on.
     async fn answer_local(&self, handler: Arc<dyn Handler>, mut inv: Invocation) -> Result<Response, RpcError> {
-        let span = telemetry::call_span(Side::Server, &inv.call, &self.host_id, inv.traceparent.as_deref());
+        let mut span = telemetry::call_span(Side::Server, &inv.call, &self.host_id, inv.traceparent.as_deref());
         if span.is_disabled() {
             return handler.call(inv).await;
         }
-        inv.traceparent = telemetry::traceparent_of(&span);
-        let result = span.in_scope(|| handler.call(inv)).instrument(span.clone()).await;
-        telemetry::record_outcome(&span, &result);
+        inv.traceparent = span.traceparent();
+        let result = handler.call(inv).await;
+        span.record_outcome(&result);
         result
     }
 
@@ -711,7 +710,7 @@ impl Router {
         let deadline = Instant::now() + Duration::from_millis(timeout);
         let mut watch = self.hooks.begin(&call, crate::observe::Role::Callee);
         // The server span of a call that is handled; a refused call has none.
-        let mut span = tracing::Span::none();
+        let mut span = telemetry::TraceSpan::none();
         let result = match decode::<WireMessage>(&msg.payload) {
             Err(e) => Err(RpcError::new(RpcErrorKind::Malformed, &call, format!("the call could not be decoded: {e}"))),
             Ok(m) if m.head.len() > MAX_HEAD_BYTES => Err(head_too_large(&call, m.head.len())),
@@ -729,7 +728,7 @@ impl Router {
                 let inv = Invocation {
                     body: self.pull_body(m.body.into(), m.more, call.clone(), deadline),
                     call: call.clone(),
-                    traceparent: if span.is_disabled() { traceparent } else { telemetry::traceparent_of(&span) },
+                    traceparent: span.traceparent().or(traceparent),
                     deadline,
                     head: m.head.into(),
                 };
@@ -737,14 +736,13 @@ impl Router {
                     Some(w) => w.request(inv),
                     None => inv,
                 };
-                let answer = span.in_scope(|| handler.call(inv));
-                match tokio::time::timeout_at(deadline, answer).instrument(span.clone()).await {
+                match tokio::time::timeout_at(deadline, handler.call(inv)).await {
                     Ok(r) => r,
                     Err(_) => Err(deadline_error(&call)),
                 }
             }
         };
-        telemetry::record_outcome(&span, &result);
+        span.record_outcome(&result);
         let result = match watch {
             Some(w) => w.finish(result),
             None => result,

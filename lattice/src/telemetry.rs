@@ -3,10 +3,17 @@
 //! that travels with every data-plane call.
 //!
 //! - [`TelemetryConfig::from_env`] reads the configuration; [`install`] sets up the process's
-//!   `tracing` subscriber: the caller's log layer, plus, when traces are on, a
-//!   `tracing-opentelemetry` layer exporting over OTLP (HTTP/protobuf or gRPC). When traces are
-//!   off no such layer exists, no span of this module is ever built and [`enabled`] is false:
-//!   the only cost is one relaxed atomic load per call.
+//!   `tracing` subscriber (the caller's log layer) and, when traces are on, an OpenTelemetry
+//!   tracer exporting over OTLP (HTTP/protobuf or gRPC). When traces are off no tracer exists,
+//!   no span is ever built and [`enabled`] is false: the only cost is one relaxed atomic load
+//!   per call.
+//! - Spans ([`TraceSpan`]) are made on that tracer directly, not through `tracing` spans and
+//!   a `tracing-opentelemetry` layer: that bridge cost about 150 µs of CPU per span in a debug
+//!   build (the registry's span slab and per-layer filter state, field visitors turning every
+//!   attribute into an owned string, a lookup per poll of each instrumented future), most of
+//!   the ~25% of throughput traces then took. The sampler decides when a span starts; a span
+//!   not sampled is a context only (no attributes, nothing exported), and its `traceparent`
+//!   (flags `00`) carries that decision to the next hop, whose parent-based sampler follows it.
 //! - The context travels as a W3C `traceparent` string ([`crate::rpc::Invocation::traceparent`],
 //!   the `traceparent` NATS header on remote calls, in memory on local ones). Whoever holds an
 //!   invocation treats that string as the context it runs in: [`crate::rpc::Router`] makes a
@@ -23,21 +30,18 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _};
-use opentelemetry::{Context, KeyValue};
+use std::borrow::Cow;
+
+use opentelemetry::Context;
+pub use opentelemetry::KeyValue;
+pub use opentelemetry::trace::SpanKind;
+use opentelemetry::trace::{Span as _, SpanContext, SpanId, Status, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer as _, TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig as _;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
-use tracing::Span;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-use tracing_subscriber::Layer;
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::rpc::{CallInfo, RpcError};
-
-/// The `tracing` target of every span this crate and the providers make for traces; the
-/// OpenTelemetry layer takes spans of targets starting with `trellis` only (never events).
-pub const TARGET: &str = "trellis::trace";
 
 /// Span attribute names (OTel semantic conventions where one exists, else `wasmcloud.*`).
 pub mod attr {
@@ -331,77 +335,24 @@ impl Telemetry {
 }
 
 /// A boxed layer over the plain registry, as [`install`] takes them.
-pub type BoxedLayer = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
+pub type BoxedLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
 
-/// Installs the process's `tracing` subscriber: `logs` (the log layer with its own filter,
-/// and [`NoTraceSpans`]) and, when `config.traces`, the OpenTelemetry layer. Must run inside a tokio runtime when
+/// The tracer spans are made on, once [`install`] set traces up.
+static TRACER: OnceLock<SdkTracer> = OnceLock::new();
+
+/// Installs the process's `tracing` subscriber (`logs`, the log layer with its own filter)
+/// and, when `config.traces`, the OpenTelemetry tracer. Must run inside a tokio runtime when
 /// traces are on (the exporter runs on it). A second call in one process fails.
 pub fn install(config: &TelemetryConfig, logs: BoxedLayer) -> Result<Telemetry, TelemetryError> {
-    let mut layers: Vec<BoxedLayer> = vec![logs];
-    let mut provider = None;
-    if config.traces {
-        let p = tracer_provider(config)?;
-        let tracer = p.tracer("trellis");
-        let otel = tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            .with_location(false)
-            .with_threads(false)
-            .with_target(false)
-            .with_tracked_inactivity(false)
-            // Context travels explicitly (traceparent strings), never through the thread-local one.
-            .with_context_activation(false)
-            .with_filter(OurSpans);
-        layers.push(Box::new(otel));
-        provider = Some(p);
-    }
-    tracing_subscriber::registry().with(layers).try_init().map_err(|e| TelemetryError(format!("the log and trace subscriber is already set: {e}")))?;
+    let provider = if config.traces { Some(tracer_provider(config)?) } else { None };
+    tracing_subscriber::registry().with(logs).try_init().map_err(|e| TelemetryError(format!("the log and trace subscriber is already set: {e}")))?;
     let _ = CONFIG.set(config.clone());
-    ENABLED.store(config.traces, Ordering::Relaxed);
-    if config.traces {
+    if let Some(p) = &provider {
+        let _ = TRACER.set(p.tracer("trellis"));
+        ENABLED.store(true, Ordering::Relaxed);
         tracing::info!(endpoint = config.traces_endpoint, service = config.service_name, "exporting traces over OTLP");
     }
     Ok(Telemetry { provider })
-}
-
-/// What the OpenTelemetry layer sees: the trace spans (target [`TARGET`]), never an event.
-/// Decided once per callsite, so every other `tracing` call in the process (hyper's,
-/// wasmtime's, …) costs what it cost without the layer.
-struct OurSpans;
-
-impl OurSpans {
-    fn wants(m: &tracing::Metadata<'_>) -> bool {
-        m.is_span() && m.target() == TARGET
-    }
-}
-
-/// A filter for a log layer that keeps the trace spans out of it: a log layer given them
-/// would format every field of every span, per call. Use `filter.and(NoTraceSpans)`
-/// ([`tracing_subscriber::filter::FilterExt::and`]) on the log layer [`install`] is given.
-#[derive(Debug, Clone, Copy)]
-pub struct NoTraceSpans;
-
-impl<S> tracing_subscriber::layer::Filter<S> for NoTraceSpans {
-    fn enabled(&self, m: &tracing::Metadata<'_>, _: &tracing_subscriber::layer::Context<'_, S>) -> bool {
-        !OurSpans::wants(m)
-    }
-
-    fn callsite_enabled(&self, m: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
-        if OurSpans::wants(m) { tracing::subscriber::Interest::never() } else { tracing::subscriber::Interest::always() }
-    }
-}
-
-impl<S> tracing_subscriber::layer::Filter<S> for OurSpans {
-    fn enabled(&self, m: &tracing::Metadata<'_>, _: &tracing_subscriber::layer::Context<'_, S>) -> bool {
-        Self::wants(m)
-    }
-
-    fn callsite_enabled(&self, m: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
-        if Self::wants(m) { tracing::subscriber::Interest::always() } else { tracing::subscriber::Interest::never() }
-    }
-
-    fn max_level_hint(&self) -> Option<tracing_subscriber::filter::LevelFilter> {
-        Some(tracing_subscriber::filter::LevelFilter::INFO)
-    }
 }
 
 fn tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, TelemetryError> {
@@ -477,22 +428,82 @@ pub fn trace_id(traceparent: &str) -> Option<&str> {
     traceparent.trim().get(3..35)
 }
 
-/// The `traceparent` of `span` (none for a disabled span).
-pub fn traceparent_of(span: &Span) -> Option<String> {
-    if span.is_disabled() {
-        return None;
-    }
-    format_traceparent(&span.context().span().span_context().clone())
-}
+/// One span of a trace, on this process's tracer; it ends (and is queued for export) when
+/// dropped. With traces off there is none, and every method does nothing.
+#[derive(Default)]
+pub struct TraceSpan(Option<opentelemetry_sdk::trace::Span>);
 
-/// Makes `traceparent` (a caller's context) the parent of `span`, a span not yet entered. A
-/// missing or malformed one leaves `span` a root.
-pub fn set_parent(span: &Span, traceparent: Option<&str>) {
-    if span.is_disabled() {
-        return;
+impl TraceSpan {
+    /// No span (traces off).
+    pub fn none() -> Self {
+        Self(None)
     }
-    if let Some(cx) = traceparent.and_then(parse_traceparent) {
-        let _ = span.set_parent(Context::new().with_remote_span_context(cx));
+
+    /// Starts a span named `name` of `kind` under `traceparent` (a root when that is missing
+    /// or malformed). `attributes` is called only when the sampler keeps the span.
+    pub fn start(name: impl Into<Cow<'static, str>>, kind: SpanKind, traceparent: Option<&str>, attributes: impl FnOnce() -> Vec<KeyValue>) -> Self {
+        if !enabled() {
+            return Self(None);
+        }
+        let Some(tracer) = TRACER.get() else { return Self(None) };
+        let parent = match traceparent.and_then(parse_traceparent) {
+            Some(cx) => Context::new().with_remote_span_context(cx),
+            None => Context::new(),
+        };
+        let mut span = tracer.span_builder(name).with_kind(kind).start_with_context(tracer, &parent);
+        if span.is_recording() {
+            span.set_attributes(attributes());
+        }
+        Self(Some(span))
+    }
+
+    /// Whether there is no span at all (traces off).
+    pub fn is_disabled(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Whether the span is kept (sampled): only then do attributes matter.
+    pub fn is_recording(&self) -> bool {
+        self.0.as_ref().is_some_and(|s| s.is_recording())
+    }
+
+    /// The `traceparent` the span's children are made under: also for a span not sampled
+    /// (flags `00`), so the next hop knows not to sample either. `None` with traces off.
+    pub fn traceparent(&self) -> Option<String> {
+        format_traceparent(self.0.as_ref()?.span_context())
+    }
+
+    /// Names the span `name` (when recording; so a name built per call costs nothing
+    /// unless it is kept).
+    pub fn rename(&mut self, name: String) {
+        if let Some(s) = self.0.as_mut().filter(|s| s.is_recording()) {
+            s.update_name(name);
+        }
+    }
+
+    /// Sets an attribute (when recording).
+    pub fn set(&mut self, attribute: KeyValue) {
+        if let Some(s) = self.0.as_mut().filter(|s| s.is_recording()) {
+            s.set_attribute(attribute);
+        }
+    }
+
+    /// Records how its call ended.
+    pub fn record_outcome<T>(&mut self, result: &Result<T, RpcError>) {
+        if !self.is_recording() {
+            return;
+        }
+        match result {
+            Ok(_) => self.set(KeyValue::new(attr::OUTCOME, "ok")),
+            Err(e) => self.record_error(&format!("{:?}", e.kind), &e.message),
+        }
+    }
+
+    /// Records a failure of kind `kind` (`error.type`), with `message` as the status.
+    pub fn record_error(&mut self, kind: &str, message: &str) {
+        let Some(s) = self.0.as_mut().filter(|s| s.is_recording()) else { return };
+        s.set_attributes([KeyValue::new(attr::OUTCOME, "error"), KeyValue::new(attr::ERROR_TYPE, kind.to_string())]);
+        s.set_status(Status::error(message.to_string()));
     }
 }
 
@@ -505,61 +516,31 @@ pub enum Side {
     Server,
 }
 
-/// The span of one side of `call`, under `traceparent`, made by `host_id`; disabled (and not
-/// built) when traces are off.
-pub fn call_span(side: Side, call: &CallInfo, host_id: &str, traceparent: Option<&str>) -> Span {
+/// The span of one side of `call`, under `traceparent`, made by `host_id`; none when traces
+/// are off. Named `{interface}.{function}`.
+pub fn call_span(side: Side, call: &CallInfo, host_id: &str, traceparent: Option<&str>) -> TraceSpan {
     if !enabled() {
-        return Span::none();
+        return TraceSpan::none();
     }
-    let name = format!("{}.{}", call.interface, call.function);
     let kind = match side {
-        Side::Client => "client",
-        Side::Server => "server",
+        Side::Client => SpanKind::Client,
+        Side::Server => SpanKind::Server,
     };
-    let span = tracing::info_span!(
-        target: TARGET,
-        parent: None,
-        "call",
-        otel.name = name,
-        otel.kind = kind,
-        otel.status_code = tracing::field::Empty,
-        otel.status_description = tracing::field::Empty,
-        wasmcloud.lattice = call.lattice.as_str(),
-        wasmcloud.host.id = host_id,
-        wasmcloud.source = call.source.as_str(),
-        wasmcloud.target = call.target.as_str(),
-        wasmcloud.link.name = call.link_name.as_str(),
-        wasmcloud.interface = call.interface.as_str(),
-        wasmcloud.function = call.function.as_str(),
-        wasmcloud.outcome = tracing::field::Empty,
-        error.type = tracing::field::Empty,
-    );
-    set_parent(&span, traceparent);
+    let mut span = TraceSpan::start("call", kind, traceparent, || {
+        vec![
+            KeyValue::new(attr::LATTICE, call.lattice.clone()),
+            KeyValue::new(attr::HOST_ID, host_id.to_string()),
+            KeyValue::new(attr::SOURCE, call.source.clone()),
+            KeyValue::new(attr::TARGET, call.target.clone()),
+            KeyValue::new(attr::LINK_NAME, call.link_name.clone()),
+            KeyValue::new(attr::INTERFACE, call.interface.clone()),
+            KeyValue::new(attr::FUNCTION, call.function.clone()),
+        ]
+    });
+    if span.is_recording() {
+        span.rename(format!("{}.{}", call.interface, call.function));
+    }
     span
-}
-
-/// Records on `span` how its call ended.
-pub fn record_outcome<T>(span: &Span, result: &Result<T, RpcError>) {
-    if span.is_disabled() {
-        return;
-    }
-    match result {
-        Ok(_) => {
-            span.record("wasmcloud.outcome", "ok");
-        }
-        Err(e) => record_error(span, &format!("{:?}", e.kind), &e.message),
-    }
-}
-
-/// Records on `span` a failure of kind `kind` (`error.type`), with `message`.
-pub fn record_error(span: &Span, kind: &str, message: &str) {
-    if span.is_disabled() {
-        return;
-    }
-    span.record("wasmcloud.outcome", "error");
-    span.record("error.type", kind);
-    span.record("otel.status_code", "error");
-    span.record("otel.status_description", message);
 }
 
 #[cfg(test)]
@@ -673,6 +654,7 @@ mod tests {
     #[test]
     fn with_traces_off_no_span_is_built() {
         let call = CallInfo::default();
-        assert!(call_span(Side::Client, &call, "h", Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")).is_disabled());
+        let span = call_span(Side::Client, &call, "h", Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        assert!(span.is_disabled() && !span.is_recording() && span.traceparent().is_none());
     }
 }

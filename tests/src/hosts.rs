@@ -65,10 +65,14 @@ pub fn workspace_binary(package: &str, bin: &str) -> anyhow::Result<std::path::P
             let mut cmd = std::process::Command::new(cargo);
             remove_cargo_test_env(&mut cmd);
             // The same selection as `make test`'s build: building one package alone would
-            // unify features differently and recompile shared dependencies.
-            cmd.args(["build", "--quiet", "--workspace", "--all-targets", "--target-dir"]).arg(target_dir);
+            // unify features differently and recompile shared dependencies. A bench (release)
+            // builds the workspace's binaries only: every test target in release would link
+            // wasmtime some forty times over, for nothing a bench runs.
+            cmd.args(["build", "--quiet", "--workspace", "--target-dir"]).arg(target_dir);
             if release {
-                cmd.arg("--release");
+                cmd.args(["--bins", "--release"]);
+            } else {
+                cmd.arg("--all-targets");
             }
             let status = cmd.status().map_err(|e| format!("cannot run cargo to build {bin}: {e}"))?;
             if !status.success() {

@@ -40,10 +40,9 @@ use futures::{StreamExt, TryStreamExt};
 use http_body_util::{BodyDataStream, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tracing::Instrument as _;
 use trellis_lattice::ctl::StringMap;
 use trellis_lattice::rpc::{self, CallInfo, Invocation, RpcError, RpcErrorKind};
-use trellis_lattice::telemetry;
+use trellis_lattice::telemetry::{self, KeyValue, SpanKind, TraceSpan};
 use trellis_provider_sdk::{Builtin, Link, ProviderContext, ProviderError};
 
 /// The provider's name, as in `builtin://http-server`.
@@ -399,16 +398,16 @@ async fn handle(shared: &Shared, addr: SocketAddr, req: http::Request<Incoming>)
     // An incoming `traceparent` is honoured: the request's span is its child (with traces
     // off, it is passed on as it came).
     let incoming = parts.headers.get(rpc::TRACEPARENT_HEADER).and_then(|v| v.to_str().ok()).and_then(telemetry::clean_traceparent);
-    let span = request_span(ctx, &route, &parts, incoming.as_deref());
-    let traceparent = if span.is_disabled() { incoming } else { telemetry::traceparent_of(&span) };
-    let resp = forward(ctx, &route, parts, body, traceparent).instrument(span.clone()).await;
-    if !span.is_disabled() {
+    let mut span = request_span(ctx, &route, &parts, incoming.as_deref());
+    let traceparent = span.traceparent().or(incoming);
+    let resp = forward(ctx, &route, parts, body, traceparent).await;
+    if span.is_recording() {
         let status = resp.status().as_u16();
-        span.record("http.response.status_code", status);
+        span.set(KeyValue::new("http.response.status_code", i64::from(status)));
         if status >= 500 {
-            telemetry::record_error(&span, &status.to_string(), resp.status().canonical_reason().unwrap_or("server error"));
+            span.record_error(&status.to_string(), resp.status().canonical_reason().unwrap_or("server error"));
         } else {
-            span.record("wasmcloud.outcome", "ok");
+            span.set(KeyValue::new(telemetry::attr::OUTCOME, "ok"));
         }
     }
     resp
@@ -417,40 +416,36 @@ async fn handle(shared: &Shared, addr: SocketAddr, req: http::Request<Incoming>)
 /// The server span of one HTTP request (disabled when traces are off), after OTel's HTTP
 /// semantic conventions: named `{method} {route}` (the link's path in path mode, else the
 /// method alone), under `traceparent`.
-fn request_span(ctx: &ProviderContext, route: &Route, parts: &http::request::Parts, traceparent: Option<&str>) -> tracing::Span {
+fn request_span(ctx: &ProviderContext, route: &Route, parts: &http::request::Parts, traceparent: Option<&str>) -> TraceSpan {
     if !telemetry::enabled() {
-        return tracing::Span::none();
+        return TraceSpan::none();
     }
     let method = parts.method.as_str();
     let http_route = (!route.path.is_empty()).then_some(route.path.as_str());
-    let name = match http_route {
-        Some(r) => format!("{method} {r}"),
-        None => method.to_string(),
-    };
-    let span = tracing::info_span!(
-        target: telemetry::TARGET,
-        parent: None,
-        "http",
-        otel.name = name,
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        otel.status_description = tracing::field::Empty,
-        wasmcloud.lattice = ctx.lattice(),
-        wasmcloud.host.id = ctx.host_data().host_id.as_str(),
-        wasmcloud.source = ctx.id(),
-        wasmcloud.target = route.link.target.as_str(),
-        wasmcloud.link.name = route.link.name.as_str(),
-        wasmcloud.interface = rpc::http::INTERFACE,
-        wasmcloud.function = rpc::http::FUNCTION,
-        http.request.method = method,
-        http.route = http_route,
-        url.path = parts.uri.path(),
-        url.scheme = "http",
-        http.response.status_code = tracing::field::Empty,
-        wasmcloud.outcome = tracing::field::Empty,
-        error.type = tracing::field::Empty,
-    );
-    telemetry::set_parent(&span, traceparent);
+    let mut span = TraceSpan::start("http", SpanKind::Server, traceparent, || {
+        let mut attributes = vec![
+            KeyValue::new(telemetry::attr::LATTICE, ctx.lattice().to_string()),
+            KeyValue::new(telemetry::attr::HOST_ID, ctx.host_data().host_id.clone()),
+            KeyValue::new(telemetry::attr::SOURCE, ctx.id().to_string()),
+            KeyValue::new(telemetry::attr::TARGET, route.link.target.clone()),
+            KeyValue::new(telemetry::attr::LINK_NAME, route.link.name.clone()),
+            KeyValue::new(telemetry::attr::INTERFACE, rpc::http::INTERFACE),
+            KeyValue::new(telemetry::attr::FUNCTION, rpc::http::FUNCTION),
+            KeyValue::new("http.request.method", method.to_string()),
+            KeyValue::new("url.path", parts.uri.path().to_string()),
+            KeyValue::new("url.scheme", "http"),
+        ];
+        if let Some(r) = http_route {
+            attributes.push(KeyValue::new("http.route", r.to_string()));
+        }
+        attributes
+    });
+    if span.is_recording() {
+        span.rename(match http_route {
+            Some(r) => format!("{method} {r}"),
+            None => method.to_string(),
+        });
+    }
     span
 }
 

@@ -78,10 +78,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use tracing::Instrument as _;
 use trellis_lattice::keyvalue::{KvError, KvResult, Reply, Request};
 use trellis_lattice::rpc::{self, CallInfo, Handler, Invocation, Response, RpcError, RpcErrorKind};
-use trellis_lattice::telemetry;
+use trellis_lattice::telemetry::{self, SpanKind, TraceSpan};
 use trellis_lattice::wit_value;
 use trellis_provider_sdk::{Builtin, ProviderContext, ProviderError, StringMap};
 
@@ -371,7 +370,7 @@ impl Inner {
         let link_config = ctx.state().merged_config(&link.target_config);
         let settings = Settings::from_config(ctx.config(), &link_config)
             .map_err(|e| KvError::Other(format!("key-value provider `{}`: the settings of the link from `{}` are wrong: {e}", ctx.id(), call.source)))?;
-        let span = backend_span(&settings, call, req.bucket(), traceparent);
+        let mut span = backend_span(&settings, call, req.bucket(), traceparent);
         let outcome = async {
             match &req {
                 Request::Open { bucket } => self.backends.open(&settings, bucket).await.map(|_| Reply::Unit),
@@ -381,14 +380,11 @@ impl Inner {
                 },
             }
         }
-        .instrument(span.clone())
         .await;
         match &outcome {
-            Err(e) => telemetry::record_error(&span, "keyvalue", &e.to_string()),
-            Ok(_) if !span.is_disabled() => {
-                span.record("wasmcloud.outcome", "ok");
-            }
-            Ok(_) => {}
+            Err(e) if span.is_recording() => span.record_error("keyvalue", &e.to_string()),
+            Ok(_) => span.set(telemetry::KeyValue::new(telemetry::attr::OUTCOME, "ok")),
+            Err(_) => {}
         }
         // `no-such-store` carries no words; say which bucket, where, and what to do.
         outcome.map_err(|e| match e {
@@ -399,32 +395,27 @@ impl Inner {
 }
 
 /// The span of one backend operation (disabled when traces are off).
-fn backend_span(settings: &Settings, call: &CallInfo, identifier: &str, traceparent: Option<&str>) -> tracing::Span {
+fn backend_span(settings: &Settings, call: &CallInfo, identifier: &str, traceparent: Option<&str>) -> TraceSpan {
     if !telemetry::enabled() {
-        return tracing::Span::none();
+        return TraceSpan::none();
     }
     let (system, kind) = match settings.backend {
-        Backend::Memory => ("memory", "internal"),
-        Backend::Nats => ("nats", "client"),
-        Backend::Redis => ("redis", "client"),
+        Backend::Memory => ("memory", SpanKind::Internal),
+        Backend::Nats => ("nats", SpanKind::Client),
+        Backend::Redis => ("redis", SpanKind::Client),
     };
-    let span = tracing::info_span!(
-        target: telemetry::TARGET,
-        parent: None,
-        "keyvalue backend",
-        otel.name = format!("{system} {}", call.function),
-        otel.kind = kind,
-        otel.status_code = tracing::field::Empty,
-        otel.status_description = tracing::field::Empty,
-        db.system.name = system,
-        db.operation.name = call.function.as_str(),
-        db.namespace = settings.bucket_name(identifier),
-        wasmcloud.source = call.source.as_str(),
-        wasmcloud.link.name = call.link_name.as_str(),
-        wasmcloud.outcome = tracing::field::Empty,
-        error.type = tracing::field::Empty,
-    );
-    telemetry::set_parent(&span, traceparent);
+    let mut span = TraceSpan::start("keyvalue backend", kind, traceparent, || {
+        vec![
+            telemetry::KeyValue::new("db.system.name", system),
+            telemetry::KeyValue::new("db.operation.name", call.function.clone()),
+            telemetry::KeyValue::new("db.namespace", settings.bucket_name(identifier)),
+            telemetry::KeyValue::new(telemetry::attr::SOURCE, call.source.clone()),
+            telemetry::KeyValue::new(telemetry::attr::LINK_NAME, call.link_name.clone()),
+        ]
+    });
+    if span.is_recording() {
+        span.rename(format!("{system} {}", call.function));
+    }
     span
 }
 

@@ -36,7 +36,6 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 use tracing_subscriber::Layer as _;
-use tracing_subscriber::filter::FilterExt as _;
 pub use trellis_lattice::ctl::{Link, StringMap};
 pub use trellis_lattice::provider::{HealthReport, HostData};
 pub use trellis_lattice::rpc::Router;
@@ -226,7 +225,7 @@ pub fn run_process(name: &str, run: RunFn) -> std::process::ExitCode {
             .with_writer(std::io::stderr)
             // Colours only on a terminal: a log file gets plain `key=value` fields.
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_filter(tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into()).and(trellis_lattice::telemetry::NoTraceSpans))
+            .with_filter(tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into()))
             .boxed();
         let telemetry = match telemetry::install(&telemetry_config, logs) {
             Ok(t) => Some(t),

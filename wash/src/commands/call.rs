@@ -16,7 +16,6 @@ use futures::StreamExt as _;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tracing_subscriber::Layer as _;
-use tracing_subscriber::filter::FilterExt as _;
 use trellis_lattice::rpc::{self, Body, CallInfo, Invocation, Router, RpcError, RpcErrorKind};
 use trellis_lattice::telemetry::{self, TelemetryConfig};
 
@@ -64,10 +63,7 @@ pub async fn run(g: &Global, args: &CallArgs) -> anyhow::Result<Report> {
     // --traceparent names a parent.
     let telemetry = match TelemetryConfig::from_env("wash", false)? {
         c if c.traces => {
-            let logs = tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_filter(tracing_subscriber::filter::LevelFilter::WARN.and(telemetry::NoTraceSpans))
-                .boxed();
+            let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(tracing_subscriber::filter::LevelFilter::WARN).boxed();
             telemetry::install(&c, logs).ok()
         }
         _ => None,
@@ -78,11 +74,13 @@ pub async fn run(g: &Global, args: &CallArgs) -> anyhow::Result<Report> {
     let mut inv = Invocation { call: call.clone(), traceparent: args.traceparent.clone(), deadline, head: rpc::http::encode(&head), body };
     // The client span is the router's; a root of our own names the command.
     let root = if telemetry::enabled() && inv.traceparent.is_none() {
-        let span = tracing::info_span!(target: telemetry::TARGET, parent: None, "wash call", otel.name = "wash call", otel.kind = "internal", wasmcloud.target = call.target.as_str());
-        inv.traceparent = telemetry::traceparent_of(&span);
+        let span = telemetry::TraceSpan::start("wash call", telemetry::SpanKind::Internal, None, || {
+            vec![telemetry::KeyValue::new(telemetry::attr::TARGET, call.target.clone())]
+        });
+        inv.traceparent = span.traceparent();
         span
     } else {
-        tracing::Span::none()
+        telemetry::TraceSpan::none()
     };
     if args.verbose
         && let Some(id) = inv.traceparent.as_deref().and_then(telemetry::trace_id)
