@@ -86,8 +86,8 @@ pub struct IncomingValue {
 
 /// An object's data on its way out.
 pub struct OutgoingValue {
-    writer: Option<tokio::io::WriteHalf<tokio::io::SimplexStream>>,
-    reader: Option<tokio::io::ReadHalf<tokio::io::SimplexStream>>,
+    writer: Option<tokio::io::DuplexStream>,
+    reader: Option<tokio::io::DuplexStream>,
     /// The rep of the output-stream handed out, to refuse `finish` while it lives.
     stream: Option<u32>,
     finished: Option<tokio::sync::oneshot::Sender<()>>,
@@ -378,7 +378,9 @@ impl types::Host for State {}
 
 impl types::HostOutgoingValue for State {
     async fn new_outgoing_value(&mut self) -> wasmtime::Result<Resource<OutgoingValue>> {
-        let (reader, writer) = tokio::io::simplex(PIPE_BYTES);
+        // A duplex end closes when dropped (a simplex half does not), so the reader sees the end
+        // of the data once the guest drops its stream.
+        let (reader, writer) = tokio::io::duplex(PIPE_BYTES);
         Ok(self.table_mut().push(OutgoingValue { writer: Some(writer), reader: Some(reader), stream: None, finished: None, upload: None })?)
     }
 
@@ -421,7 +423,7 @@ impl types::HostOutgoingValue for State {
 /// [`UPLOAD_CHUNK`]. It ends well only once `finish` said so (`ended`); a pipe closed
 /// without it (the value dropped, the guest stopped) ends it with an error, so the provider
 /// keeps nothing.
-fn upload_body(reader: tokio::io::ReadHalf<tokio::io::SimplexStream>, ended: tokio::sync::oneshot::Receiver<()>, what: String) -> rpc::Body {
+fn upload_body(reader: tokio::io::DuplexStream, ended: tokio::sync::oneshot::Receiver<()>, what: String) -> rpc::Body {
     let failed = |what: &str, why: String| RpcError::new(RpcErrorKind::Handler, &rpc::CallInfo::default(), format!("the upload of {what} {why}"));
     futures::stream::unfold(Some((reader, ended, what)), move |state| async move {
         let (mut reader, ended, what) = state?;

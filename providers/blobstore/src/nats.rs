@@ -203,7 +203,7 @@ impl BlobStore for NatsBlobStore {
     fn rename<'a>(&'a self, src: &'a ObjectId, dest: &'a ObjectId) -> BlobFuture<'a, ()> {
         Box::pin(async move {
             if !self.container_exists(&dest.container).await? {
-                return Err(format!("cannot move to container `{}`: it does not exist; create it first", dest.container));
+                return Err(format!("cannot move to container `{}`: no such container; create it first", dest.container));
             }
             // An object store has no rename: copy (streamed), then delete the source.
             let (_, data) = self.read(&src.container, &src.object, 0, u64::MAX).await?;

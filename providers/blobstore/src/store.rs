@@ -233,7 +233,7 @@ pub fn missing(container: &str, name: &str) -> String {
 /// Copies through the trait: the source's data streamed into the destination.
 async fn copy(store: &dyn BlobStore, src: &ObjectId, dest: &ObjectId) -> Result<(), String> {
     if !store.container_exists(&dest.container).await? {
-        return Err(format!("cannot copy to container `{}`: it does not exist; create it first", dest.container));
+        return Err(format!("cannot copy to container `{}`: no such container; create it first", dest.container));
     }
     if src == dest {
         return store.info(&src.container, &src.object).await?.map(|_| ()).ok_or_else(|| missing(&src.container, &src.object));
