@@ -273,8 +273,10 @@ fn checksum(data: &[u8]) -> u64 {
     data.iter().fold(0u64, |s, b| s.wrapping_mul(31).wrapping_add(u64::from(*b)))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_100_mb_object_round_trips_through_a_host_with_bounded_memory() {
+/// A 100 MiB object up and down through a `trellis-host` process (http-server and blobstore
+/// built in, so the data passes through the host's memory twice each way), link target config
+/// `cfg`; the host's peak memory may grow by much less than the object.
+async fn round_trip_100_mib(cfg: &[(&str, &str)], stored: impl Fn() -> Option<u64>) {
     const SIZE: usize = 100 << 20;
     let nats = NatsServer::start().await.unwrap();
     let host = ProcessHost::start(&nats.url(), &["--max-execution-time-ms", "300000"]).await.unwrap();
@@ -284,8 +286,7 @@ async fn a_100_mb_object_round_trips_through_a_host_with_bounded_memory() {
     l.start_component_on(&host.id, "files", http_blobstore(), 2, None).await;
     let addr = free_addr().unwrap();
     l.link("http", "files", "files-addr", &[("address", &addr.to_string()), ("timeout_ms", "300000")]).await;
-    let root = tempfile::tempdir().unwrap();
-    blob_link(&l, "files", &[("root", root.path().to_str().unwrap())]).await;
+    blob_link(&l, "files", cfg).await;
     get_until(addr, "/", 400, WAIT).await.unwrap();
     // Warm up every path once (compilation, first connections), then take the baseline.
     expect(addr, "PUT", "/big/warm", &[7u8; 300_000], 200, "stored").await;
@@ -295,15 +296,35 @@ async fn a_100_mb_object_round_trips_through_a_host_with_bounded_memory() {
 
     let data = pattern(SIZE);
     let want = checksum(&data);
+    let started = std::time::Instant::now();
     let up = request(addr, "PUT", "/big/object.bin", data, Duration::from_secs(300)).await.unwrap();
+    let uploaded = started.elapsed();
     assert_eq!(up.status, 200, "{}", up.text());
     assert_eq!(up.text(), format!("stored {SIZE} bytes\n"));
-    assert_eq!(std::fs::metadata(root.path().join("big").join("object.bin")).unwrap().len(), SIZE as u64);
+    if let Some(len) = stored() {
+        assert_eq!(len, SIZE as u64, "the backend holds the whole object");
+    }
+    let started = std::time::Instant::now();
     let (status, len, sum) = download(addr, "/big/object.bin").await;
+    eprintln!("100 MiB up in {uploaded:?}, down in {:?}", started.elapsed());
     assert_eq!((status, len), (200, SIZE as u64));
     assert_eq!(sum, want, "the download is the upload, byte for byte");
 
     let growth = peak_rss(pid).saturating_sub(before);
     eprintln!("host VmHWM before {} MiB, growth over a 100 MiB round trip {} MiB", before >> 20, growth >> 20);
     assert!(growth < 40 << 20, "the host's peak memory grew {} MiB over a 100 MiB round trip", growth >> 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mb_object_round_trips_on_the_filesystem_with_bounded_host_memory() {
+    let root = tempfile::tempdir().unwrap();
+    let file = root.path().join("big").join("object.bin");
+    round_trip_100_mib(&[("root", root.path().to_str().unwrap())], || std::fs::metadata(&file).ok().map(|m| m.len())).await;
+}
+
+// The object store's own reader (a push consumer) once let the server fill the client with
+// the whole object: 62 MiB of growth here. Reads now pull a few chunks at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mb_object_round_trips_on_the_object_store_with_bounded_host_memory() {
+    round_trip_100_mib(&[("backend", "nats")], || None).await;
 }

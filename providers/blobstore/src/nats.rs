@@ -6,21 +6,31 @@
 //! outside `A-Z a-z 0-9 -` written `_XX` (two upper-case hex digits), e.g. `photos` →
 //! `BLOB_photos`, `my_pics.2024` → `BLOB_my_5Fpics_2E2024`. The mapping is one-to-one, and
 //! the prefix keeps containers apart from every other bucket (lattice state, artifacts).
-//! Objects are written in 128 KiB chunks as the data arrives; the object store publishes
-//! an object's metadata (and so replaces the old one) only after its last chunk.
+//! Objects are written in 128 KiB chunks as the data arrives (one chunk in flight, each
+//! acknowledged before the next); the object store publishes an object's metadata (and so
+//! replaces the old one) only after its last chunk. Reads go through a pull consumer on the
+//! object's chunks, [`PULL_BATCH`] chunks at a time, so a slow reader holds at most that much.
+
+use std::time::Duration;
 
 use futures::{StreamExt as _, TryStreamExt as _};
-use tokio::io::AsyncReadExt as _;
 use trellis_lattice::blobstore::{BodyReader, ContainerMetadata, ObjectId, ObjectMetadata};
-use trellis_lattice::rpc::{Body, CallInfo, RpcError, RpcErrorKind};
+use trellis_lattice::rpc::{self, Body, CallInfo, RpcError, RpcErrorKind};
 
-use crate::store::{BlobFuture, BlobStore, Page, READ_CHUNK, missing};
+use crate::store::{BlobFuture, BlobStore, Page, missing};
 
 /// The longest container name this backend takes (bytes).
 pub const MAX_CONTAINER_BYTES: usize = 64;
 
 /// The chunk size objects are stored in.
 const CHUNK: usize = 128 << 10;
+
+/// How many chunks a read asks the server for at once (at most 512 KiB in the client).
+const PULL_BATCH: usize = 4;
+
+fn read_failed(what: &str, e: impl std::fmt::Display) -> RpcError {
+    RpcError::new(RpcErrorKind::Handler, &CallInfo::default(), format!("nats backend: reading {what} failed: {e}"))
+}
 
 /// The object store bucket of container `name`.
 pub fn bucket_name(name: &str) -> String {
@@ -136,27 +146,62 @@ impl BlobStore for NatsBlobStore {
 
     fn read<'a>(&'a self, container: &'a str, name: &'a str, start: u64, len: u64) -> BlobFuture<'a, (ObjectMetadata, Body)> {
         Box::pin(async move {
+            let what = format!("object `{name}` in container `{container}`");
             let store = self.store(container).await?;
-            let mut object = match store.get(name).await {
-                Ok(o) => o,
-                Err(e) if e.kind() == async_nats::jetstream::object_store::GetErrorKind::NotFound => return Err(missing(container, name)),
-                Err(e) => return Err(failed(&format!("object `{name}` in container `{container}`"), e)),
+            let info = match store.info(name).await {
+                Ok(info) if !info.deleted => info,
+                Ok(_) => return Err(missing(container, name)),
+                Err(e) if e.kind() == async_nats::jetstream::object_store::InfoErrorKind::NotFound => return Err(missing(container, name)),
+                Err(e) => return Err(failed(&what, e)),
             };
-            let mut meta = Self::metadata(container, object.info());
+            if info.options.as_ref().is_some_and(|o| o.link.is_some()) {
+                return Err(format!("{what} is an object store link; this backend reads only objects stored in the container itself"));
+            }
+            let mut meta = Self::metadata(container, &info);
             let start = start.min(meta.size);
             let len = len.min(meta.size - start);
-            // The object store reads from the start: skip to `start` a chunk at a time.
-            let mut skip = (&mut object).take(start);
-            tokio::io::copy(&mut skip, &mut tokio::io::sink()).await.map_err(|e| failed(&format!("object `{name}` in container `{container}`"), e))?;
             meta.size = len;
-            let what = format!("object `{name}` in container `{container}`");
-            let body = futures::stream::unfold(Some((object.take(len), what)), |state| async move {
-                let (mut object, what) = state?;
-                let mut buf = bytes::BytesMut::with_capacity(READ_CHUNK);
-                match object.read_buf(&mut buf).await {
-                    Ok(0) => None,
-                    Ok(_) => Some((Ok(buf.freeze()), Some((object, what)))),
-                    Err(e) => Some((Err(RpcError::new(RpcErrorKind::Handler, &CallInfo::default(), format!("nats backend: reading {what} failed: {e}"))), None)),
+            if len == 0 {
+                return Ok((meta, rpc::full_body(bytes::Bytes::new())));
+            }
+            // The object store's own reader is a push consumer, which the server feeds as fast
+            // as it can whatever the reader takes: a slow reader would hold the whole object in
+            // the client. A pull consumer asks for PULL_BATCH chunks at a time instead.
+            let bucket = Self::bucket(container)?;
+            let stream = self.js.get_stream(format!("OBJ_{bucket}")).await.map_err(|e| failed(&what, e))?;
+            let consumer = stream
+                .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                    filter_subject: format!("$O.{bucket}.C.{}", info.nuid),
+                    deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::All,
+                    ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+                    inactive_threshold: Duration::from_secs(10),
+                    memory_storage: true,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| failed(&what, e))?;
+            let messages = consumer.stream().max_messages_per_batch(PULL_BATCH).messages().await.map_err(|e| failed(&what, e))?;
+            let body = futures::stream::unfold(Some((messages, start, len, what)), |state| async move {
+                let (mut messages, mut skip, mut left, what) = state?;
+                loop {
+                    if left == 0 {
+                        return None;
+                    }
+                    let chunk = match messages.next().await {
+                        Some(Ok(m)) => m.payload.clone(),
+                        Some(Err(e)) => return Some((Err(read_failed(&what, e)), None)),
+                        None => return Some((Err(read_failed(&what, "the chunks ended early")), None)),
+                    };
+                    let n = chunk.len() as u64;
+                    if skip >= n {
+                        skip -= n;
+                        continue;
+                    }
+                    let from = usize::try_from(skip).unwrap_or(0);
+                    let to = usize::try_from((skip + left).min(n)).unwrap_or(chunk.len());
+                    skip = 0;
+                    left -= (to - from) as u64;
+                    return Some((Ok(chunk.slice(from..to)), Some((messages, skip, left, what))));
                 }
             });
             Ok((meta, body.boxed()))
