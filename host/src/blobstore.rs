@@ -244,7 +244,9 @@ impl container::HostContainer for State {
         let req = Request::WriteData { container: container.clone(), name: name.clone() };
         let value = self.table_mut().get_mut(&data)?;
         let Some(reader) = value.reader.take() else {
-            return Ok(Err(format!("write-data was already called with this outgoing-value (for object `{name}` in container `{container}`); make a new one per write")));
+            return Ok(Err(format!(
+                "write-data was already called with this outgoing-value (for object `{name}` in container `{container}`); make a new one per write"
+            )));
         };
         let (finished, ended) = tokio::sync::oneshot::channel();
         value.finished = Some(finished);
@@ -330,7 +332,8 @@ impl State {
         let want = usize::try_from(len.min(u64::from(wire::MAX_LIST_PAGE))).unwrap_or(0);
         let table_err = |e: wasmtime::component::ResourceTableError| e.to_string();
         let listing = self.table_mut().get_mut(r).map_err(table_err)?;
-        let mut names = ObjectNames { container: listing.container.clone(), after: listing.after.take(), names: std::mem::take(&mut listing.names), done: listing.done };
+        let mut names =
+            ObjectNames { container: listing.container.clone(), after: listing.after.take(), names: std::mem::take(&mut listing.names), done: listing.done };
         let mut outcome = Ok(());
         while names.names.len() < want && !names.done {
             outcome = self.fetch_names(&mut names).await;

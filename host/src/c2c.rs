@@ -208,7 +208,14 @@ impl LatticeLinks {
                 c.source, c.link_name, c.interface, c.function, c.source, i.namespace, i.package, i.interface
             ));
         };
-        Ok(CallInfo { lattice, source: c.source.to_string(), target: link.target, interface: c.interface.to_string(), function: c.function.clone(), link_name: c.link_name.clone() })
+        Ok(CallInfo {
+            lattice,
+            source: c.source.to_string(),
+            target: link.target,
+            interface: c.interface.to_string(),
+            function: c.function.clone(),
+            link_name: c.link_name.clone(),
+        })
     }
 }
 

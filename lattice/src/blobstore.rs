@@ -244,7 +244,11 @@ impl BodyReader {
 }
 
 impl tokio::io::AsyncRead for BodyReader {
-    fn poll_read(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         use futures::StreamExt as _;
         loop {
             if !self.chunk.is_empty() {

@@ -101,7 +101,10 @@ async fn measure(backend: &'static str, cfg: &[(&str, &str)]) -> anyhow::Result<
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let rows = [measure("filesystem", &[("root", root.path().to_str().unwrap_or("/nonexistent"))]).await?, measure("NATS object store", &[("backend", "nats")]).await?];
+    let rows = [
+        measure("filesystem", &[("root", root.path().to_str().unwrap_or("/nonexistent"))]).await?,
+        measure("NATS object store", &[("backend", "nats")]).await?,
+    ];
     let mib = |b: u64| b as f64 / f64::from(1 << 20);
     let rate = |d: Duration| SIZE as f64 / f64::from(1 << 20) / d.as_secs_f64();
     println!("wasi:blobstore, a 100 MiB object through examples/http-blobstore (HTTP in, provider built into the host), best of {ROUNDS}, 2 cores");

@@ -207,6 +207,9 @@ async fn nothing_outside_the_root_is_reachable() {
     expect(addr, "GET", "/../beside.txt", b"", 400, "container name `..` is refused").await;
     expect(addr, "GET", "/box//etc/passwd", b"", 400, "is an absolute path").await;
     expect(addr, "PUT", "/box/..", b"x", 400, "refused").await;
+    // Refused while the guest is still streaming (past the host's 1 MiB pipe): the guest's
+    // stream closes and `finish` gives the provider's reason.
+    expect(addr, "PUT", "/box/..", &vec![0u8; 3 << 20], 400, "object name `..` is refused").await;
     expect(addr, "POST", "/box/ok.txt?copy-to=../stolen.txt", b"", 400, "refused").await;
     expect(addr, "PUT", "/..", b"", 400, "container name `..` is refused").await;
     assert!(!root.path().join("stolen.txt").exists());

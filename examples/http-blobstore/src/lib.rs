@@ -198,24 +198,30 @@ fn put(request: &IncomingRequest, container: &str, object: &str, write_first: bo
         c.write_data(object, &value)?;
     }
     let mut total = 0u64;
-    loop {
-        match input.blocking_read(PIECE) {
-            Ok(piece) => {
-                total += piece.len() as u64;
-                write_all(&out, &piece)?;
+    let copied = (|| {
+        loop {
+            match input.blocking_read(PIECE) {
+                Ok(piece) => {
+                    total += piece.len() as u64;
+                    write_all(&out, &piece)?;
+                }
+                Err(wasi::io::streams::StreamError::Closed) => break,
+                Err(e) => return Err(format!("reading the request body failed: {e:?}")),
             }
-            Err(wasi::io::streams::StreamError::Closed) => break,
-            Err(e) => return Err(format!("reading the request body failed: {e:?}")),
         }
-    }
-    out.flush().map_err(|e| format!("writing the object failed: {}", describe(e)))?;
-    out.subscribe().block();
+        out.flush().map_err(|e| format!("writing the object failed: {}", describe(e)))?;
+        out.subscribe().block();
+        Ok(())
+    })();
     drop(out);
     drop(input);
     if write_first {
+        copied.clone()?;
         c.write_data(object, &value)?;
     }
+    // When the blobstore refused the upload part way, its stream just closed: `finish` says why.
     OutgoingValue::finish(value)?;
+    copied?;
     Ok(Answer::Text(200, format!("stored {total} bytes\n")))
 }
 

@@ -248,9 +248,8 @@ impl BlobStore for FsStore {
                 return Err(format!("cannot move to object `{}` in container `{}`: a directory has that name", dest.object, dest.container));
             }
             let from = me.container(&src.container)?.join(&src.object);
-            std::fs::rename(from, target).map_err(|e| {
-                format!("cannot move object `{}` of container `{}` to `{}` in `{}`: {e}", src.object, src.container, dest.object, dest.container)
-            })
+            std::fs::rename(from, target)
+                .map_err(|e| format!("cannot move object `{}` of container `{}` to `{}` in `{}`: {e}", src.object, src.container, dest.object, dest.container))
         }))
     }
 }

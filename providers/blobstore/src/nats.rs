@@ -106,7 +106,11 @@ impl BlobStore for NatsBlobStore {
                 return Err(format!("container `{name}` already exists; open it with `get-container`"));
             }
             let bucket = Self::bucket(name)?;
-            let config = async_nats::jetstream::object_store::Config { bucket: bucket.clone(), description: Some(format!("wasi:blobstore container `{name}`")), ..Default::default() };
+            let config = async_nats::jetstream::object_store::Config {
+                bucket: bucket.clone(),
+                description: Some(format!("wasi:blobstore container `{name}`")),
+                ..Default::default()
+            };
             self.js.create_object_store(config).await.map(|_| ()).map_err(|e| failed(&format!("cannot create container `{name}` (object store `{bucket}`)"), e))
         })
     }
@@ -139,7 +143,9 @@ impl BlobStore for NatsBlobStore {
             let meta = async_nats::jetstream::object_store::ObjectMetadata { name: name.to_string(), chunk_size: Some(CHUNK), ..Default::default() };
             let mut reader = BodyReader::new(data);
             store.put(meta, &mut reader).await.map(|_| ()).map_err(|e| {
-                format!("nats backend: object `{name}` in container `{container}` was not stored (the data did not arrive whole, or the server refused it): {e}")
+                format!(
+                    "nats backend: object `{name}` in container `{container}` was not stored (the data did not arrive whole, or the server refused it): {e}"
+                )
             })
         })
     }
