@@ -15,6 +15,7 @@ const TARGET: &str = "wasm32-wasip2";
 /// (workspace dir relative to the root, crate dir inside it, env var for its .wasm path).
 /// A workspace listed twice is built twice, which is a cheap no-op the second time.
 const COMPONENTS: &[(&str, &str, &str)] = &[
+    ("examples", "http-blobstore", "TRELLIS_WASM_HTTP_BLOBSTORE"),
     ("examples", "http-echo", "TRELLIS_WASM_HTTP_ECHO"),
     ("examples", "http-hello", "TRELLIS_WASM_HTTP_HELLO"),
     ("examples", "http-kv-counter", "TRELLIS_WASM_HTTP_KV_COUNTER"),

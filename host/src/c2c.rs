@@ -65,6 +65,14 @@ pub trait Outbound: Send + Sync + 'static {
     /// Fetches the secret `reference` names from its backend, for `source`; the error names
     /// the secret and the backend, never a value.
     fn secret(&self, source: &str, reference: SecretReference) -> BoxFuture<'static, Result<SecretValue, String>>;
+
+    /// Makes `call` with an encoded `head` (its `args` unused) and a streamed `body`, and
+    /// answers the reply's head and body as they come (`wasi:blobstore` object data,
+    /// [`crate::blobstore`]). Without an implementation there is no link to carry it.
+    fn call_with_body(&self, call: LinkedCall, head: bytes::Bytes, body: rpc::Body) -> BoxFuture<'static, Result<rpc::Response, String>> {
+        let _ = (head, body);
+        Box::pin(std::future::ready(Err(format!("no link from component `{}` carries `{}`", call.source, call.interface))))
+    }
 }
 
 /// `namespace:package/interface`, split.
@@ -107,6 +115,24 @@ pub(crate) struct LatticeLinks {
 }
 
 impl Outbound for LatticeLinks {
+    fn call_with_body(&self, c: LinkedCall, head: bytes::Bytes, body: rpc::Body) -> BoxFuture<'static, Result<rpc::Response, String>> {
+        let call = match self.linked_target(&c) {
+            Ok(call) => call,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let router = self.router.clone();
+        Box::pin(async move {
+            let inv = Invocation {
+                call,
+                traceparent: c.traceparent.as_deref().map(str::to_string),
+                deadline: tokio::time::Instant::from_std(c.deadline),
+                head,
+                body,
+            };
+            router.call(inv).await.map_err(|e| e.to_string())
+        })
+    }
+
     fn secret(&self, source: &str, r: SecretReference) -> BoxFuture<'static, Result<SecretValue, String>> {
         let client = SecretsClient::new(self.nats.clone(), &r.backend);
         let source = source.to_string();
@@ -163,6 +189,32 @@ impl Outbound for LatticeLinks {
             let resp = router.call(inv).await.map_err(|e| e.to_string())?;
             wit_value::decode(&resp.head)
                 .map_err(|e| rpc::RpcError::new(rpc::RpcErrorKind::Malformed, &call, format!("the results could not be decoded: {e}")).to_string())
+        })
+    }
+}
+
+impl LatticeLinks {
+    /// Who `c` goes to: the target of the caller's link for its interface (or `via`), or the
+    /// message naming the missing link and the `wash link put` that adds it.
+    fn linked_target(&self, c: &LinkedCall) -> Result<CallInfo, String> {
+        let lattice = self.router.lattice().to_string();
+        let i = c.via.as_ref().unwrap_or(&c.interface);
+        let view = self.registry.view();
+        let Some(link) = view.links_in_slot(&c.source, &i.namespace, &i.package, &c.link_name).into_iter().find(|l| l.interfaces.contains(&i.interface)) else {
+            let name_flag = if c.link_name == DEFAULT_LINK_NAME { String::new() } else { format!(" --link-name {}", c.link_name) };
+            return Err(format!(
+                "no link from component `{}` for `{i}` (link name `{}`) in lattice `{lattice}`, so its call to `{}.{}` has nowhere to go; \
+                 add one with `wash link put {} <target> {} {} --interface {}{name_flag}`",
+                c.source, c.link_name, c.interface, c.function, c.source, i.namespace, i.package, i.interface
+            ));
+        };
+        Ok(CallInfo {
+            lattice,
+            source: c.source.to_string(),
+            target: link.target,
+            interface: c.interface.to_string(),
+            function: c.function.clone(),
+            link_name: c.link_name.clone(),
         })
     }
 }

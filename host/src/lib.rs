@@ -25,6 +25,7 @@
 mod admin;
 mod apps;
 pub mod artifacts;
+pub mod blobstore;
 pub mod c2c;
 pub mod capabilities;
 mod claims;
@@ -54,7 +55,12 @@ pub use error::{HostError, HostErrorKind, Result};
 pub use host::{Host, HostConfig, MAX_COMPONENT_BYTES, VERSION};
 
 /// The providers a host runs in-process as `builtin://NAME` (http-server, keyvalue,
-/// messaging-nats): the one list `trellis-host` and `wash up` give their hosts.
+/// messaging-nats, blobstore): the one list `trellis-host` and `wash up` give their hosts.
 pub fn builtins() -> Vec<trellis_provider_sdk::Builtin> {
-    vec![trellis_provider_http_server::builtin(), trellis_provider_keyvalue::builtin(), trellis_provider_messaging_nats::builtin()]
+    vec![
+        trellis_provider_http_server::builtin(),
+        trellis_provider_keyvalue::builtin(),
+        trellis_provider_messaging_nats::builtin(),
+        trellis_provider_blobstore::builtin(),
+    ]
 }

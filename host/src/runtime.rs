@@ -44,7 +44,7 @@ const HOST_PACKAGES: &[&str] = &["wasi:cli", "wasi:clocks", "wasi:filesystem", "
 /// Whether the host itself provides the import `name` (`ns:pkg/iface@version`).
 pub fn provided_by_host(name: &str) -> bool {
     let package = name.split_once('/').map_or(name, |(p, _)| p);
-    HOST_PACKAGES.contains(&package) || crate::capabilities::PACKAGES.contains(&package)
+    HOST_PACKAGES.contains(&package) || crate::capabilities::PACKAGES.contains(&package) || crate::blobstore::PACKAGES.contains(&package)
 }
 
 /// What one invocation runs: a compiled component, the id it runs as, the named config it
@@ -306,6 +306,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| HostError::Engine(e.to_string()))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(|e| HostError::Engine(e.to_string()))?;
         crate::capabilities::add_to_linker(&mut linker).map_err(|e| HostError::Engine(e.to_string()))?;
+        crate::blobstore::add_to_linker(&mut linker).map_err(|e| HostError::Engine(e.to_string()))?;
         crate::deny::add_to_linker(&mut linker).map_err(|e| HostError::Engine(e.to_string()))?;
 
         let stop = Arc::new(AtomicBool::new(false));

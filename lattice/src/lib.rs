@@ -23,6 +23,7 @@
 
 pub mod app;
 pub mod artifact;
+pub mod blobstore;
 pub mod claims;
 pub mod client;
 mod connect;

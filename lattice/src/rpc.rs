@@ -324,6 +324,11 @@ fn encode<T: Serialize>(v: &T) -> Bytes {
     rmp_serde::to_vec(v).map(Bytes::from).unwrap_or_default()
 }
 
+/// Encodes a function-specific head (MessagePack), for the wire types of other modules.
+pub(crate) fn encode_head<T: Serialize>(v: &T) -> Bytes {
+    encode(v)
+}
+
 /// Sends and receives calls for one lattice; holds the local routes of this process.
 #[derive(Clone)]
 pub struct Router {

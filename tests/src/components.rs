@@ -4,6 +4,13 @@
 //! wasm32-wasip2 and bakes the absolute `.wasm` paths in at compile time, so
 //! tests never rebuild or search for them at run time.
 
+/// `examples/http-blobstore`: `PUT|GET|DELETE /C/O` stores, answers or deletes object `O` of
+/// container `C` in the linked blobstore (streamed); `GET /C` lists it; `POST /C/O?copy-to=`
+/// or `?move-to=C2/O2` copies or moves.
+pub fn http_blobstore() -> &'static str {
+    env!("TRELLIS_WASM_HTTP_BLOBSTORE")
+}
+
 /// `examples/http-echo`: answers every request with its own body, streamed back.
 pub fn http_echo() -> &'static str {
     env!("TRELLIS_WASM_HTTP_ECHO")
