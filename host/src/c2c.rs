@@ -65,6 +65,14 @@ pub trait Outbound: Send + Sync + 'static {
     /// Fetches the secret `reference` names from its backend, for `source`; the error names
     /// the secret and the backend, never a value.
     fn secret(&self, source: &str, reference: SecretReference) -> BoxFuture<'static, Result<SecretValue, String>>;
+
+    /// Sends a component's outgoing HTTP request to the target of its
+    /// `wasi:http/outgoing-handler` link ([`crate::outgoing`]). Without an implementation
+    /// every request is denied as if there were no link.
+    fn send_http(&self, call: crate::outgoing::HttpCall) -> BoxFuture<'static, Result<crate::outgoing::HttpAnswer, crate::outgoing::HttpFailure>> {
+        let _ = call;
+        Box::pin(std::future::ready(Err(crate::outgoing::HttpFailure::NoLink)))
+    }
 }
 
 /// `namespace:package/interface`, split.
@@ -107,6 +115,10 @@ pub(crate) struct LatticeLinks {
 }
 
 impl Outbound for LatticeLinks {
+    fn send_http(&self, call: crate::outgoing::HttpCall) -> BoxFuture<'static, Result<crate::outgoing::HttpAnswer, crate::outgoing::HttpFailure>> {
+        crate::outgoing::send(&self.router, &self.registry, call)
+    }
+
     fn secret(&self, source: &str, r: SecretReference) -> BoxFuture<'static, Result<SecretValue, String>> {
         let client = SecretsClient::new(self.nats.clone(), &r.backend);
         let source = source.to_string();
