@@ -28,7 +28,7 @@ pub fn config(nats_url: &str, labels: &[(&str, &str)]) -> HostConfig {
     c.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     c.heartbeat_interval = Duration::from_secs(1);
     c.provider_health_interval = Duration::from_secs(1);
-    c.builtins = vec![trellis_provider_http_server::builtin(), trellis_provider_keyvalue::builtin(), trellis_provider_messaging_nats::builtin()];
+    c.builtins = trellis_host::builtins();
     c
 }
 

@@ -159,7 +159,8 @@ impl Guest for Fetcher {
 
 fn error_text(code: &ErrorCode) -> String {
     let name = format!("{code:?}");
-    let short = name.split(['(', ' ', '{']).next().unwrap_or(&name).to_string();
+    let name = name.strip_prefix("ErrorCode::").unwrap_or(&name);
+    let short = name.split(['(', ' ', '{']).next().unwrap_or(name).to_string();
     format!("error-code: {short}\n{name}\n")
 }
 
