@@ -111,9 +111,7 @@ async fn tls_server(dir: &std::path::Path) -> (SocketAddr, std::path::PathBuf) {
 
 /// Percent-encodes `url` for `?url=`.
 fn encode(url: &str) -> String {
-    url.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
+    url.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
 /// `GET /?url=URL&extra` through the fetcher at `addr`.
@@ -235,7 +233,9 @@ async fn requests_are_denied_without_a_link_and_outside_the_allow_list() {
     allow(&l, "fetcher", "http-client", "default", "*").await;
     let port = server.port();
     fetch_until(addr, &url, "", |r| code(r) == "DestinationIpProhibited").await;
-    for url in [format!("http://localhost:{port}/small"), "http://169.254.169.254/latest/meta-data/".to_string(), format!("http://[::ffff:127.0.0.1]:{port}/small")] {
+    for url in
+        [format!("http://localhost:{port}/small"), "http://169.254.169.254/latest/meta-data/".to_string(), format!("http://[::ffff:127.0.0.1]:{port}/small")]
+    {
         let r = fetch(addr, &url, "").await;
         assert_eq!(code(&r), "DestinationIpProhibited", "{url}: {}", r.text());
     }

@@ -195,7 +195,8 @@ impl Connector {
         if !https {
             return Ok(Conn::Plain(TokioIo::new(tcp)));
         }
-        let name = ServerName::try_from(host.clone()).map_err(|e| failure(ErrorCode::HttpRequestUriInvalid, format!("`{host}` is not a TLS server name: {e}")))?;
+        let name =
+            ServerName::try_from(host.clone()).map_err(|e| failure(ErrorCode::HttpRequestUriInvalid, format!("`{host}` is not a TLS server name: {e}")))?;
         let tls = tokio_rustls::TlsConnector::from(self.tls.clone()).connect(name, tcp).await.map_err(|e| tls_failure(&host, e))?;
         Ok(Conn::Tls(Box::new(TokioIo::new(tls))))
     }

@@ -86,7 +86,12 @@ async fn serve(ctx: ProviderContext) -> Result<(), ProviderError> {
         None => DEFAULT_MAX_CONCURRENT,
         Some(v) => match v.trim().parse::<usize>() {
             Ok(n) if (1..=MAX_CONCURRENT_LIMIT).contains(&n) => n,
-            _ => return Err(ProviderError::Failed(format!("max_concurrent_requests `{}` is not a whole number from 1 to {MAX_CONCURRENT_LIMIT}", v.escape_debug()))),
+            _ => {
+                return Err(ProviderError::Failed(format!(
+                    "max_concurrent_requests `{}` is not a whole number from 1 to {MAX_CONCURRENT_LIMIT}",
+                    v.escape_debug()
+                )));
+            }
         },
     };
     let handler = Arc::new(ClientHandler { ctx: ctx.clone(), clients, slots: Arc::new(tokio::sync::Semaphore::new(max)), max });
@@ -132,7 +137,10 @@ impl Handler for ClientHandler {
         let allow = self.allow_list(&inv.call);
         let clients = self.clients.clone();
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-            let e = HttpError::new(ErrorCode::ConnectionLimitReached, format!("the http-client has {} requests in flight, its `max_concurrent_requests`", self.max));
+            let e = HttpError::new(
+                ErrorCode::ConnectionLimitReached,
+                format!("the http-client has {} requests in flight, its `max_concurrent_requests`", self.max),
+            );
             return Box::pin(std::future::ready(Ok(error_reply(e))));
         };
         Box::pin(async move {
@@ -173,7 +181,8 @@ impl ClientHandler {
             ));
         };
         let cfg = lower(&self.ctx.state().merged_config(&link.target_config));
-        AllowList::parse(cfg.get(ALLOWED_HOSTS).map_or("", String::as_str)).map_err(|e| HttpError::new(ErrorCode::HttpRequestDenied, format!("{e}; fix the link's target config")))
+        AllowList::parse(cfg.get(ALLOWED_HOSTS).map_or("", String::as_str))
+            .map_err(|e| HttpError::new(ErrorCode::HttpRequestDenied, format!("{e}; fix the link's target config")))
     }
 }
 
@@ -188,7 +197,13 @@ fn ms(v: Option<u64>) -> Option<Duration> {
 
 /// Checks `head` against `allow`, sends it with `inv`'s body, and answers with the response
 /// head and its streaming body.
-async fn send(clients: &Clients, allow: &AllowList, head: RequestHead, inv: Invocation, permit: tokio::sync::OwnedSemaphorePermit) -> Result<Response, HttpError> {
+async fn send(
+    clients: &Clients,
+    allow: &AllowList,
+    head: RequestHead,
+    inv: Invocation,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<Response, HttpError> {
     if head.uri.len() > MAX_URI_BYTES {
         return Err(HttpError::new(ErrorCode::HttpRequestUriInvalid, format!("the URI is {} bytes; at most {MAX_URI_BYTES} are sent", head.uri.len())));
     }
@@ -219,7 +234,8 @@ async fn send(clients: &Clients, allow: &AllowList, head: RequestHead, inv: Invo
         Verdict::Public => &clients.public,
         Verdict::Named => &clients.named,
     };
-    let method = http::Method::from_bytes(head.method.as_bytes()).map_err(|_| HttpError::new(ErrorCode::HttpRequestMethodInvalid, format!("`{}` is not a method", head.method)))?;
+    let method = http::Method::from_bytes(head.method.as_bytes())
+        .map_err(|_| HttpError::new(ErrorCode::HttpRequestMethodInvalid, format!("`{}` is not a method", head.method)))?;
     // An empty body goes out as one (no chunked encoding on a GET); any other streams.
     let mut body = inv.body;
     let request_body = match body.next().await {
@@ -245,7 +261,9 @@ async fn send(clients: &Clients, allow: &AllowList, head: RequestHead, inv: Invo
     let response = match first_byte {
         Some(t) => match tokio::time::timeout(t, pending).await {
             Ok(r) => r,
-            Err(_) => return Err(HttpError::new(ErrorCode::HttpResponseTimeout, format!("no response head within the first-byte timeout ({} ms)", t.as_millis()))),
+            Err(_) => {
+                return Err(HttpError::new(ErrorCode::HttpResponseTimeout, format!("no response head within the first-byte timeout ({} ms)", t.as_millis())));
+            }
         },
         None => pending.await,
     };
@@ -279,7 +297,11 @@ async fn send(clients: &Clients, allow: &AllowList, head: RequestHead, inv: Invo
                 Some(t) => match tokio::time::timeout(t, data.next()).await {
                     Ok(n) => n,
                     Err(_) => {
-                        let e = RpcError::new(RpcErrorKind::Deadline, &call, format!("no response body bytes within the between-bytes timeout ({} ms)", t.as_millis()));
+                        let e = RpcError::new(
+                            RpcErrorKind::Deadline,
+                            &call,
+                            format!("no response body bytes within the between-bytes timeout ({} ms)", t.as_millis()),
+                        );
                         return Some((Err(e), None));
                     }
                 },
