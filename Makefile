@@ -30,10 +30,11 @@ test:
 	cargo test --workspace --doc
 	cargo nextest run --workspace --no-fail-fast
 
-# Benchmarks that print figures: invocation overhead vs bare wasmtime; HTTP paths side by side.
+# Benchmarks that print figures: invocation overhead vs bare wasmtime; HTTP paths side by side;
+# outgoing HTTP (component → http-client → server) vs a plain hyper client.
 bench:
 	@bash .ci/bootstrap
-	cargo bench -p trellis-tests --bench invoke --bench http --bench keyvalue --bench artifacts --bench control_plane
+	cargo bench -p trellis-tests --bench invoke --bench http --bench keyvalue --bench artifacts --bench control_plane --bench http_client
 
 build:
 	cargo build --workspace

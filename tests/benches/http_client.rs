@@ -6,7 +6,9 @@
 //!     `wasi:http/outgoing-handler` call routed locally to the http-client provider built
 //!     into the same host, which makes the request with its pooled client;
 //! (c) the same, reached over HTTP through the built-in http-server provider (the whole
-//!     path a user sees: client → http-server → fetcher → http-client → server).
+//!     path a user sees: client → http-server → fetcher → http-client → server);
+//! (d) for scale, an invocation of `examples/http-hello` in-process: what any component
+//!     call costs before it makes an outgoing request.
 //!
 //! The figure to watch is (b)'s p50 over (a)'s (target ≤ 2×).
 //! `cargo bench -p trellis-tests --bench http_client`.
@@ -76,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
     l.start_provider(&host, "http-client", "builtin://http-client", &[]).await;
     l.start_provider(&host, "http", "builtin://http-server", &[]).await;
     l.start_component(&host, "fetcher", http_fetcher(), 16, None).await;
+    l.start_component(&host, "hello", trellis_tests::components::http_hello(), 16, None).await;
     l.ctl.put_config("fetcher-out", &[("allowed_hosts".to_string(), "127.0.0.1".to_string())].into_iter().collect()).await?;
     l.ctl
         .put_link(&Link {
@@ -111,9 +114,20 @@ async fn main() -> anyhow::Result<()> {
     let component = measure(|| {
         let (host, path) = (host.clone(), path.clone());
         async move {
-            let req = http::Request::get(path).body(Bytes::new())?;
+            let req = http::Request::get(path).header("host", "bench").body(Bytes::new())?;
             let resp = host.invoke_http("fetcher", req).await?;
             anyhow::ensure!(resp.status() == 200 && resp.body().as_ref() == b"hello", "{:?}", resp.body());
+            Ok(())
+        }
+    })
+    .await?;
+    // (d)
+    let hello = measure(|| {
+        let host = host.clone();
+        async move {
+            let req = http::Request::get("/").header("host", "bench").body(Bytes::new())?;
+            let resp = host.invoke_http("hello", req).await?;
+            anyhow::ensure!(resp.status() == 200);
             Ok(())
         }
     })
@@ -144,6 +158,7 @@ async fn main() -> anyhow::Result<()> {
         ("(a) plain hyper client (baseline)", &plain),
         ("(b) component → http-client (local routing) → server", &component),
         ("(c) HTTP in → http-server → component → http-client → server", &full),
+        ("(d) for scale: invoking http-hello in-process (no outgoing call)", &hello),
     ] {
         let (p50, p99) = (pct(lat, 0.5).as_secs_f64(), pct(lat, 0.99).as_secs_f64());
         println!("{:<64} {:>9.0} {:>9.0} {:>8.2}×", name, p50 * 1e6, p99 * 1e6, p50 / base);

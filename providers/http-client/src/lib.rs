@@ -160,13 +160,13 @@ impl ClientHandler {
     /// The allow-list of the caller's link; the error says which link is missing or what is
     /// wrong with its `allowed_hosts`.
     fn allow_list(&self, call: &CallInfo) -> Result<AllowList, HttpError> {
-        let link = self.ctx.links_as_target().into_iter().find(|l| {
-            l.source_id == call.source
-                && l.name == call.link_name
-                && l.wit_namespace == "wasi"
-                && l.wit_package == "http"
-                && l.interfaces.iter().any(|i| i == "outgoing-handler")
-        });
+        // The caller's slot only (a range of the key layout), not every link in the lattice.
+        let link = self
+            .ctx
+            .state()
+            .links_in_slot(&call.source, "wasi", "http", &call.link_name)
+            .into_iter()
+            .find(|l| l.target == self.ctx.id() && l.interfaces.iter().any(|i| i == "outgoing-handler"));
         let Some(link) = link else {
             return Err(HttpError::new(
                 ErrorCode::HttpRequestDenied,
