@@ -25,7 +25,7 @@ type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// What the test servers answer: `/small` → `hello`; `/big?n=N` → N bytes, streamed in 64 KiB
 /// frames; `POST /count` → how many body bytes came; `/slow` → a head after 3 s;
-/// `/redirect` → a 302 to `/small`; anything → the HTTP version it came with, as `/version`.
+/// `/stall` → one part of the body, the next 3 s later; `/redirect` → a 302 to `/small`; anything → the HTTP version it came with, as `/version`.
 async fn answer(req: http::Request<Incoming>) -> Result<http::Response<Body>, Infallible> {
     let full = |s: String| http_body_util::Full::new(Bytes::from(s)).boxed();
     let version = format!("{:?}", req.version());
@@ -52,6 +52,13 @@ async fn answer(req: http::Request<Incoming>) -> Result<http::Response<Body>, In
         "/slow" => {
             tokio::time::sleep(Duration::from_secs(3)).await;
             http::Response::new(full("late".into()))
+        }
+        "/stall" => {
+            let frames = futures::stream::iter([0u64, 3000]).then(|ms| async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"part ")))
+            });
+            http::Response::new(BodyExt::boxed(StreamBody::new(frames)))
         }
         "/redirect" => http::Response::builder().status(302).header("location", "/small").body(full(String::new())).unwrap(),
         _ => http::Response::new(full(version)),
@@ -279,6 +286,16 @@ async fn failures_reach_the_component_as_their_error_codes() {
     let r = fetch(addr, &format!("http://{server}/slow"), "&first_byte_ms=300").await;
     assert_eq!(code(&r), "HttpResponseTimeout", "{}", r.text());
     assert!(started.elapsed() < Duration::from_secs(2), "the first-byte timeout ended it: {:?}", started.elapsed());
+
+    // A body that stalls longer than the between-bytes timeout is cut off then: the head is
+    // out, so the client sees the response break off early, not the 3 s stall.
+    let started = std::time::Instant::now();
+    let path = format!("/?url={}&between_bytes_ms=300", encode(&format!("http://{server}/stall")));
+    let cut = request(addr, "GET", &path, Bytes::new(), Duration::from_secs(10)).await;
+    assert!(cut.is_err(), "the stalled body should break off: {cut:?}");
+    assert!(started.elapsed() < Duration::from_secs(2), "the between-bytes timeout ended it: {:?}", started.elapsed());
+    let whole = request(addr, "GET", &format!("/?url={}", encode(&format!("http://{server}/stall"))), Bytes::new(), Duration::from_secs(10)).await.unwrap();
+    assert_eq!(whole.text(), "part part ", "without the timeout the body waits for its second part");
 
     // The provider that trusts the CA gets through, over HTTP/2 by ALPN.
     let r = fetch_until(addr, &format!("https://{tls}/version"), "&link=ca", |r| r.status == 200).await;
