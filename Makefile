@@ -31,10 +31,11 @@ test:
 	cargo nextest run --workspace --no-fail-fast
 
 # Benchmarks that print figures: invocation overhead vs bare wasmtime; HTTP paths side by side;
-# blobstore throughput and host memory per backend.
+# blobstore throughput and host memory per backend; outgoing HTTP (component → http-client →
+# server) vs a plain hyper client.
 bench:
 	@bash .ci/bootstrap
-	cargo bench -p trellis-tests --bench invoke --bench http --bench keyvalue --bench artifacts --bench control_plane --bench blobstore
+	cargo bench -p trellis-tests --bench invoke --bench http --bench keyvalue --bench artifacts --bench control_plane --bench blobstore --bench http_client
 
 build:
 	cargo build --workspace

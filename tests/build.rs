@@ -17,6 +17,7 @@ const TARGET: &str = "wasm32-wasip2";
 const COMPONENTS: &[(&str, &str, &str)] = &[
     ("examples", "http-blobstore", "TRELLIS_WASM_HTTP_BLOBSTORE"),
     ("examples", "http-echo", "TRELLIS_WASM_HTTP_ECHO"),
+    ("examples", "http-fetcher", "TRELLIS_WASM_HTTP_FETCHER"),
     ("examples", "http-hello", "TRELLIS_WASM_HTTP_HELLO"),
     ("examples", "http-kv-counter", "TRELLIS_WASM_HTTP_KV_COUNTER"),
     ("examples", "messaging-echo", "TRELLIS_WASM_MESSAGING_ECHO"),

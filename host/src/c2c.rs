@@ -73,6 +73,14 @@ pub trait Outbound: Send + Sync + 'static {
         let _ = (head, body);
         Box::pin(std::future::ready(Err(format!("no link from component `{}` carries `{}`", call.source, call.interface))))
     }
+
+    /// Sends a component's outgoing HTTP request to the target of its
+    /// `wasi:http/outgoing-handler` link ([`crate::outgoing`]). Without an implementation
+    /// every request is denied as if there were no link.
+    fn send_http(&self, call: crate::outgoing::HttpCall) -> BoxFuture<'static, Result<crate::outgoing::HttpAnswer, crate::outgoing::HttpFailure>> {
+        let _ = call;
+        Box::pin(std::future::ready(Err(crate::outgoing::HttpFailure::NoLink)))
+    }
 }
 
 /// `namespace:package/interface`, split.
@@ -131,6 +139,10 @@ impl Outbound for LatticeLinks {
             };
             router.call(inv).await.map_err(|e| e.to_string())
         })
+    }
+
+    fn send_http(&self, call: crate::outgoing::HttpCall) -> BoxFuture<'static, Result<crate::outgoing::HttpAnswer, crate::outgoing::HttpFailure>> {
+        crate::outgoing::send(&self.router, &self.registry, call)
     }
 
     fn secret(&self, source: &str, r: SecretReference) -> BoxFuture<'static, Result<SecretValue, String>> {

@@ -40,6 +40,7 @@ pub mod identity;
 mod lifecycle;
 pub mod metrics;
 pub mod nats_server;
+pub mod outgoing;
 pub mod process;
 pub mod providers;
 pub mod publish;
@@ -55,12 +56,13 @@ pub use error::{HostError, HostErrorKind, Result};
 pub use host::{Host, HostConfig, MAX_COMPONENT_BYTES, VERSION};
 
 /// The providers a host runs in-process as `builtin://NAME` (http-server, keyvalue,
-/// messaging-nats, blobstore): the one list `trellis-host` and `wash up` give their hosts.
+/// messaging-nats, blobstore, http-client): the one list `trellis-host` and `wash up` give their hosts.
 pub fn builtins() -> Vec<trellis_provider_sdk::Builtin> {
     vec![
         trellis_provider_http_server::builtin(),
         trellis_provider_keyvalue::builtin(),
         trellis_provider_messaging_nats::builtin(),
         trellis_provider_blobstore::builtin(),
+        trellis_provider_http_client::builtin(),
     ]
 }

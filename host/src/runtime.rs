@@ -3,7 +3,8 @@
 //! [`InstancePre`] and a fresh [`Store`] per invocation.
 //!
 //! Least authority: the WASI context of every store has no preopened directories, no
-//! environment, no arguments, no sockets and no outbound HTTP; stdout and stderr go to the host
+//! environment, no arguments and no sockets; outbound HTTP goes only through a
+//! `wasi:http/outgoing-handler` link ([`crate::outgoing`]); stdout and stderr go to the host
 //! log tagged with the component id and the trace id of the invocation (`trace_id=`).
 //!
 //! Imports the host does not provide itself are satisfied through links: `prepare` links them
@@ -28,7 +29,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::c2c::{self, ExportedFunc, Exports, InterfaceName, Outbound};
 use crate::compiled::CompiledCache;
@@ -114,7 +115,7 @@ pub struct State {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
-    hooks: DenyOutgoingHttp,
+    hooks: crate::outgoing::OutgoingHttp,
     limits: StoreLimits,
     link: LinkContext,
     /// Where calls through links go, and where config is read.
@@ -160,6 +161,8 @@ impl State {
                 self.link.link_names.push((i, name.to_string()));
             }
         }
+        // Outgoing HTTP picks its link by the same names.
+        self.hooks.link.link_names.clone_from(&self.link.link_names);
     }
 
     /// The store's resources.
@@ -192,28 +195,6 @@ impl WasiView for State {
 impl WasiHttpView for State {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
-    }
-}
-
-/// Outbound HTTP is a capability that comes through a link, never ambiently.
-struct DenyOutgoingHttp;
-
-impl WasiHttpHooks for DenyOutgoingHttp {
-    fn send_request(
-        &mut self,
-        request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = std::result::Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = wasmtime_wasi_http::Result<(
-                    http::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<dyn Future<Output = std::result::Result<(), wasmtime_wasi_http::Error>> + Send>,
-                )>,
-            > + Send,
-    > {
-        tracing::warn!(uri = %request.uri(), "denied outgoing HTTP request: no link grants it");
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
 
@@ -261,6 +242,8 @@ pub struct Runtime {
     compiling: Mutex<HashMap<String, Arc<Compiling>>>,
     /// Compiled components on disk, by the wasm's SHA-256.
     compiled: Option<Arc<CompiledCache>>,
+    /// Rate limit of the "outgoing HTTP denied" warnings, per component.
+    http_denials: Arc<crate::outgoing::DenialLog>,
     _ticker: Ticker,
 }
 
@@ -330,6 +313,7 @@ impl Runtime {
             cache: Mutex::new(HashMap::new()),
             compiling: Mutex::default(),
             compiled,
+            http_denials: Arc::default(),
             _ticker: Ticker(stop),
         })
     }
@@ -424,7 +408,11 @@ impl Runtime {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: DenyOutgoingHttp,
+            hooks: crate::outgoing::OutgoingHttp {
+                outbound: self.outbound.clone(),
+                link: LinkContext { component_id: id.clone(), link_names: Vec::new(), deadline, traceparent: traceparent.clone() },
+                denials: self.http_denials.clone(),
+            },
             limits: StoreLimitsBuilder::new().memory_size(limits.max_linear_memory_bytes).trap_on_grow_failure(true).build(),
             link: LinkContext { component_id: id, link_names: Vec::new(), deadline, traceparent },
             outbound: self.outbound.clone(),

@@ -956,6 +956,132 @@ pub mod http {
     }
 }
 
+/// Outgoing HTTP on the data plane: a component's `wasi:http/outgoing-handler.handle`, sent by
+/// its host to the http-client provider the component is linked to. The request head is
+/// [`RequestHead`] (an absolute URI and the guest's request options), the bodies stream both
+/// ways as any data-plane body; the reply head is a [`Reply`]: the response head or a typed
+/// [`HttpError`] the host turns into the matching `wasi:http` `error-code`.
+pub mod outgoing_http {
+    use serde::{Deserialize, Serialize};
+
+    /// The interface name.
+    pub const INTERFACE: &str = "wasi:http/outgoing-handler";
+    /// The function name.
+    pub const FUNCTION: &str = "handle";
+    /// Most header fields in a request or response head.
+    pub const MAX_HEADERS: usize = 256;
+
+    /// An outgoing request head.
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+    pub struct RequestHead {
+        /// Method, e.g. `GET`.
+        pub method: String,
+        /// The absolute URI: scheme, authority, path and query.
+        pub uri: String,
+        /// Header names and values.
+        pub headers: Vec<(String, serde_bytes::ByteBuf)>,
+        /// The guest's `connect-timeout`, in milliseconds.
+        pub connect_timeout_ms: Option<u64>,
+        /// The guest's `first-byte-timeout`, in milliseconds.
+        pub first_byte_timeout_ms: Option<u64>,
+        /// The guest's `between-bytes-timeout`, in milliseconds.
+        pub between_bytes_timeout_ms: Option<u64>,
+    }
+
+    /// The answer to an outgoing request.
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+    pub enum Reply {
+        /// The server answered; the body follows.
+        Response(super::http::ResponseHead),
+        /// The request failed before a response head (the body is empty).
+        Error(HttpError),
+    }
+
+    /// A failed outgoing request: what `wasi:http` calls it, and what happened in words.
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+    pub struct HttpError {
+        /// The `wasi:http` error code.
+        pub code: ErrorCode,
+        /// What happened and what to do.
+        pub message: String,
+    }
+
+    impl HttpError {
+        /// An error of `code`.
+        pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+            Self { code, message: message.into() }
+        }
+    }
+
+    impl std::fmt::Display for HttpError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{:?}: {}", self.code, self.message)
+        }
+    }
+
+    /// The `wasi:http` `error-code`s an outgoing request can end with (payloads left out).
+    #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+    #[non_exhaustive]
+    pub enum ErrorCode {
+        /// The name could not be resolved in time.
+        DnsTimeout,
+        /// The name does not resolve.
+        DnsError,
+        /// The destination is unknown.
+        DestinationNotFound,
+        /// The destination cannot be reached.
+        DestinationUnavailable,
+        /// The destination's address is not allowed (loopback, private, link-local).
+        DestinationIpProhibited,
+        /// Nothing listens there.
+        ConnectionRefused,
+        /// The connection broke off.
+        ConnectionTerminated,
+        /// Connecting took longer than the connect timeout.
+        ConnectionTimeout,
+        /// Reading the response took too long.
+        ConnectionReadTimeout,
+        /// Sending the request took too long.
+        ConnectionWriteTimeout,
+        /// The provider is at its concurrency limit.
+        ConnectionLimitReached,
+        /// The TLS handshake failed.
+        TlsProtocolError,
+        /// The server's certificate is not trusted.
+        TlsCertificateError,
+        /// The server sent a TLS alert.
+        TlsAlertReceived,
+        /// No link or allow-list entry permits the request.
+        HttpRequestDenied,
+        /// The URI is not a valid absolute http(s) URI.
+        HttpRequestUriInvalid,
+        /// The method is not valid.
+        HttpRequestMethodInvalid,
+        /// The request head is too large.
+        HttpRequestHeaderSectionSize,
+        /// The response ended early.
+        HttpResponseIncomplete,
+        /// The response head is too large.
+        HttpResponseHeaderSectionSize,
+        /// No response head came within the first-byte timeout.
+        HttpResponseTimeout,
+        /// The server spoke something that is not HTTP.
+        HttpProtocolError,
+        /// Anything else.
+        InternalError,
+    }
+
+    /// Encodes a head or reply.
+    pub fn encode<T: Serialize>(head: &T) -> bytes::Bytes {
+        super::encode(head)
+    }
+
+    /// Decodes a head or reply.
+    pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, crate::Error> {
+        super::decode(bytes)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {

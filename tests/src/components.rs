@@ -16,6 +16,12 @@ pub fn http_echo() -> &'static str {
     env!("TRELLIS_WASM_HTTP_ECHO")
 }
 
+/// `examples/http-fetcher`: fetches `?url=URL` (or its config's `url`) through its
+/// `wasi:http/outgoing-handler` link and streams the answer back; `502 error-code: CODE` on failure.
+pub fn http_fetcher() -> &'static str {
+    env!("TRELLIS_WASM_HTTP_FETCHER")
+}
+
 /// `examples/http-hello`: answers every request with `Hello from Trellis!\n`.
 pub fn http_hello() -> &'static str {
     env!("TRELLIS_WASM_HTTP_HELLO")
