@@ -64,14 +64,7 @@ pub fn run(ctx: ProviderContext) -> BoxFuture<'static, Result<(), ProviderError>
 
 async fn serve(ctx: ProviderContext) -> Result<(), ProviderError> {
     let handler = Arc::new(BlobHandler { inner: Arc::new(Inner { ctx: ctx.clone(), stores: Mutex::default() }) });
-    let serving = ctx.router().serve(ctx.id(), handler.clone()).await?;
-    ctx.router().register_local(ctx.id(), handler);
-    ctx.set_health(true, None);
-    tracing::info!(provider_id = ctx.id(), "blobstore provider serving");
-    ctx.shutdown_requested().await;
-    ctx.router().unregister_local(ctx.id());
-    drop(serving);
-    Ok(())
+    ctx.serve_calls(handler, "blobstore").await
 }
 
 /// Which backend serves a link, with its settings.
@@ -149,12 +142,7 @@ impl Inner {
     /// The backend of the caller's link, as its settings say now.
     fn store(&self, call: &CallInfo) -> Result<Arc<dyn BlobStore>, String> {
         let ctx = &self.ctx;
-        let link = ctx
-            .state()
-            .links_in_slot(&call.source, "wasi", "blobstore", &call.link_name)
-            .into_iter()
-            .find(|l| l.target == ctx.id())
-            .ok_or_else(|| missing_link(ctx, call))?;
+        let link = ctx.caller_link(call, "wasi", "blobstore", &[], " --interface blobstore --target-config <config>")?;
         let link_config = ctx.state().merged_config(&link.target_config);
         let settings = Settings::from_config(ctx.config(), &link_config, ctx.host_data().js_domain.as_deref())
             .map_err(|e| format!("blobstore provider `{}`: the settings of the link from `{}` are wrong: {e}", ctx.id(), call.source))?;
@@ -169,20 +157,6 @@ impl Inner {
         stores.insert(settings, store.clone());
         Ok(store)
     }
-}
-
-fn missing_link(ctx: &ProviderContext, call: &CallInfo) -> String {
-    let name_flag = if call.link_name == "default" { String::new() } else { format!(" --link-name {}", call.link_name) };
-    format!(
-        "no wasi:blobstore link from `{}` to blobstore provider `{}` (link name `{}`) in lattice `{}`; add one with \
-         `wash link put {} {} wasi blobstore --interface blobstore{name_flag} --target-config <config>`",
-        call.source,
-        ctx.id(),
-        call.link_name,
-        ctx.lattice(),
-        call.source,
-        ctx.id()
-    )
 }
 
 #[cfg(test)]

@@ -95,14 +95,8 @@ async fn serve(ctx: ProviderContext) -> Result<(), ProviderError> {
         },
     };
     let handler = Arc::new(ClientHandler { ctx: ctx.clone(), clients, slots: Arc::new(tokio::sync::Semaphore::new(max)), max });
-    let serving = ctx.router().serve(ctx.id(), handler.clone()).await?;
-    ctx.router().register_local(ctx.id(), handler);
-    ctx.set_health(true, None);
-    tracing::info!(provider_id = ctx.id(), max_concurrent_requests = max, "http-client provider serving");
-    ctx.shutdown_requested().await;
-    ctx.router().unregister_local(ctx.id());
-    drop(serving);
-    Ok(())
+    tracing::info!(provider_id = ctx.id(), max_concurrent_requests = max, "http-client limits");
+    ctx.serve_calls(handler, "http-client").await
 }
 
 /// `cfg` with lowercase keys.
@@ -163,23 +157,8 @@ impl ClientHandler {
         // The caller's slot only (a range of the key layout), not every link in the lattice.
         let link = self
             .ctx
-            .state()
-            .links_in_slot(&call.source, "wasi", "http", &call.link_name)
-            .into_iter()
-            .find(|l| l.target == self.ctx.id() && l.interfaces.iter().any(|i| i == "outgoing-handler"));
-        let Some(link) = link else {
-            return Err(HttpError::new(
-                ErrorCode::HttpRequestDenied,
-                format!(
-                    "no `wasi:http/outgoing-handler` link from `{}` (link name `{}`) to http-client `{}`; add one with `wash link put {} {} wasi http --interface outgoing-handler --target-config CONFIG`",
-                    call.source,
-                    call.link_name,
-                    self.ctx.id(),
-                    call.source,
-                    self.ctx.id()
-                ),
-            ));
-        };
+            .caller_link(call, "wasi", "http", &["outgoing-handler"], " --target-config CONFIG")
+            .map_err(|e| HttpError::new(ErrorCode::HttpRequestDenied, e))?;
         let cfg = lower(&self.ctx.state().merged_config(&link.target_config));
         AllowList::parse(cfg.get(ALLOWED_HOSTS).map_or("", String::as_str))
             .map_err(|e| HttpError::new(ErrorCode::HttpRequestDenied, format!("{e}; fix the link's target config")))

@@ -119,14 +119,7 @@ pub fn run(ctx: ProviderContext) -> BoxFuture<'static, Result<(), ProviderError>
 async fn serve(ctx: ProviderContext) -> Result<(), ProviderError> {
     let handler =
         Arc::new(KvHandler { inner: Arc::new(Inner { backends: Backends::new(ctx.nats().clone(), ctx.host_data().js_domain.clone()), ctx: ctx.clone() }) });
-    let serving = ctx.router().serve(ctx.id(), handler.clone()).await?;
-    ctx.router().register_local(ctx.id(), handler);
-    ctx.set_health(true, None);
-    tracing::info!(provider_id = ctx.id(), "keyvalue provider serving");
-    ctx.shutdown_requested().await;
-    ctx.router().unregister_local(ctx.id());
-    drop(serving);
-    Ok(())
+    ctx.serve_calls(handler, "keyvalue").await
 }
 
 /// Which backend serves a link.
@@ -362,11 +355,8 @@ impl Inner {
     async fn execute(&self, call: &CallInfo, req: Request, traceparent: Option<&str>) -> KvResult {
         let ctx = &self.ctx;
         let link = ctx
-            .state()
-            .links_in_slot(&call.source, "wasi", "keyvalue", &call.link_name)
-            .into_iter()
-            .find(|l| l.target == ctx.id())
-            .ok_or_else(|| missing_link(ctx, call))?;
+            .caller_link(call, "wasi", "keyvalue", &[], " --interface store --interface atomics --interface batch --target-config <config>")
+            .map_err(KvError::Other)?;
         let link_config = ctx.state().merged_config(&link.target_config);
         let settings = Settings::from_config(ctx.config(), &link_config)
             .map_err(|e| KvError::Other(format!("key-value provider `{}`: the settings of the link from `{}` are wrong: {e}", ctx.id(), call.source)))?;
@@ -427,20 +417,6 @@ fn no_such_store(settings: &Settings, identifier: &str) -> String {
         "nats backend: no such store: the KV bucket `{bucket}` does not exist on {server}{domain}; \
          create it (`nats kv add {bucket}`) or set enable_bucket_auto_create=true in the link's target config"
     )
-}
-
-fn missing_link(ctx: &ProviderContext, call: &CallInfo) -> KvError {
-    let name_flag = if call.link_name == "default" { String::new() } else { format!(" --link-name {}", call.link_name) };
-    KvError::Other(format!(
-        "no wasi:keyvalue link from `{}` to key-value provider `{}` (link name `{}`) in lattice `{}`; add one with \
-         `wash link put {} {} wasi keyvalue --interface store --interface atomics --interface batch{name_flag} --target-config <config>`",
-        call.source,
-        ctx.id(),
-        call.link_name,
-        ctx.lattice(),
-        call.source,
-        ctx.id()
-    ))
 }
 
 #[cfg(test)]

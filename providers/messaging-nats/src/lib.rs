@@ -433,26 +433,8 @@ async fn consume(shared: &Shared, inv: Invocation) -> Result<Response, RpcError>
         RpcError::new(kind, c, e.to_string())
     })?;
     let link = ctx
-        .state()
-        .links_in_slot(&c.source, messaging::NAMESPACE, messaging::PACKAGE, &c.link_name)
-        .into_iter()
-        .find(|l| l.target == ctx.id() && is_link(l, messaging::CONSUMER_INTERFACE));
-    let Some(link) = link else {
-        let name_flag = if c.link_name == "default" { String::new() } else { format!(" --link-name {}", c.link_name) };
-        return Err(RpcError::new(
-            RpcErrorKind::NoLink,
-            c,
-            format!(
-                "no link from `{}` to provider `{}` for {} (link name `{}`); add one with `wash link put {} {} wasmcloud messaging --interface consumer{name_flag}`",
-                c.source,
-                ctx.id(),
-                messaging::CONSUMER,
-                c.link_name,
-                c.source,
-                ctx.id()
-            ),
-        ));
-    };
+        .caller_link(c, messaging::NAMESPACE, messaging::PACKAGE, &[messaging::CONSUMER_INTERFACE], "")
+        .map_err(|e| RpcError::new(RpcErrorKind::NoLink, c, e))?;
     let cfg = ctx.state().merged_config(&link.target_config);
     let cluster = cluster_key(setting(&cfg, CLUSTER_URIS).or_else(|| setting(ctx.config(), CLUSTER_URIS)));
     let internal = match &call {

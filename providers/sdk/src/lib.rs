@@ -145,6 +145,44 @@ impl ProviderContext {
     pub fn set_health(&self, healthy: bool, message: Option<String>) {
         *self.health.lock().unwrap_or_else(|p| p.into_inner()) = HealthReport { healthy, message };
     }
+
+    /// Answers the data-plane calls addressed to this provider with `handler`, over NATS and
+    /// routed locally from components on the same host, healthy, until the host asks it to
+    /// stop. `what` names the provider in the log line.
+    pub async fn serve_calls(&self, handler: Arc<dyn trellis_lattice::rpc::Handler>, what: &str) -> Result<(), ProviderError> {
+        let serving = self.router().serve(self.id(), handler.clone()).await?;
+        self.router().register_local(self.id(), handler);
+        self.set_health(true, None);
+        tracing::info!(provider_id = self.id(), "{what} provider serving");
+        self.shutdown_requested().await;
+        self.router().unregister_local(self.id());
+        drop(serving);
+        Ok(())
+    }
+
+    /// The link the caller of `call` holds to this provider for `namespace:package` (with
+    /// one of `interfaces`, when any are named), found in the caller's slot of the links
+    /// bucket, not by a scan. The error names the link that is missing and the
+    /// `wash link put` (all of `interfaces`, the link name, `extra` flags) that adds it.
+    pub fn caller_link(&self, call: &trellis_lattice::rpc::CallInfo, namespace: &str, package: &str, interfaces: &[&str], extra: &str) -> Result<Link, String> {
+        self.state
+            .links_in_slot(&call.source, namespace, package, &call.link_name)
+            .into_iter()
+            .find(|l| l.target == self.id() && (interfaces.is_empty() || l.interfaces.iter().any(|i| interfaces.contains(&i.as_str()))))
+            .ok_or_else(|| {
+                let flags: String = interfaces.iter().map(|i| format!(" --interface {i}")).collect();
+                let name_flag =
+                    if call.link_name == trellis_lattice::ctl::DEFAULT_LINK_NAME { String::new() } else { format!(" --link-name {}", call.link_name) };
+                format!(
+                    "no {namespace}:{package} link from `{source}` to provider `{id}` (link name `{name}`) in lattice `{lattice}`; add one with \
+                     `wash link put {source} {id} {namespace} {package}{flags}{name_flag}{extra}`",
+                    source = call.source,
+                    id = self.id(),
+                    name = call.link_name,
+                    lattice = self.lattice(),
+                )
+            })
+    }
 }
 
 /// A built-in provider running inside a host.
