@@ -131,7 +131,10 @@ async fn spy_shows_the_calls_of_a_load_loop_and_stops_on_ctrl_c() {
     // bodies are wanted: a call line followed by another call line is one of those.
     let (mut saw_in, mut saw_out) = (false, false);
     let mut carried: Option<String> = None;
+    let mut read = 0;
     while !(saw_in && saw_out) {
+        read += 1;
+        assert!(read < 500, "no call with its bodies among 500 lines of `wash spy --with-bodies`");
         let line = match carried.take() {
             Some(l) => l,
             None => text.line().await,
