@@ -12,6 +12,7 @@
 //! calls an exported function on behalf of another component.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -37,6 +38,16 @@ use crate::error::{HostError, Result};
 
 /// How often the epoch advances; the granularity of deadlines and of yielding to tokio.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// How much of a linear memory slot of the pool stays resident once its instance is done: the
+/// pages the instance dirtied below this (found with the `PAGEMAP_SCAN` ioctl on Linux ≥ 6.7)
+/// are reset with `memset` instead of being unmapped, so the next instance in the slot takes
+/// no page faults and no TLB shootdowns for them. Each slot that has been used holds at most
+/// this much resident, so a host's resident memory grows by at most this times the number of
+/// instances it ran at once (the pool reuses the slots it used last).
+pub const MEMORY_KEEP_RESIDENT: usize = 2 << 20;
+/// The same for each table slot.
+pub const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 
 /// The packages whose interfaces the host's own linker supplies (wasmtime-wasi and
 /// wasi-http). An instance import from any other package is satisfied through a link.
@@ -270,7 +281,10 @@ impl Runtime {
                 .max_tables_per_component(16)
                 .max_core_instances_per_component(32)
                 .max_component_instance_size(1 << 20)
-                .max_memory_size(config.limits.max_linear_memory_bytes);
+                .max_memory_size(config.limits.max_linear_memory_bytes)
+                .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
+                .table_keep_resident(TABLE_KEEP_RESIDENT)
+                .pagemap_scan(wasmtime::Enabled::Auto);
             let mut c = base();
             c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
             match Engine::new(&c) {
@@ -449,56 +463,54 @@ impl Runtime {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, req).map_err(|e| fail(format!("{e:#}")))?;
         let out = store.data_mut().http().new_response_outparam(tx).map_err(|e| fail(format!("{e:#}")))?;
-        let mut task = AbortOnDrop(tokio::spawn(async move {
+        // The guest runs in the task that awaits its head and then reads its body, not in a
+        // task of its own: a request then costs no hand-over between tasks (and threads).
+        let mut guest: GuestRun = Box::pin(unwinding(async move {
             let _permit = permit;
             let proxy = proxy.instantiate_async(&mut store).await?;
             proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, out).await
         }));
         let deadline = tokio::time::Instant::now() + limits.max_execution_time;
         let errors = GuestErrors { id: id.clone(), deadline_ms: limits.max_execution_time.as_millis() as u64 };
-        let response = tokio::select! {
-            r = rx => r,
-            // Reaching the deadline before a head: the guest is stopped with its task.
-            _ = tokio::time::sleep_until(deadline) => return Err(errors.deadline()),
-        };
-        let response = match response {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(code)) => return Err(fail(format!("it answered with error code {code:?}"))),
-            // The sender is gone without a head: the guest failed or returned without one.
-            Err(_) => {
-                return Err(match tokio::time::timeout_at(deadline, &mut task.0).await {
-                    Err(_) => errors.deadline(),
-                    Ok(Ok(Ok(()))) => fail("it returned without setting a response".into()),
-                    Ok(Ok(Err(e))) => errors.guest(e),
-                    Ok(Err(join)) => fail(format!("the invocation task failed: {join}")),
-                });
+        let mut sleep = Box::pin(tokio::time::sleep_until(deadline));
+        let (mut outcome, mut head, mut rx) = (None, None, rx);
+        // Until the head: drive the guest, and see whether it has set the response. Without
+        // one, the guest's own end (a trap, a return) says what went wrong.
+        std::future::poll_fn(|cx| {
+            if outcome.is_none()
+                && let Poll::Ready(o) = guest.as_mut().poll(cx)
+            {
+                outcome = Some(o);
             }
-        };
-        let (parts, body) = response.into_parts();
-        let frames = http_body_util::BodyDataStream::new(body).boxed();
-        let stream = futures::stream::unfold(Some((frames, task, errors)), move |state| async move {
-            let (mut frames, mut task, errors) = state?;
-            match tokio::time::timeout_at(deadline, frames.next()).await {
-                Err(_) => Some((Err(errors.deadline()), None)),
-                Ok(Some(Ok(bytes))) => Some((Ok(bytes), Some((frames, task, errors)))),
-                Ok(Some(Err(e))) => {
-                    // The body failed: report the guest's own error (a trap) when there is one.
-                    let err = match tokio::time::timeout_at(deadline, &mut task.0).await {
-                        Ok(Ok(Err(guest))) => errors.guest(guest),
-                        _ => HostError::Invocation { id: errors.id.to_string(), reason: format!("its response body failed: {e}") },
-                    };
-                    Some((Err(err), None))
-                }
-                Ok(None) => match tokio::time::timeout_at(deadline, &mut task.0).await {
-                    Err(_) => Some((Err(errors.deadline()), None)),
-                    Ok(Ok(Err(guest))) => Some((Err(errors.guest(guest)), None)),
-                    Ok(Err(join)) => {
-                        Some((Err(HostError::Invocation { id: errors.id.to_string(), reason: format!("the invocation task failed: {join}") }), None))
-                    }
-                    Ok(Ok(Ok(()))) => None,
-                },
+            if head.is_none()
+                && let Poll::Ready(r) = Pin::new(&mut rx).poll(cx)
+            {
+                head = Some(r);
             }
-        });
+            match (&head, &outcome) {
+                (Some(Ok(_)), _) | (_, Some(_)) => Poll::Ready(()),
+                // Reaching the deadline first: the guest is stopped (dropped).
+                _ => sleep.as_mut().poll(cx),
+            }
+        })
+        .await;
+        let response = match (head, outcome) {
+            (Some(Ok(Ok(resp))), outcome) => (resp, outcome),
+            (Some(Ok(Err(code))), _) => return Err(fail(format!("it answered with error code {code:?}"))),
+            (_, Some(Ok(()))) => return Err(fail("it returned without setting a response".into())),
+            (_, Some(Err(e))) => return Err(errors.guest(e)),
+            (_, None) => return Err(errors.deadline()),
+        };
+        let ((parts, body), outcome) = (response.0.into_parts(), response.1);
+        let stream = GuestStream {
+            frames: http_body_util::BodyDataStream::new(body).boxed(),
+            guest: if outcome.is_none() { Some(guest) } else { None },
+            outcome,
+            frames_done: None,
+            deadline: sleep,
+            errors,
+            finished: false,
+        };
         Ok(http::Response::from_parts(parts, stream.boxed()))
     }
 
@@ -525,33 +537,120 @@ impl Runtime {
         let errors = GuestErrors { id: id.clone(), deadline_ms: limits.max_execution_time.as_millis() as u64 };
         let mut store = self.new_store(component_id, config, limits, traceparent);
         let (pre, index, n_results) = (prepared.pre.clone(), func.index, func.ty.results().len());
-        let mut task = AbortOnDrop(tokio::spawn(async move {
+        // Run in the caller's task (no task of its own, so no hand-over); dropping the call
+        // drops the guest.
+        let run = unwinding(async move {
             let _permit = permit;
             let instance = pre.instantiate_async(&mut store).await?;
             let f = instance.get_func(&mut store, index).ok_or_else(|| wasmtime::Error::msg("the export is not a function"))?;
             let mut results = vec![Val::Bool(false); n_results];
             f.call_async(&mut store, &params, &mut results).await?;
             Ok::<_, wasmtime::Error>(results)
-        }));
+        });
         let deadline = tokio::time::Instant::now() + limits.max_execution_time;
-        match tokio::time::timeout_at(deadline, &mut task.0).await {
+        match tokio::time::timeout_at(deadline, run).await {
             Err(_) => Err(errors.deadline()),
-            Ok(Ok(Ok(results))) => Ok(results),
-            Ok(Ok(Err(e))) => Err(errors.guest(e)),
-            Ok(Err(join)) => Err(HostError::Invocation { id: id.to_string(), reason: format!("the invocation task failed: {join}") }),
+            Ok(Ok(results)) => Ok(results),
+            Ok(Err(e)) => Err(errors.guest(e)),
         }
     }
+}
+
+/// `run`, with a panic in it (a host function's bug) turned into the guest's error instead of
+/// unwinding through the task that runs it.
+fn unwinding<T>(
+    run: impl Future<Output = std::result::Result<T, wasmtime::Error>> + Send + 'static,
+) -> impl Future<Output = std::result::Result<T, wasmtime::Error>> + Send + 'static {
+    use futures::FutureExt as _;
+    std::panic::AssertUnwindSafe(run).catch_unwind().map(|r| {
+        r.unwrap_or_else(|panic| {
+            let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+            Err(wasmtime::Error::msg(format!("the invocation panicked: {what}")))
+        })
+    })
 }
 
 /// A guest's response body, as it streams out.
 pub type GuestBody = futures::stream::BoxStream<'static, Result<Bytes>>;
 
-/// Aborts the guest's task (and so frees its store and slot) when the caller goes away.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+/// The guest's run: instantiation and its call, owning its store (and the caller's permit).
+type GuestRun = Pin<Box<dyn Future<Output = std::result::Result<(), wasmtime::Error>> + Send>>;
 
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
+/// The response body of a guest that runs in the task that reads it: each poll of the body
+/// first drives the guest, then takes what it has written. No task of its own, so a request
+/// costs no hand-over between tasks; dropping the body drops the guest (and frees its store
+/// and slot). The guest's deadline bounds it all; a body that fails or ends early reports the
+/// guest's own error (a trap) when there is one.
+struct GuestStream {
+    frames: futures::stream::BoxStream<'static, std::result::Result<Bytes, wasmtime_wasi_http::Error>>,
+    /// The guest, while it runs.
+    guest: Option<GuestRun>,
+    /// How the guest ended, once it has.
+    outcome: Option<std::result::Result<(), wasmtime::Error>>,
+    /// The frames ended (`Ok`) or failed (`Err`): only the guest's outcome is still awaited.
+    frames_done: Option<std::result::Result<(), wasmtime_wasi_http::Error>>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    errors: GuestErrors,
+    finished: bool,
+}
+
+impl GuestStream {
+    /// Drives the guest one step; true once it has ended.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Some(guest) = &mut self.guest
+            && let Poll::Ready(outcome) = guest.as_mut().poll(cx)
+        {
+            self.guest = None;
+            self.outcome = Some(outcome);
+        }
+        self.guest.is_none()
+    }
+
+    fn end(&mut self, item: Option<Result<Bytes>>) -> Poll<Option<Result<Bytes>>> {
+        self.finished = true;
+        self.guest = None;
+        Poll::Ready(item)
+    }
+}
+
+impl futures::Stream for GuestStream {
+    type Item = Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        let ended = this.drive(cx);
+        if this.frames_done.is_none() {
+            match this.frames.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(bytes))) => return Poll::Ready(Some(Ok(bytes))),
+                Poll::Ready(Some(Err(code))) => this.frames_done = Some(Err(code)),
+                Poll::Ready(None) => this.frames_done = Some(Ok(())),
+                Poll::Pending => {}
+            }
+        }
+        // The frames are done once the guest is: its store (and the body's sender) went with it.
+        let ended = ended || this.drive(cx);
+        match (&this.frames_done, ended) {
+            (Some(_), true) => {
+                let item = match (this.outcome.take(), this.frames_done.take()) {
+                    (Some(Err(guest)), _) => Some(Err(this.errors.guest(guest))),
+                    (_, Some(Err(code))) => {
+                        Some(Err(HostError::Invocation { id: this.errors.id.to_string(), reason: format!("its response body failed: {code}") }))
+                    }
+                    _ => None,
+                };
+                this.end(item)
+            }
+            _ => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    let e = this.errors.deadline();
+                    this.end(Some(Err(e)))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
     }
 }
 
