@@ -252,27 +252,36 @@ impl Api {
         self.set_problem(String::new());
         self.refresh_all().await;
         self.broadcast("resync", &json!({"reason": "connected"}));
-        let mut refresh = tokio::time::interval(REFRESH_EVERY);
-        refresh.tick().await;
-        let mut check = tokio::time::interval(Duration::from_millis(500));
+        // The periodic re-read runs apart from the connection watch: a read that waits out its
+        // timeout while NATS is gone must not delay the banner.
+        let refresher = self.clone();
+        tokio::spawn(async move {
+            let mut refresh = tokio::time::interval(REFRESH_EVERY);
+            refresh.tick().await;
+            loop {
+                refresh.tick().await;
+                refresher.refresh_all().await;
+            }
+        });
+        let mut check = tokio::time::interval(Duration::from_millis(250));
         let mut was_connected = true;
         loop {
-            tokio::select! {
-                _ = check.tick() => {
-                    let state = ctl.nats().connection_state();
-                    let connected = state == async_nats::connection::State::Connected;
-                    if connected != was_connected {
-                        was_connected = connected;
-                        if connected {
-                            self.set_problem(String::new());
-                            self.refresh_all().await;
-                            self.broadcast("resync", &json!({"reason": "reconnected"}));
-                        } else {
-                            self.set_problem(format!("lost the connection to NATS at {url} ({state}); reconnecting"));
-                        }
-                    }
-                }
-                _ = refresh.tick() => if was_connected { self.refresh_all().await },
+            check.tick().await;
+            let state = ctl.nats().connection_state();
+            let connected = state == async_nats::connection::State::Connected;
+            if connected == was_connected {
+                continue;
+            }
+            was_connected = connected;
+            if connected {
+                self.set_problem(String::new());
+                let api = self.clone();
+                tokio::spawn(async move {
+                    api.refresh_all().await;
+                    api.broadcast("resync", &json!({"reason": "reconnected"}));
+                });
+            } else {
+                self.set_problem(format!("lost the connection to NATS at {url} ({state}); reconnecting"));
             }
         }
     }
