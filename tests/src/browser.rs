@@ -31,11 +31,17 @@ pub const CHROMIUM_FLAGS: &[&str] = &[
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
+    // Headless windows count as hidden: keep their timers at full speed.
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
 ];
 
 fn find(env: &str, names: &[&str]) -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os(env) {
-        return Ok(PathBuf::from(p));
+        let p = PathBuf::from(p);
+        anyhow::ensure!(p.is_file(), "{env} names {}, which is not a file; point it at the binary or unset it and run .ci/bootstrap", p.display());
+        return Ok(p);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/lib/chromium")]) {
@@ -117,7 +123,8 @@ impl Browser {
             let bytes = resp.into_body().collect().await?.to_bytes();
             anyhow::Ok((status, bytes))
         };
-        let (status, bytes) = tokio::time::timeout(Duration::from_secs(60), work).await.with_context(|| format!("WebDriver {method} {path} took over 60 s"))??;
+        let (status, bytes) =
+            tokio::time::timeout(Duration::from_secs(60), work).await.with_context(|| format!("WebDriver {method} {path} took over 60 s"))??;
         let v: Value = serde_json::from_slice(&bytes).with_context(|| format!("WebDriver {method} {path} answered {status} with no JSON"))?;
         if !status.is_success() {
             bail!("WebDriver {method} {path}: {status}: {} {}", v["value"]["error"], v["value"]["message"]);
@@ -155,7 +162,10 @@ impl Browser {
 
     /// The element `css` selects (the first).
     pub async fn find(&self, css: &str) -> anyhow::Result<String> {
-        let v = self.call("POST", &self.at("/element"), Some(json!({"using": "css selector", "value": css}))).await.with_context(|| format!("no element `{css}`"))?;
+        let v = self
+            .call("POST", &self.at("/element"), Some(json!({"using": "css selector", "value": css})))
+            .await
+            .with_context(|| format!("no element `{css}`"))?;
         Ok(v[ELEMENT].as_str().with_context(|| format!("no element reference in {v}"))?.to_string())
     }
 
@@ -168,7 +178,10 @@ impl Browser {
     /// Types `text` into the element `css` selects (WebDriver key codes allowed, e.g. `\u{E007}` Enter).
     pub async fn type_into(&self, css: &str, text: &str) -> anyhow::Result<()> {
         let id = self.find(css).await?;
-        self.call("POST", &self.at(&format!("/element/{id}/value")), Some(json!({"text": text}))).await.with_context(|| format!("cannot type into `{css}`")).map(|_| ())
+        self.call("POST", &self.at(&format!("/element/{id}/value")), Some(json!({"text": text})))
+            .await
+            .with_context(|| format!("cannot type into `{css}`"))
+            .map(|_| ())
     }
 
     /// Clears the input or textarea `css` selects.
@@ -200,11 +213,16 @@ impl Browser {
 
     /// Writes a PNG of the whole page (not only the window) to `path`.
     pub async fn screenshot(&self, path: &Path) -> anyhow::Result<()> {
+        // From the top, so sticky headers are where a reader expects them.
+        self.eval("window.scrollTo(0, 0); return true", vec![]).await?;
         let metrics = self.cdp("Page.getLayoutMetrics", json!({})).await?;
         let size = &metrics["cssContentSize"];
         let (w, h) = (size["width"].as_f64().unwrap_or(1280.0), size["height"].as_f64().unwrap_or(800.0).min(6000.0));
         let shot = self
-            .cdp("Page.captureScreenshot", json!({"format": "png", "captureBeyondViewport": true, "clip": {"x": 0, "y": 0, "width": w, "height": h, "scale": 1}}))
+            .cdp(
+                "Page.captureScreenshot",
+                json!({"format": "png", "captureBeyondViewport": true, "clip": {"x": 0, "y": 0, "width": w, "height": h, "scale": 1}}),
+            )
             .await?;
         let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().context("no screenshot data")?)?;
         if let Some(dir) = path.parent() {

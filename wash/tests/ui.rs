@@ -38,8 +38,12 @@ impl Drop for Ui {
 
 impl Ui {
     fn start(wash: &Wash) -> Ui {
-        let mut child =
-            wash.cmd(&["ui", "--addr", "127.0.0.1:0"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::inherit()).spawn().expect("wash ui starts");
+        let mut child = wash
+            .cmd(&["ui", "--addr", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("wash ui starts");
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("no URL in `{line}`")).to_string();
@@ -106,23 +110,41 @@ async fn the_dashboard_shows_the_lattice_live_and_acts_on_it() {
     browser.wait_for("three hosts", "return document.querySelectorAll('article.host:not(.gone)').length === 3", 10 * SECOND).await.unwrap();
     let row = format!("{} tr[data-component=\"hello\"]", card(&cloud1.id));
     let shown = browser
-        .wait_for("hello on the first host", &format!("const r = document.querySelector('{row}'); return r && [r.querySelector('.image').textContent, r.querySelector('.max').textContent]"), 10 * SECOND)
+        .wait_for(
+            "hello on the first host",
+            &format!("const r = document.querySelector('{row}'); return r && [r.querySelector('.image').textContent, r.querySelector('.max').textContent]"),
+            10 * SECOND,
+        )
         .await
         .unwrap();
     assert_eq!(shown, json!([hello, "1"]));
-    let provider = browser.eval(&format!("return document.querySelector('{} tr[data-provider=\"http-server\"] .image').textContent", card(&cloud1.id)), vec![]).await.unwrap();
+    let provider = browser
+        .eval(&format!("return document.querySelector('{} tr[data-provider=\"http-server\"] .image').textContent", card(&cloud1.id)), vec![])
+        .await
+        .unwrap();
     assert_eq!(provider, "builtin://http-server");
-    let classes = browser.eval(&format!("return [document.querySelector('{}').className, document.querySelector('{}').className]", card(&edge.id), card(&cloud2.id)), vec![]).await.unwrap();
+    let classes = browser
+        .eval(&format!("return [document.querySelector('{}').className, document.querySelector('{}').className]", card(&edge.id), card(&cloud2.id)), vec![])
+        .await
+        .unwrap();
     assert!(classes[0].as_str().unwrap().contains("edge") && classes[1].as_str().unwrap().contains("cloud"), "{classes}");
     let metrics = browser
         .wait_for("the metrics link", &format!("const a = document.querySelector('{} .facts a'); return a && a.href", card(&cloud1.id)), 15 * SECOND)
         .await
         .unwrap();
     assert!(metrics.as_str().unwrap().starts_with("http://127.0.0.1:") && metrics.as_str().unwrap().ends_with("/metrics"), "{metrics}");
-    let reply = trellis_tests::http::get(metrics.as_str().unwrap().trim_start_matches("http://").split('/').next().unwrap().parse().unwrap(), "/metrics").await.unwrap();
+    let reply = trellis_tests::http::get(metrics.as_str().unwrap().trim_start_matches("http://").split('/').next().unwrap().parse().unwrap(), "/metrics")
+        .await
+        .unwrap();
     assert_eq!(reply.status, 200, "the linked admin endpoint serves metrics");
     let label = browser
-        .eval(&format!("const c = document.querySelector('{}'); return [c.querySelectorAll('img').length, c.querySelector('.labels').textContent]", card(&edge.id)), vec![])
+        .eval(
+            &format!(
+                "const c = document.querySelector('{}'); return [c.querySelectorAll('img').length, c.querySelector('.labels').textContent]",
+                card(&edge.id)
+            ),
+            vec![],
+        )
         .await
         .unwrap();
     assert_eq!(label[0], 0, "a label's HTML is shown, never rendered");
@@ -133,7 +155,10 @@ async fn the_dashboard_shows_the_lattice_live_and_acts_on_it() {
     browser.eval("window.__sameDocument = true; return true", vec![]).await.unwrap();
     wash.run_async(&["start", "component", &hello, "hello2", "--host-id", &edge.id]).await.ok();
     let started = Instant::now();
-    browser.wait_for("hello2 on the edge host", &format!("return !!document.querySelector('{} tr[data-component=\"hello2\"]')", card(&edge.id)), 2 * SECOND).await.unwrap();
+    browser
+        .wait_for("hello2 on the edge host", &format!("return !!document.querySelector('{} tr[data-component=\"hello2\"]')", card(&edge.id)), 2 * SECOND)
+        .await
+        .unwrap();
     let appeared = started.elapsed();
     assert_eq!(browser.eval("return window.__sameDocument === true", vec![]).await.unwrap(), true, "the page reloaded");
     eprintln!("hello2 appeared on the page {} ms after `wash start component` returned", appeared.as_millis());
@@ -157,7 +182,8 @@ async fn the_dashboard_shows_the_lattice_live_and_acts_on_it() {
     browser.goto(&format!("{}#links", ui.url)).await.unwrap();
     browser.wait_for("one link in the graph", "return document.querySelectorAll('#graph .edge').length === 1", 10 * SECOND).await.unwrap();
     browser.click("#graph .edge").await.unwrap();
-    let detail = browser.wait_for("the link's config", "const d = document.querySelector('#link-detail'); return !d.hidden && d.textContent", 5 * SECOND).await.unwrap();
+    let detail =
+        browser.wait_for("the link's config", "const d = document.querySelector('#link-detail'); return !d.hidden && d.textContent", 5 * SECOND).await.unwrap();
     for part in ["http-server → hello", "wasi:http/incoming-handler", "hello-http"] {
         assert!(detail.as_str().unwrap().contains(part), "{part} missing from {detail}");
     }
@@ -179,7 +205,10 @@ async fn the_dashboard_shows_the_lattice_live_and_acts_on_it() {
     browser.wait_for("the mistakes", "return !document.querySelector('#manifest-lines').hidden", 5 * SECOND).await.unwrap();
     for e in &errors {
         let line = e["line"].as_u64().unwrap();
-        let text = browser.eval(&format!("const l = document.querySelector('#manifest-lines li[data-line=\"{line}\"] .line-error'); return l && l.textContent"), vec![]).await.unwrap();
+        let text = browser
+            .eval(&format!("const l = document.querySelector('#manifest-lines li[data-line=\"{line}\"] .line-error'); return l && l.textContent"), vec![])
+            .await
+            .unwrap();
         let (path, message) = (e["path"].as_str().unwrap(), e["message"].as_str().unwrap());
         assert!(text.as_str().is_some_and(|t| t.contains(path) && t.contains(message)), "line {line} shows {text}, not {e}");
     }
@@ -195,12 +224,19 @@ async fn the_dashboard_shows_the_lattice_live_and_acts_on_it() {
     let good_file = dir.path().join("good.yaml");
     std::fs::write(&good_file, &good).unwrap();
     browser.type_into("#manifest-file", good_file.to_str().unwrap()).await.unwrap();
-    browser.wait_for("the uploaded manifest, valid", "return document.querySelector('#manifest-verdict').className === 'verdict ok'", 5 * SECOND).await.unwrap();
+    browser
+        .wait_for("the uploaded manifest, valid", "return document.querySelector('#manifest-verdict').className === 'verdict ok'", 5 * SECOND)
+        .await
+        .unwrap();
     browser.click("#deploy").await.unwrap();
     browser.wait_for("the deploy dialog", "return document.querySelector('#confirm').open", 5 * SECOND).await.unwrap();
     browser.click("#confirm-ok").await.unwrap();
     browser
-        .wait_for("uidemo Deployed", "const r = document.querySelector('#apps-table tr[data-app=\"uidemo\"] .badge'); return r && r.textContent === 'Deployed'", 60 * SECOND)
+        .wait_for(
+            "uidemo Deployed",
+            "const r = document.querySelector('#apps-table tr[data-app=\"uidemo\"] .badge'); return r && r.textContent === 'Deployed'",
+            60 * SECOND,
+        )
         .await
         .unwrap();
     let status = wash.run_async(&["app", "status", "uidemo", "-o", "json"]).await.json();
@@ -211,19 +247,35 @@ async fn the_dashboard_shows_the_lattice_live_and_acts_on_it() {
     let id = trellis_lattice::manifest::default_component_id("uidemo", "greeter");
     let (from, to) = if component(&inventory(&wash, &cloud1.id).await, &id).is_some() { (&cloud1.id, &cloud2.id) } else { (&cloud2.id, &cloud1.id) };
     browser.goto(&format!("{}#hosts", ui.url)).await.unwrap();
-    browser.wait_for("the replica on its host", &format!("return !!document.querySelector('{} tr[data-component=\"{id}\"]')", card(from)), 10 * SECOND).await.unwrap();
+    browser
+        .wait_for("the replica on its host", &format!("return !!document.querySelector('{} tr[data-component=\"{id}\"]')", card(from)), 10 * SECOND)
+        .await
+        .unwrap();
     browser.click(&format!("{} button.act-drain", card(from))).await.unwrap();
     browser.wait_for("the drain dialog", "return document.querySelector('#confirm').open", 5 * SECOND).await.unwrap();
     browser.click("#confirm-ok").await.unwrap();
     wait_inventory(&wash, to, "the replica moved here", |inv| component(inv, &id).is_some()).await;
     wait_inventory(&wash, from, "drained, the replica gone", |inv| inv["schedule"] == "drained" && component(inv, &id).is_none()).await;
-    browser.wait_for("the host shown drained", &format!("return document.querySelector('{} h3 .badge:last-child').textContent === 'drained'", card(from)), 10 * SECOND).await.unwrap();
+    browser
+        .wait_for(
+            "the host shown drained",
+            &format!("return document.querySelector('{} h3 .badge:last-child').textContent === 'drained'", card(from)),
+            10 * SECOND,
+        )
+        .await
+        .unwrap();
 
     // The live event feed, filtered.
     browser.goto(&format!("{}#events", ui.url)).await.unwrap();
     wash.run_async(&["scale", "component", "hello", "--max-instances", "2", "--host-id", &cloud1.id]).await.ok();
-    browser.wait_for("component_scaled in the feed", "return document.querySelectorAll('#events li[data-type=\"component_scaled\"]').length > 0", 10 * SECOND).await.unwrap();
-    browser.eval("const s = document.querySelector('#filter-type'); s.value = 'component_scaled'; s.dispatchEvent(new Event('input')); return true", vec![]).await.unwrap();
+    browser
+        .wait_for("component_scaled in the feed", "return document.querySelectorAll('#events li[data-type=\"component_scaled\"]').length > 0", 10 * SECOND)
+        .await
+        .unwrap();
+    browser
+        .eval("const s = document.querySelector('#filter-type'); s.value = 'component_scaled'; s.dispatchEvent(new Event('input')); return true", vec![])
+        .await
+        .unwrap();
     let types = browser.eval("return [...document.querySelectorAll('#events li')].map(l => l.dataset.type)", vec![]).await.unwrap();
     assert!(types.as_array().unwrap().iter().all(|t| t == "component_scaled"), "{types}");
     browser.screenshot(&shot("events")).await.unwrap();
@@ -261,11 +313,17 @@ async fn the_dashboard_shows_the_lattice_live_and_acts_on_it() {
 
     // Stopping a host marks it gone.
     wash.run_async(&["stop", "host", &edge.id]).await.ok();
-    browser.wait_for("the edge host gone", &format!("return document.querySelector('{}').classList.contains('gone')", card(&edge.id)), 5 * SECOND).await.unwrap();
+    browser
+        .wait_for("the edge host gone", &format!("return document.querySelector('{}').classList.contains('gone')", card(&edge.id)), 5 * SECOND)
+        .await
+        .unwrap();
 
     // NATS down: a banner; back: it clears and the page follows the lattice again.
     nats.kill();
-    let banner = browser.wait_for("the unreachable banner", "const b = document.querySelector('#banner'); return !b.hidden && b.textContent", 10 * SECOND).await.unwrap();
+    let banner = browser
+        .wait_for("the unreachable banner", "const b = document.querySelector('#banner'); return !b.hidden && b.textContent", 10 * SECOND)
+        .await
+        .unwrap();
     assert!(banner.as_str().unwrap().contains("unreachable"), "{banner}");
     browser.screenshot(&shot("unreachable")).await.unwrap();
     nats.restart().await.unwrap();

@@ -443,7 +443,11 @@ impl Api {
                 }),
                 _ => {
                     let size = serde_json::to_string(&event.data).map(|s| s.len()).unwrap_or(0);
-                    if size > MAX_EVENT_DATA { json!({"omitted": format!("{size} bytes of data, more than the {MAX_EVENT_DATA} the feed shows")}) } else { event.data.clone() }
+                    if size > MAX_EVENT_DATA {
+                        json!({"omitted": format!("{size} bytes of data, more than the {MAX_EVENT_DATA} the feed shows")})
+                    } else {
+                        event.data.clone()
+                    }
                 }
             };
             self.broadcast("lattice", &json!({"id": event.id, "time": event.time, "type": name, "source": event.source, "data": data}));
@@ -603,7 +607,9 @@ impl Api {
             "cordon" => crate::lattice::on_host(ctl, host_id, ctl.cordon_host(host_id)).await,
             "uncordon" => crate::lattice::on_host(ctl, host_id, ctl.uncordon_host(host_id)).await,
             "drain" => crate::lattice::on_host(ctl, host_id, ctl.drain_host(host_id)).await,
-            other => return Err((StatusCode::NOT_FOUND, format!("`{}` is not a host action; the actions are cordon, uncordon and drain", other.escape_debug()))),
+            other => {
+                return Err((StatusCode::NOT_FOUND, format!("`{}` is not a host action; the actions are cordon, uncordon and drain", other.escape_debug())));
+            }
         }
         .map_err(lattice_error)?;
         self.refresh_host(host_id);
@@ -618,7 +624,10 @@ impl Api {
         let ctl = &c.ctl;
         let inv = crate::lattice::on_host(ctl, &req.host_id, ctl.get_host_inventory(&req.host_id)).await.map_err(lattice_error)?;
         let Some(running) = inv.components.iter().find(|c| c.id == req.component_id) else {
-            return Err((StatusCode::NOT_FOUND, format!("component `{}` is not running on host `{}`; it may have stopped or moved", req.component_id, req.host_id)));
+            return Err((
+                StatusCode::NOT_FOUND,
+                format!("component `{}` is not running on host `{}`; it may have stopped or moved", req.component_id, req.host_id),
+            ));
         };
         let mut watch = crate::events::Watch::start(ctl).await.map_err(lattice_error)?;
         let cmd = ScaleComponentCommand {
@@ -685,7 +694,9 @@ impl Api {
 /// `wash app validate`'s verdict on a manifest, as JSON: every mistake with its field and line.
 pub fn validate(text: &str) -> Value {
     match Manifest::parse(text) {
-        Ok(m) => json!({"valid": true, "name": m.name(), "version": m.version(), "components": m.spec.components.len(), "links": m.links().count(), "errors": []}),
+        Ok(m) => {
+            json!({"valid": true, "name": m.name(), "version": m.version(), "components": m.spec.components.len(), "links": m.links().count(), "errors": []})
+        }
         Err(errors) => json!({"valid": false, "errors": errors.errors()}),
     }
 }

@@ -89,7 +89,9 @@ pub async fn run(g: &Global, args: &UiArgs) -> anyhow::Result<Report> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
-    let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("cannot listen on {}; is another `wash ui` running there? pick another with --addr", args.addr))?;
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}; is another `wash ui` running there? pick another with --addr", args.addr))?;
     let bound = listener.local_addr()?;
     if !loopback {
         eprintln!(
@@ -194,7 +196,10 @@ impl Server {
         match origin {
             None => return Err((StatusCode::FORBIDDEN, format!("an action needs an Origin header of {want}; send it from the dashboard page"))),
             Some(o) if !o.eq_ignore_ascii_case(&want) => {
-                return Err((StatusCode::FORBIDDEN, format!("Origin `{}` is not this dashboard's ({want}); actions come only from its own page", o.escape_debug())));
+                return Err((
+                    StatusCode::FORBIDDEN,
+                    format!("Origin `{}` is not this dashboard's ({want}); actions come only from its own page", o.escape_debug()),
+                ));
             }
             Some(_) => {}
         }

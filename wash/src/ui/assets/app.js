@@ -285,8 +285,10 @@
 
   function toast(text, bad) {
     const m = el('div', { class: 'msg' + (bad ? ' bad' : ''), role: bad ? 'alert' : 'status' }, text);
-    $('#toast').append(m);
-    setTimeout(() => m.remove(), bad ? 12000 : 6000);
+    const box = $('#toast');
+    box.append(m);
+    while (box.children.length > 3) box.firstElementChild.remove();
+    setTimeout(() => m.remove(), bad ? 12000 : 5000);
   }
 
   const ACTION_TEXT = {
@@ -334,12 +336,15 @@
       cols[sources.has(id) && targets.has(id) ? 1 : sources.has(id) ? 0 : 2].push(id);
     }
     const used = cols.filter((c) => c.length > 0);
-    const NW = 210, NH = 30, GAP = 54, COLW = 330, PAD = 20;
+    const longest = Math.max(0, ...links.map((l) => linkLabel(l).length));
+    const NW = 210, NH = 30, GAP = 54, PAD = 20;
+    const COLW = NW + Math.max(160, Math.min(520, longest * 6.6 + 40));
     const pos = new Map();
     used.forEach((col, ci) => col.forEach((id, i) => pos.set(id, { x: PAD + ci * COLW, y: PAD + i * GAP })));
     const rows = Math.max(1, ...used.map((c) => c.length));
     const width = PAD * 2 + Math.max(0, used.length - 1) * COLW + NW;
-    const height = PAD * 2 + (rows - 1) * GAP + NH;
+    const backLinks = links.some((l) => pos.get(l.target).x <= pos.get(l.source_id).x);
+    const height = PAD * 2 + (rows - 1) * GAP + NH + (backLinks ? 70 : 0);
     g.setAttribute('viewBox', `0 0 ${width} ${height}`);
     g.setAttribute('width', String(width));
     g.setAttribute('height', String(height));
@@ -352,7 +357,7 @@
       const d = back
         ? `M ${a.x + NW / 2} ${a.y + NH} C ${a.x + NW / 2} ${y1 + 60 + same * 14}, ${b.x + NW / 2} ${y2 + 60 + same * 14}, ${b.x + NW / 2} ${b.y + NH}`
         : `M ${x1} ${y1} C ${x1 + 60} ${y1}, ${x2 - 60} ${y2}, ${x2} ${y2}`;
-      const lx = back ? (a.x + b.x + NW) / 2 : (x1 + x2) / 2, ly = (back ? Math.max(y1, y2) + 50 : (y1 + y2) / 2 - 6) + same * 13;
+      const lx = back ? (a.x + b.x + NW) / 2 : (x1 + x2) / 2, ly = (back ? Math.max(y1, y2) + 50 : (y1 + y2) / 2 - 8) + same * 13;
       const key = `link:${l.source_id}:${l.target}:${l.wit_namespace}:${l.wit_package}:${l.name}`;
       return svg('g', {
         class: 'edge' + (state.selectedLink === key ? ' selected' : ''), tabindex: 0, role: 'button', 'data-key': key,
@@ -430,7 +435,7 @@
     if (general) general.remove();
     if (v.valid) {
       verdict.className = 'verdict ok';
-      verdict.textContent = shown(`Valid: app ${v.name} ${v.version || ''} (${v.components} components, ${v.links} links)`);
+      verdict.textContent = shown(`Valid: app ${v.name} ${v.version || ''} (${v.components} component${v.components === 1 ? '' : 's'}, ${v.links} link${v.links === 1 ? '' : 's'})`);
       lines.hidden = true; lines.replaceChildren();
       return;
     }
@@ -466,7 +471,7 @@
   async function deployManifest() {
     const v = await validateManifest();
     if (!v || !v.valid) return;
-    if (!await confirmAction(`Deploy ${v.name} ${v.version || ''}?`, `The manifest is stored as a new version of ${v.name} and deployed: ${v.components} components, ${v.links} links.`)) return;
+    if (!await confirmAction(`Deploy ${v.name} ${v.version || ''}?`, `The manifest is stored as a new version of ${v.name} and deployed: ${v.components} component${v.components === 1 ? '' : 's'}, ${v.links} link${v.links === 1 ? '' : 's'}.`)) return;
     const text = $('#manifest').value;
     try {
       const r = await post('/api/apps/deploy', text, true);
@@ -482,10 +487,22 @@
     sel.replaceChildren(el('option', { value: '' }, 'any'), ...[...state.eventTypes].sort().map((t) => el('option', { value: t }, t)));
     sel.value = cur;
   }
+  // An event's data as `key=value …`, leaving out empty fields; at most 300 characters.
   function summary(data) {
     let s;
-    try { s = JSON.stringify(data); } catch (_) { s = String(data); }
+    if (data && typeof data === 'object' && !Array.isArray(data)) {
+      s = Object.entries(data)
+        .filter(([, v]) => v !== null && v !== '' && !(typeof v === 'object' && Object.keys(v).length === 0))
+        .map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : v}`).join('  ');
+    } else {
+      try { s = JSON.stringify(data); } catch (_) { s = String(data); }
+    }
     return s && s.length > 300 ? s.slice(0, 299) + '…' : s || '';
+  }
+  // `HH:MM:SS.mmm` of an RFC 3339 time.
+  function clock(t) {
+    const m = /T(\d\d:\d\d:\d\d)(\.\d{1,3})?/.exec(t || '');
+    return m ? m[1] + (m[2] || '') : shown(t || '');
   }
   function renderEvents() {
     if ($('#view-events').hidden) return;
@@ -493,7 +510,7 @@
     const shownEvents = state.events.filter((e) => (beats || e.type !== 'host_heartbeat') && (!type || e.type === type)
       && (!text || `${e.type} ${e.source} ${hostName(e.source)} ${summary(e.data)}`.toLowerCase().includes(text)));
     $('#events').replaceChildren(...(shownEvents.length === 0 ? [el('li', { class: 'muted' }, state.events.length ? 'No event matches the filters.' : 'Waiting for events…')] : shownEvents.map((e) => el('li', { 'data-type': e.type },
-      el('span', { class: 't' }, (e.time || '').replace(/^.*T/, '').replace(/\..*$/, '').replace('Z', '')),
+      el('span', { class: 't' }, clock(e.time)),
       el('span', { class: 'ty' + (/failed|stopped/.test(e.type) ? ' failed' : '') }, e.type),
       el('span', { class: 'd' }, summary(e.data)),
       el('span', { class: 'src' }, `from ${hostName(e.source)}${hostName(e.source) !== e.source ? ` (${e.source})` : ''}`)))));
@@ -524,7 +541,7 @@
   function renderCalls() {
     const body = $('#calls-table tbody');
     body.replaceChildren(...(state.calls.length === 0 ? [el('tr', {}, el('td', { colspan: 8, class: 'muted' }, state.spyOf ? 'No calls yet.' : '—'))] : state.calls.map((r) => el('tr', { class: 'call' },
-      el('td', {}, (r.time || '').replace(/^.*T/, '').replace('Z', '')),
+      el('td', {}, clock(r.time)),
       el('td', {}, r.target === state.spyOf ? 'in' : 'out'),
       el('td', {}, `${r.source} → ${r.target}`),
       el('td', {}, `${r.interface}.${r.function}`),
