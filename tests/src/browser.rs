@@ -1,7 +1,8 @@
 //! A real headless browser for tests: Debian's `chromium` driven by `chromedriver` over the
 //! W3C WebDriver protocol (JSON over HTTP, spoken here with hyper: no WebDriver crate and its
-//! second HTTP stack). chromedriver runs on a free port with a fresh profile directory, and
-//! both are killed on drop.
+//! second HTTP stack). chromedriver runs on a free port with a fresh profile directory, in a
+//! process group of its own; drop ends the session (chromedriver quits chromium) and kills the
+//! group.
 //!
 //! A missing chromium or chromedriver fails the test with the command that installs them
 //! (`.ci/bootstrap`); nothing is skipped. `TRELLIS_CHROMIUM` and `TRELLIS_CHROMEDRIVER` may
@@ -65,6 +66,20 @@ pub struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        use std::io::{Read as _, Write as _};
+        // Ending the session makes chromedriver quit chromium; killing chromedriver alone would
+        // leave chromium running.
+        if !self.session.is_empty()
+            && let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port))
+        {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = write!(s, "DELETE /session/{} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n", self.session, self.port);
+            let _ = s.read_to_end(&mut Vec::new());
+        }
+        // Then whatever is left of chromedriver's process group (its own, see `start`).
+        if let Some(pid) = self.driver.id() {
+            let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
+        }
         let _ = self.driver.start_kill();
     }
 }
@@ -78,6 +93,8 @@ impl Browser {
         let profile = tempfile::Builder::new().prefix("trellis-chromium-").tempdir()?;
         let driver = tokio::process::Command::new(&chromedriver)
             .arg(format!("--port={port}"))
+            // A group of its own, so drop can end chromium with it.
+            .process_group(0)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)

@@ -241,7 +241,22 @@ async fn the_dashboard_shows_the_lattice_live_and_acts_on_it() {
         .unwrap();
     let status = wash.run_async(&["app", "status", "uidemo", "-o", "json"]).await.json();
     assert_eq!(status["status"]["type"], "deployed", "{status}");
+    // An app the lattice cannot place shows why, as the reconciler says it.
+    let stuck = good.replace("name: uidemo", "name: uistuck").replace("zone: cloud", "zone: mars");
+    let stuck_file = dir.path().join("stuck.yaml");
+    std::fs::write(&stuck_file, &stuck).unwrap();
+    wash.run_async(&["app", "deploy", stuck_file.to_str().unwrap(), "--skip-wait"]).await.ok();
+    let why = browser
+        .wait_for(
+            "uistuck Reconciling, with the reason",
+            "const r = document.querySelector('#apps-table tr[data-app=\"uistuck\"]'); return r && r.querySelector('.badge').textContent === 'Reconciling' && r.querySelector('.why').textContent",
+            30 * SECOND,
+        )
+        .await
+        .unwrap();
+    assert!(why.as_str().unwrap().contains("no host matches zone=mars"), "{why}");
     browser.screenshot(&shot("apps")).await.unwrap();
+    wash.run_async(&["app", "undeploy", "uistuck"]).await.ok();
 
     // Drain, from the page, the cloud host that runs the app's replica: it moves to the other.
     let id = trellis_lattice::manifest::default_component_id("uidemo", "greeter");

@@ -147,7 +147,7 @@ pub struct Api {
     tx: broadcast::Sender<Arc<str>>,
     sse_clients: Arc<AtomicUsize>,
     spy_streams: Arc<AtomicUsize>,
-    /// Hosts whose inventory is being read: `true` when another read was asked for meanwhile.
+    /// Reads under way (`host:{id}`, `links`, `apps`): `true` when another was asked for meanwhile.
     refreshing: Mutex<HashMap<String, bool>>,
 }
 
@@ -379,27 +379,53 @@ impl Api {
 
     /// Reads one host's inventory again (coalescing requests that come while one is read).
     fn refresh_host(self: &Arc<Self>, id: &str) {
-        {
-            let mut r = self.refreshing.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(again) = r.get_mut(id) {
-                *again = true;
-                return;
-            }
-            r.insert(id.to_string(), false);
-        }
-        let (api, id) = (self.clone(), id.to_string());
-        tokio::spawn(async move {
-            loop {
+        let host = id.to_string();
+        self.coalesced(format!("host:{id}"), move |api| {
+            let host = host.clone();
+            async move {
                 if let Ok(c) = api.conn().await
-                    && let Ok(inv) = c.ctl.get_host_inventory(&id).await
+                    && let Ok(inv) = c.ctl.get_host_inventory(&host).await
                 {
                     api.put_inventory(inv);
                 }
+            }
+        });
+    }
+
+    /// Reads the links again, off the event relay's path.
+    fn refresh_links(self: &Arc<Self>) {
+        self.coalesced("links".into(), |api| async move {
+            if let Ok(c) = api.conn().await
+                && let Ok(listing) = c.ctl.get_links_listing().await
+            {
+                api.set_links(listing.links, listing.unreadable.len());
+            }
+        });
+    }
+
+    /// Runs `work` in a task unless it runs for `key` already; then it runs once more after.
+    fn coalesced<F, Fut>(self: &Arc<Self>, key: String, work: F)
+    where
+        F: Fn(Arc<Self>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        {
+            let mut r = self.refreshing.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(again) = r.get_mut(&key) {
+                *again = true;
+                return;
+            }
+            r.insert(key.clone(), false);
+        }
+        let api = self.clone();
+        tokio::spawn(async move {
+            loop {
+                work(api.clone()).await;
                 let mut r = api.refreshing.lock().unwrap_or_else(|e| e.into_inner());
-                match r.get_mut(&id) {
+                match r.get_mut(&key) {
                     Some(again) if *again => *again = false,
                     _ => {
-                        r.remove(&id);
+                        r.remove(&key);
                         break;
                     }
                 }
@@ -488,13 +514,7 @@ impl Api {
                     self.refresh_host(&inv.host_id);
                 }
             }
-            "linkdef_set" | "linkdef_deleted" => {
-                if let Ok(c) = self.conn().await
-                    && let Ok(listing) = c.ctl.get_links_listing().await
-                {
-                    self.set_links(listing.links, listing.unreadable.len());
-                }
-            }
+            "linkdef_set" | "linkdef_deleted" => self.refresh_links(),
             "config_set" | "config_deleted" => {}
             _ if host.starts_with('N') && trellis_lattice::validate_id("host id", &host).is_ok() => {
                 let new = !self.view.lock().unwrap_or_else(|e| e.into_inner()).hosts.contains_key(&host);
@@ -529,7 +549,7 @@ impl Api {
             if known {
                 self.broadcast("app", &json!({"name": name, "status": status}));
             } else {
-                self.refresh_apps().await;
+                self.coalesced("apps".into(), |api| async move { api.refresh_apps().await });
             }
         }
     }
@@ -601,15 +621,15 @@ impl Api {
     /// Cordon, uncordon or drain a host.
     pub async fn schedule(self: &Arc<Self>, host_id: &str, action: &str) -> Result<Value, ApiError> {
         bad_id("host id", host_id)?;
+        if !matches!(action, "cordon" | "uncordon" | "drain") {
+            return Err((StatusCode::NOT_FOUND, format!("`{}` is not a host action; the actions are cordon, uncordon and drain", action.escape_debug())));
+        }
         let c = self.conn().await?;
         let ctl = &c.ctl;
         let reply = match action {
             "cordon" => crate::lattice::on_host(ctl, host_id, ctl.cordon_host(host_id)).await,
             "uncordon" => crate::lattice::on_host(ctl, host_id, ctl.uncordon_host(host_id)).await,
-            "drain" => crate::lattice::on_host(ctl, host_id, ctl.drain_host(host_id)).await,
-            other => {
-                return Err((StatusCode::NOT_FOUND, format!("`{}` is not a host action; the actions are cordon, uncordon and drain", other.escape_debug())));
-            }
+            _ => crate::lattice::on_host(ctl, host_id, ctl.drain_host(host_id)).await,
         }
         .map_err(lattice_error)?;
         self.refresh_host(host_id);
@@ -698,5 +718,48 @@ pub fn validate(text: &str) -> Value {
             json!({"valid": true, "name": m.name(), "version": m.version(), "components": m.spec.components.len(), "links": m.links().count(), "errors": []})
         }
         Err(errors) => json!({"valid": false, "errors": errors.errors()}),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    async fn unreachable_api() -> Arc<Api> {
+        use clap::Parser as _;
+        // Port 1: nothing answers, so the backend stays disconnected and quiet.
+        let cli = crate::cli::Cli::try_parse_from(["wash", "ui", "--ctl-port", "1"]).unwrap();
+        Api::start(&cli.global).await
+    }
+
+    async fn next_text(body: &mut Body) -> String {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame()).await.unwrap().unwrap().unwrap();
+        String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_page_that_falls_behind_is_told_to_resync() {
+        let api = unreachable_api().await;
+        let mut body = api.event_stream().unwrap();
+        assert!(next_text(&mut body).await.starts_with("event: connection\n"));
+        for i in 0..CLIENT_QUEUE + 10 {
+            api.broadcast("lattice", &json!({"n": i}));
+        }
+        let first = next_text(&mut body).await;
+        assert!(first.starts_with("event: resync\n") && first.contains("fell 10 messages behind"), "{first}");
+        // Then what is still queued, oldest first.
+        assert_eq!(next_text(&mut body).await, "event: lattice\ndata: {\"n\":10}\n\n");
+    }
+
+    #[tokio::test]
+    async fn event_streams_are_capped() {
+        let api = unreachable_api().await;
+        let streams: Vec<Body> = (0..MAX_SSE_CLIENTS).map(|_| api.event_stream().unwrap()).collect();
+        let (status, message) = api.event_stream().err().unwrap();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(message.contains("16 live event streams"), "{message}");
+        drop(streams);
+        assert!(api.event_stream().is_ok(), "a closed stream frees its slot");
     }
 }
