@@ -311,8 +311,9 @@ async fn the_dashboard_shows_the_lattice_live_and_acts_on_it() {
     assert!(first.as_str().unwrap().contains("wasi:http/incoming-handler.handle"), "{first}");
     browser.screenshot(&shot("calls")).await.unwrap();
 
-    // Phone width, and dark mode.
+    // Phone width, and dark mode. Notices go away by themselves first.
     browser.goto(&format!("{}#hosts", ui.url)).await.unwrap();
+    browser.wait_for("the notices gone", "return document.querySelector('#toast').children.length === 0", 15 * SECOND).await.unwrap();
     browser.resize(390, 844).await.unwrap();
     browser.wait_for("hosts at phone width", "return document.querySelectorAll('article.host').length === 3", 10 * SECOND).await.unwrap();
     let overflow = browser.eval("return document.documentElement.scrollWidth - window.innerWidth", vec![]).await.unwrap();

@@ -147,7 +147,8 @@
 
   // ---- hosts ----
   function noteUptime(h) {
-    const secs = (h.info && h.info.uptime_seconds) || h.inventory.uptime_seconds || 0;
+    // The inventory is the fresher: heartbeats renew it, pings only every 10 s.
+    const secs = h.inventory.uptime_seconds || (h.info && h.info.uptime_seconds) || 0;
     state.received.set(h.inventory.host_id, [secs, Date.now()]);
   }
   function human(secs) {
@@ -197,7 +198,7 @@
     const metrics = metricsUrl(info.admin_addr);
     card.append(el('dl', { class: 'facts' },
       el('dt', {}, 'Version'), el('dd', {}, inv.version || info.version || '-'),
-      el('dt', {}, 'Uptime'), el('dd', { class: 'uptime', 'data-host': id }, h.gone ? 'gone' : human((info.uptime_seconds || inv.uptime_seconds || 0))),
+      el('dt', {}, 'Uptime'), el('dd', { class: 'uptime', 'data-host': id }, h.gone ? 'gone' : human(inv.uptime_seconds || info.uptime_seconds || 0)),
       el('dt', {}, 'JetStream domain'), el('dd', {}, info.js_domain || 'none (the default)'),
       el('dt', {}, 'Metrics'), el('dd', {}, metrics ? el('a', { href: metrics, target: '_blank', rel: 'noopener noreferrer', 'data-key': `metrics:${id}` }, `${info.admin_addr}/metrics`) : 'no admin endpoint (--http-admin)'),
     ));
