@@ -564,6 +564,7 @@ impl HostCtx {
             ctl_host: self.config.nats.url.clone(),
             rpc_host: self.config.nats.url.clone(),
             js_domain: self.config.js_domain.clone(),
+            admin_addr: self.observed.admin.as_ref().map(|(a, _)| a.to_string()),
         }
     }
 

@@ -133,6 +133,10 @@ pub struct Host {
     /// The JetStream domain, if any.
     #[serde(default)]
     pub js_domain: Option<String>,
+    /// Trellis' addition: the address of the host's admin endpoint (`--http-admin`: `/livez`,
+    /// `/readyz`, `/metrics`), when it serves one; left out otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_addr: Option<String>,
 }
 
 /// A component as listed in an inventory.

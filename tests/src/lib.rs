@@ -3,6 +3,7 @@
 //! ([`components`]), and helpers for app tests ([`apps`]).
 
 pub mod apps;
+pub mod browser;
 pub mod components;
 pub mod hosts;
 pub mod http;

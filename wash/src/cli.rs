@@ -93,6 +93,8 @@ pub enum Command {
     Call(CallArgs),
     /// Watch the calls into and out of a component, wherever it runs, until Ctrl-C.
     Spy(SpyArgs),
+    /// Serve the lattice dashboard in the browser (hosts, links, apps, live events), until Ctrl-C.
+    Ui(crate::ui::UiArgs),
     /// Push a component or provider to an OCI registry or the lattice's own store (lattice://NAME:TAG).
     Push(crate::commands::artifact::PushArgs),
     /// Pull a component or provider from a registry or the lattice store to a file.
@@ -608,7 +610,7 @@ mod tests {
 const GROUPS: &[(&str, &[&str])] = &[
     ("Develop", &["new", "build", "dev", "call"]),
     ("Run", &["up", "down", "start", "stop", "scale", "update", "app"]),
-    ("Inspect", &["get", "inspect", "spy"]),
+    ("Inspect", &["get", "inspect", "spy", "ui"]),
     ("Manage", &["link", "config", "secrets", "label", "host", "push", "pull", "keys", "claims", "completions"]),
 ];
 
@@ -641,6 +643,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("get claims", "wash get claims"),
     ("inspect", "wash inspect ./build/hello_s.wasm"),
     ("spy", "wash spy hello --with-bodies"),
+    ("ui", "wash ui --addr 127.0.0.1:3030"),
     ("link put", "wash link put http-server hello wasi http --interface incoming-handler --source-config hello-http"),
     ("link del", "wash link del http-server wasi http"),
     ("link get", "wash link get"),

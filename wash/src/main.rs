@@ -3,7 +3,8 @@
 //!
 //! Modules: [`cli`] (arguments), [`output`] (text, JSON, tables, errors), [`lattice`]
 //! (connecting, shared lookups), [`events`] (waiting for outcomes), [`commands`] (one module
-//! per noun), [`local`] (`up`/`down` process management), [`project`] (`wasmcloud.toml`).
+//! per noun), [`local`] (`up`/`down` process management), [`project`] (`wasmcloud.toml`), [`ui`] (`wash ui`,
+//! the dashboard).
 
 mod cli;
 mod commands;
@@ -12,6 +13,7 @@ mod lattice;
 mod local;
 mod output;
 mod project;
+mod ui;
 
 fn main() {
     let matches = cli::command().get_matches();

@@ -69,6 +69,7 @@ pub async fn run(g: &Global, command: Command) -> anyhow::Result<Report> {
         Command::New(command) => new::run(command),
         Command::Build(args) => build::run(g, &args).await,
         Command::Dev(args) => dev::run(g, &args).await,
+        Command::Ui(args) => crate::ui::run(g, &args).await,
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             let mut script = Vec::new();
