@@ -38,6 +38,12 @@ struct Args {
     /// CA certificate (PEM) to trust for TLS to NATS; a tls:// URL requires TLS.
     #[arg(long, alias = "tls-ca-path", env = "TRELLIS_NATS_TLS_CA_FILE")]
     nats_tls_ca_file: Option<std::path::PathBuf>,
+    /// Connect to NATS directly, without the protocol guard: saves a loopback relay on every
+    /// message (about 100 µs per data-plane call here), but a client publishing subjects or
+    /// headers that are not UTF-8 then drops this host's connection at each one. Only for a
+    /// lattice whose every publisher is trusted.
+    #[arg(long, env = "TRELLIS_NATS_UNGUARDED")]
+    nats_unguarded: bool,
     /// The JetStream domain holding the lattice's state (links, config, apps): on an edge box
     /// whose NATS server is a leaf node, the hub's domain.
     #[arg(long, alias = "wasmcloud-js-domain", env = "WASMCLOUD_JS_DOMAIN")]
@@ -191,6 +197,9 @@ async fn main() -> anyhow::Result<()> {
         None if !args.nats_url.is_empty() => args.nats_url.join(","),
         None => format!("nats://{}:{}", args.nats_host, args.nats_port),
     };
+    if args.nats_unguarded {
+        tracing::warn!("--nats-unguarded: connecting to NATS without the protocol guard; a client publishing subjects or headers that are not UTF-8 will drop this host's connection");
+    }
     let shutdown_timeout = Duration::from_secs(args.shutdown_timeout_seconds);
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
     let config = HostConfig {
@@ -201,6 +210,7 @@ async fn main() -> anyhow::Result<()> {
             jwt: args.nats_jwt,
             creds_file: args.nats_credsfile,
             tls_ca_file: args.nats_tls_ca_file,
+            unguarded: args.nats_unguarded,
             ..Default::default()
         },
         labels,

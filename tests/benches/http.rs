@@ -7,8 +7,10 @@
 //!   handed over in memory;
 //! - (b) the lattice path: the built-in http-server on host B, the component on host A, every
 //!   request provider → NATS → host → component and back;
+//! - (b) again with hosts started `--nats-unguarded` (no protocol guard: what the guard costs);
 //! - the raw NATS floor: an async-nats request/reply between two connections (as provider and
-//!   host are), no HTTP, no component.
+//!   host are), no HTTP, no component; and the same with both connections through the
+//!   protocol guard, as hosts connect.
 //!
 //! Hosts are `trellis-host` processes, so the CPU each path costs is read from `/proc` (user +
 //! system time of the serving processes, per request). With `TRELLIS_BENCH_BASE_HOST` naming a
@@ -127,11 +129,18 @@ async fn provider(l: &mut Lattice, host_id: &str, id: &str, target: &str) -> any
 }
 
 /// The raw NATS floor: request/reply of a small payload between two connections (a requester
-/// and a responder, as provider and host are), `concurrency` requests in flight. Returns the
-/// figures of the requests.
-async fn nats_floor(url: &str, concurrency: usize) -> anyhow::Result<Figures> {
-    let requester = async_nats::connect(url).await?;
-    let responder = async_nats::connect(url).await?;
+/// and a responder, as provider and host are), `concurrency` requests in flight; `guarded`,
+/// each connection through the protocol guard as hosts connect. Returns the figures.
+async fn nats_floor(url: &str, concurrency: usize, guarded: bool) -> anyhow::Result<Figures> {
+    let connect = || async move {
+        if guarded {
+            Ok::<_, anyhow::Error>(trellis_lattice::connect(&trellis_lattice::ConnectOptions::new(url)).await?)
+        } else {
+            Ok(async_nats::connect(url).await?)
+        }
+    };
+    let requester = connect().await?;
+    let responder = connect().await?;
     let mut sub = responder.subscribe("bench.echo").await?;
     let echo = tokio::spawn(async move {
         while let Some(m) = sub.next().await {
@@ -217,12 +226,19 @@ struct Path {
 
 /// Host processes of one `trellis-host` build serving (c) and (b): A runs `hello`, B runs
 /// `hello-local` and both built-in http-servers.
-async fn trellis_paths(url: &str, l: &mut Lattice, binary: Option<&std::path::Path>, tag: &str, hosts: &mut Vec<ProcessHost>) -> anyhow::Result<Vec<Path>> {
+async fn trellis_paths(
+    url: &str,
+    l: &mut Lattice,
+    binary: Option<&std::path::Path>,
+    tag: &str,
+    args: &[&str],
+    hosts: &mut Vec<ProcessHost>,
+) -> anyhow::Result<Vec<Path>> {
     let quiet = [("OTEL_SDK_DISABLED".to_string(), "true".to_string())];
     let start = || async {
         match binary {
-            Some(b) => ProcessHost::start_binary(b, url, &[], &quiet).await,
-            None => ProcessHost::start_env(url, &[], &quiet, Some(std::path::Path::new("/dev/null"))).await,
+            Some(b) => ProcessHost::start_binary(b, url, args, &quiet).await,
+            None => ProcessHost::start_env(url, args, &quiet, Some(std::path::Path::new("/dev/null"))).await,
         }
     };
     let (a, b) = (start().await?, start().await?);
@@ -232,7 +248,11 @@ async fn trellis_paths(url: &str, l: &mut Lattice, binary: Option<&std::path::Pa
     l.start_component_on(&b.id, &local, http_hello(), 128, None).await;
     let local_addr = provider(l, &b.id, &format!("http-local-{tag}"), &local).await?;
     let lattice_addr = provider(l, &b.id, &format!("http-remote-{tag}"), &remote).await?;
-    let suffix = if binary.is_some() { ", base" } else { "" };
+    let suffix = match (binary.is_some(), args.contains(&"--nats-unguarded")) {
+        (true, _) => ", base",
+        (false, true) => ", unguarded",
+        (false, false) => "",
+    };
     hosts.extend([a, b]);
     Ok(vec![
         Path { name: format!("(c) local routing{suffix}"), addr: local_addr, pids: pids.clone() },
@@ -259,11 +279,15 @@ async fn main() -> anyhow::Result<()> {
         }
         None => false,
     };
-    for p in trellis_paths(&url, &mut l, None, "now", &mut hosts).await? {
+    for p in trellis_paths(&url, &mut l, None, "now", &[], &mut hosts).await? {
+        paths.push((p, None));
+    }
+    // The same build with hosts connected to NATS directly: what the protocol guard costs.
+    if let Some(p) = trellis_paths(&url, &mut l, None, "unguarded", &["--nats-unguarded"], &mut hosts).await?.pop() {
         paths.push((p, None));
     }
     if let Some(base) = std::env::var_os("TRELLIS_BENCH_BASE_HOST") {
-        for p in trellis_paths(&url, &mut l, Some(std::path::Path::new(&base)), "base", &mut hosts).await? {
+        for p in trellis_paths(&url, &mut l, Some(std::path::Path::new(&base)), "base", &[], &mut hosts).await? {
             paths.push((p, None));
         }
     }
@@ -290,8 +314,9 @@ async fn main() -> anyhow::Result<()> {
             row(&p.name, conc, &f, Some(cpu));
             figures.push((p.name.clone(), f));
         }
-        let floor = nats_floor(&url, conc).await?;
+        let floor = nats_floor(&url, conc, false).await?;
         row("raw NATS request/reply (floor)", conc, &floor, None);
+        row("raw NATS, both connections guarded", conc, &nats_floor(&url, conc, true).await?, None);
         results.push((conc, figures, floor));
     }
 
