@@ -63,8 +63,9 @@ pub fn misbehave() -> &'static str {
 }
 
 /// `tests/components/misbehave-p3`: a WASI 0.3 handler: `/loop` spins, `/grow` eats memory,
-/// `/sleep?ms=N` awaits, `/authority` reports what the 0.3 WASI interfaces grant, `/ping?message=M`
-/// calls `trellis:examples/pingpong` through a link; anything else answers `misbehave-p3 v1\n`.
+/// `/sleep?ms=N` awaits, `/late?ms=N` answers its head at once and its body N ms later,
+/// `/authority` reports what the 0.3 WASI interfaces grant, `/ping?message=M` calls
+/// `trellis:examples/pingpong` through a link; anything else answers `misbehave-p3 v1\n`.
 pub fn misbehave_p3() -> &'static str {
     env!("TRELLIS_WASM_MISBEHAVE_P3")
 }

@@ -44,7 +44,9 @@ async fn the_p3_hello_answers_over_the_lattice_and_locally_beside_the_p2_hello()
     let (addr3, addr2) = (free_addr().unwrap(), free_addr().unwrap());
     l.link_at("http", "hello3", addr3, &[]).await;
     l.link_at("http", "hello2", addr2, &[]).await;
+    let t = Instant::now();
     let r = get_until(addr3, "/", 200, WAIT).await.unwrap();
+    eprintln!("first answer took {:?}", t.elapsed());
     assert_eq!(r.text(), HELLO_P3);
     assert_eq!(r.headers["content-type"], "text/plain");
     assert_eq!(get_until(addr2, "/", 200, WAIT).await.unwrap().text(), "Hello from Trellis!\n");
@@ -53,10 +55,12 @@ async fn the_p3_hello_answers_over_the_lattice_and_locally_beside_the_p2_hello()
     // A streamed body both ways, larger than one NATS message (it travels chunked), through
     // the 0.3 component's `stream<u8>` in and out.
     let big = pattern(3 << 20);
+    let t = Instant::now();
     let r = request(addr3, "POST", "/echo", big.clone(), WAIT).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.body.len(), big.len());
     assert!(r.body == big, "the echoed body differs");
+    eprintln!("echo of 3 MiB took {:?}", t.elapsed());
 
     // Local routing: the built-in provider on host A reaches both without NATS.
     let local = free_addr().unwrap();
@@ -115,23 +119,24 @@ fn sample(text: &str, name: &str, id: &str) -> Option<f64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn max_instances_limits_p3_requests_in_flight() {
+async fn max_instances_limits_p3_requests_in_flight_until_their_last_body_byte() {
     let nats = NatsServer::start().await.unwrap();
     let host = start_host(&nats.url(), &[]).await.unwrap();
     let mut l = lattice(nats).await;
-    l.start_component(&host, "two", http_hello_p3(), 2, None).await;
+    l.start_component(&host, "two", misbehave_p3(), 2, None).await;
 
-    // Six requests that each await 600 ms inside the guest, against a limit of two: two run,
-    // four queue, and the whole takes three rounds.
+    // Six requests against a limit of two. Each guest returns its head at once and writes its
+    // body 600 ms later from a task that outlives `handle`: the slot is held until that body
+    // is done, so two run, four queue, and the whole takes three rounds.
     let started = Instant::now();
-    let calls = futures::future::join_all((0..6).map(|_| host.invoke_http("two", get_req("/sleep?ms=600"))));
+    let calls = futures::future::join_all((0..6).map(|_| host.invoke_http("two", get_req("/late?ms=600"))));
     let watch = wait_until("two in flight and four queued", || {
         let text = host.metrics_text();
         sample(&text, "trellis_component_active_instances", "two") == Some(2.0) && sample(&text, "trellis_component_queued_calls", "two") == Some(4.0)
     });
     let (answers, ()) = tokio::join!(calls, watch);
     for a in answers {
-        assert_eq!(a.unwrap().body().as_ref(), b"slept 600\n");
+        assert_eq!(a.unwrap().body().as_ref(), b"late 600\n");
     }
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(1800), "six 600 ms requests at two at a time took only {took:?}");

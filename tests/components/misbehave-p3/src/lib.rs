@@ -6,6 +6,8 @@
 //! - `/grow` allocates 1 MiB chunks forever (a memory cap must stop it);
 //! - `/sleep?ms=N` awaits `wasi:clocks/monotonic-clock.wait-for` N ms (at most 60000), then
 //!   answers `slept N\n`;
+//! - `/late?ms=N` returns its response head at once and writes the body (`late N\n`) N ms
+//!   (at most 60000) later, from a task that outlives `handle`;
 //! - `/authority` asks the 0.3 WASI interfaces for what the host denies by default: preopened
 //!   directories (`wasi:filesystem/preopens@0.3.0`), environment (`wasi:cli/environment`) and a
 //!   TCP connection to 127.0.0.1:4222 (`wasi:sockets/types@0.3.0`), and answers
@@ -56,6 +58,10 @@ impl Guest for MisbehaveP3 {
                 let ms: u64 = p.trim_start_matches("/sleep?ms=").parse().unwrap_or(0).min(60_000);
                 bindings::wasi::clocks::monotonic_clock::wait_for(ms * 1_000_000).await;
                 format!("slept {ms}\n")
+            }
+            p if p.starts_with("/late?ms=") => {
+                let ms: u64 = p.trim_start_matches("/late?ms=").parse().unwrap_or(0).min(60_000);
+                return Ok(late(ms));
             }
             p if p.starts_with("/ping?message=") => ping(p.trim_start_matches("/ping?message=")),
             _ => "misbehave-p3 v1\n".to_string(),
@@ -108,6 +114,19 @@ fn ping(message: &str) -> String {
         },
         Err(e) => format!("err {e}\n"),
     }
+}
+
+/// A response whose body a spawned task writes `ms` milliseconds after `handle` has returned.
+fn late(ms: u64) -> Response {
+    let (mut body_tx, body_rx) = wit_stream::new();
+    let (trailers_tx, trailers_rx) = wit_future::new(|| Ok(None));
+    drop(trailers_tx);
+    let (response, _sent) = Response::new(Fields::new(), Some(body_rx), trailers_rx);
+    wit_bindgen::spawn(async move {
+        bindings::wasi::clocks::monotonic_clock::wait_for(ms * 1_000_000).await;
+        let _ = body_tx.write_all(format!("late {ms}\n").into_bytes()).await;
+    });
+    response
 }
 
 /// A `text/plain` response whose body a spawned task writes after `handle` has returned.
