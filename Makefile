@@ -32,10 +32,10 @@ test:
 
 # Benchmarks that print figures: invocation overhead vs bare wasmtime; HTTP paths side by side;
 # blobstore throughput and host memory per backend; outgoing HTTP (component → http-client →
-# server) vs a plain hyper client.
+# server) vs a plain hyper client; WASI 0.3 hello vs 0.2 hello.
 bench:
 	@bash .ci/bootstrap
-	cargo bench -p trellis-tests --bench invoke --bench http --bench keyvalue --bench artifacts --bench control_plane --bench blobstore --bench http_client
+	cargo bench -p trellis-tests --bench invoke --bench http --bench keyvalue --bench artifacts --bench control_plane --bench blobstore --bench http_client --bench wasi_p3
 
 build:
 	cargo build --workspace

@@ -5,7 +5,8 @@
 //! heartbeats, keeps a live view of the lattice registry (links and named config in JetStream
 //! KV), and runs components in wasmtime with a fresh store per invocation.
 //!
-//! Modules, by concern: [`runtime`] (engine, compilation, invocation, limits), [`c2c`]
+//! Modules, by concern: [`runtime`] (engine, compilation, invocation, limits), `p3` (WASI 0.3
+//! components: `wasi:http/handler@0.3.0` beside 0.2's `incoming-handler`), [`c2c`]
 //! (component-to-component calls through links, for any interface), [`components`]
 //! (the table of running components and their concurrency gates), `ctl` (the control
 //! server), [`registry`] (links and config in KV), [`providers`] (provider processes),
@@ -41,6 +42,7 @@ mod lifecycle;
 pub mod metrics;
 pub mod nats_server;
 pub mod outgoing;
+mod p3;
 pub mod process;
 pub mod providers;
 pub mod publish;

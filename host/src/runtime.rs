@@ -213,6 +213,8 @@ impl WasiHttpView for State {
 pub struct Prepared {
     pre: InstancePre<State>,
     proxy: Option<ProxyPre<State>>,
+    /// Its `wasi:http/handler@0.3.0` export, for a WASI 0.3 component ([`crate::p3`]).
+    service: Option<wasmtime_wasi_http::p3::bindings::ServicePre<State>>,
     exports: Exports,
     /// Hex SHA-256 of the component bytes.
     pub digest: String,
@@ -264,7 +266,8 @@ impl Runtime {
     pub fn new(config: &RuntimeConfig, outbound: Arc<dyn Outbound>) -> Result<Self> {
         let base = || {
             let mut c = Config::new();
-            c.wasm_component_model(true).epoch_interruption(true);
+            // Component-model async: WASI 0.3 components ([`crate::p3`]).
+            c.wasm_component_model(true).wasm_component_model_async(true).epoch_interruption(true);
             c
         };
         let mut engine = None;
@@ -302,6 +305,9 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| HostError::Engine(e.to_string()))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(|e| HostError::Engine(e.to_string()))?;
+        // WASI 0.3 (cli, clocks, filesystem, random, sockets, http types and client) beside 0.2.
+        wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(|e| HostError::Engine(e.to_string()))?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(|e| HostError::Engine(e.to_string()))?;
         crate::capabilities::add_to_linker(&mut linker).map_err(|e| HostError::Engine(e.to_string()))?;
         crate::blobstore::add_to_linker(&mut linker).map_err(|e| HostError::Engine(e.to_string()))?;
         crate::deny::add_to_linker(&mut linker).map_err(|e| HostError::Engine(e.to_string()))?;
@@ -340,6 +346,18 @@ impl Runtime {
     /// The host-wide limits.
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// The engine.
+    #[cfg(test)]
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The host's own linker (before any component's links).
+    #[cfg(test)]
+    pub(crate) fn host_linker(&self) -> &Linker<State> {
+        &self.linker
     }
 
     /// Checks that `bytes` are a component, then compiles and pre-instantiates it (off the
@@ -384,11 +402,10 @@ impl Runtime {
             let mut linker = this.linker.clone();
             c2c::link_imports(&mut linker, &this.engine, &component, &this.outbound)?;
             let exports = Exports::index(&this.engine, &component);
-            let pre = linker
-                .instantiate_pre(&component)
-                .map_err(|e| format!("it needs an import this host does not provide: {e:#}; link a provider for it or rebuild the component without it"))?;
+            let pre = linker.instantiate_pre(&component).map_err(|e| crate::p3::explain_unlinkable(&this.engine, &component, &e))?;
             let proxy = ProxyPre::new(pre.clone()).ok();
-            Ok(Prepared { pre, proxy, exports, digest: digest2 })
+            let service = crate::p3::service_pre(&this.engine, &component, &pre)?;
+            Ok(Prepared { pre, proxy, service, exports, digest: digest2 })
         })
         .await
         .map_err(|e| format!("compilation panicked: {e}"))??;
@@ -452,6 +469,9 @@ impl Runtime {
         B: hyper::body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
         P: Send + 'static,
     {
+        if let Some(service) = guest.prepared.service.clone() {
+            return crate::p3::invoke_http(self, service, guest, req, permit).await;
+        }
         let Guest { id: component_id, config, prepared, limits, traceparent } = guest;
         let proxy = prepared
             .proxy
@@ -576,6 +596,16 @@ pub type GuestBody = futures::stream::BoxStream<'static, Result<Bytes>>;
 /// The guest's run: instantiation and its call, owning its store (and the caller's permit).
 type GuestRun = Pin<Box<dyn Future<Output = std::result::Result<(), wasmtime::Error>> + Send>>;
 
+/// Aborts the guest's task (and so frees its store and slot) when the caller goes away (a
+/// WASI 0.3 guest runs in a task of its own: `p3.rs`).
+pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The response body of a guest that runs in the task that reads it: each poll of the body
 /// first drives the guest, then takes what it has written. No task of its own, so a request
 /// costs no hand-over between tasks; dropping the body drops the guest (and frees its store
@@ -655,17 +685,17 @@ impl futures::Stream for GuestStream {
 }
 
 /// Turns guest failures into errors that name the component.
-struct GuestErrors {
-    id: Arc<str>,
-    deadline_ms: u64,
+pub(crate) struct GuestErrors {
+    pub(crate) id: Arc<str>,
+    pub(crate) deadline_ms: u64,
 }
 
 impl GuestErrors {
-    fn deadline(&self) -> HostError {
+    pub(crate) fn deadline(&self) -> HostError {
         HostError::Deadline { id: self.id.to_string(), deadline_ms: self.deadline_ms }
     }
 
-    fn guest(&self, e: wasmtime::Error) -> HostError {
+    pub(crate) fn guest(&self, e: wasmtime::Error) -> HostError {
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => self.deadline(),
             _ => {

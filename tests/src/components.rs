@@ -27,6 +27,12 @@ pub fn http_hello() -> &'static str {
     env!("TRELLIS_WASM_HTTP_HELLO")
 }
 
+/// `examples/http-hello-p3`: the WASI 0.3 hello (`wasi:http/handler@0.3.0`): `Hello from
+/// Trellis (WASI 0.3)!\n`; `/echo` streams the request body back; `/sleep?ms=N` awaits N ms.
+pub fn http_hello_p3() -> &'static str {
+    env!("TRELLIS_WASM_HTTP_HELLO_P3")
+}
+
 /// `examples/http-kv-counter`: `/NAME` increments counter `NAME` in the linked key-value
 /// store and answers the new count; `?cas=NEW&expect=OLD` compare-and-swaps; `?get` reads.
 pub fn http_kv_counter() -> &'static str {
@@ -54,6 +60,14 @@ pub fn ponger() -> &'static str {
 /// reports its environment, anything else answers `misbehave v1\n`.
 pub fn misbehave() -> &'static str {
     env!("TRELLIS_WASM_MISBEHAVE")
+}
+
+/// `tests/components/misbehave-p3`: a WASI 0.3 handler: `/loop` spins, `/grow` eats memory,
+/// `/sleep?ms=N` awaits, `/late?ms=N` answers its head at once and its body N ms later,
+/// `/authority` reports what the 0.3 WASI interfaces grant, `/ping?message=M` calls
+/// `trellis:examples/pingpong` through a link; anything else answers `misbehave-p3 v1\n`.
+pub fn misbehave_p3() -> &'static str {
+    env!("TRELLIS_WASM_MISBEHAVE_P3")
 }
 
 /// `tests/components/kvbench`: `/get?n=N` and `/increment?n=N` time N key-value calls from

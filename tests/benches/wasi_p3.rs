@@ -1,0 +1,115 @@
+//! WASI 0.3 vs WASI 0.2: `examples/http-hello-p3` (`wasi:http/handler@0.3.0`, an async
+//! handler) against `examples/http-hello` (`wasi:http/incoming-handler@0.2`), side by side in
+//! one run, over the same two paths:
+//!
+//! - the lattice: the http-server provider built into host B, the components on host A
+//!   (provider → NATS → host → component and back);
+//! - local routing: the built-in provider on host A itself (calls handed over in memory).
+//!
+//! Each at concurrency 1 and 64 (keep-alive connections, one request at a time each), every
+//! request a fresh instance of the component (both kinds), with `max_instances` 128.
+//! `cargo bench -p trellis-tests --bench wasi_p3`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use trellis_host::Host;
+use trellis_tests::components::{http_hello, http_hello_p3};
+use trellis_tests::hosts::start_host;
+use trellis_tests::http::{free_addr, get_until};
+use trellis_tests::scenario::Lattice;
+
+const RUN: Duration = Duration::from_secs(3);
+
+struct Figures {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// `concurrency` keep-alive connections, each sending GET / back to back for `RUN`, checking
+/// every body is `expect`.
+async fn load(addr: SocketAddr, concurrency: usize, expect: &'static [u8]) -> anyhow::Result<Figures> {
+    let start = Instant::now();
+    let workers = (0..concurrency).map(|_| async move {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let mut lat = Vec::new();
+        while start.elapsed() < RUN {
+            sender.ready().await?;
+            let t = Instant::now();
+            let req = http::Request::get("/").header("host", "bench").body(Full::new(Bytes::new()))?;
+            let resp = sender.send_request(req).await?;
+            anyhow::ensure!(resp.status() == 200, "status {}", resp.status());
+            let body = resp.into_body().collect().await?.to_bytes();
+            anyhow::ensure!(body.as_ref() == expect, "unexpected body {body:?}");
+            lat.push(t.elapsed());
+        }
+        anyhow::Ok(lat)
+    });
+    let mut all = Vec::new();
+    for r in futures::future::join_all(workers).await {
+        all.extend(r?);
+    }
+    let elapsed = start.elapsed();
+    all.sort();
+    Ok(Figures { rps: all.len() as f64 / elapsed.as_secs_f64(), p50: pct(&all, 0.50), p99: pct(&all, 0.99) })
+}
+
+/// The built-in http-server `id` on `host`, linked to `target` at a fresh address; returns the
+/// address once it answers.
+async fn provider(l: &mut Lattice, host: &Host, id: &str, target: &str) -> anyhow::Result<SocketAddr> {
+    let addr = free_addr()?;
+    l.start_provider(host, id, "builtin://http-server", &[]).await;
+    l.link(id, target, &format!("{id}-addr"), &[("address", &addr.to_string())]).await;
+    get_until(addr, "/", 200, Duration::from_secs(30)).await?;
+    Ok(addr)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let nats = trellis_tests::nats::NatsServer::start().await?;
+    let a = start_host(&nats.url(), &[]).await?;
+    let b = start_host(&nats.url(), &[]).await?;
+    let mut l = Lattice::on(&nats).await;
+    l.start_component(&a, "hello2", http_hello(), 128, None).await;
+    l.start_component(&a, "hello3", http_hello_p3(), 128, None).await;
+    let paths = [
+        ("lattice", provider(&mut l, &b, "remote2", "hello2").await?, provider(&mut l, &b, "remote3", "hello3").await?),
+        ("local", provider(&mut l, &a, "local2", "hello2").await?, provider(&mut l, &a, "local3", "hello3").await?),
+    ];
+    const P2: &[u8] = b"Hello from Trellis!\n";
+    const P3: &[u8] = b"Hello from Trellis (WASI 0.3)!\n";
+    // Warm both (compiled code, connections, pools).
+    for (_, p2, p3) in &paths {
+        load(*p2, 4, P2).await?;
+        load(*p3, 4, P3).await?;
+    }
+    println!("{:<8} {:>3}  {:>10} {:>9} {:>9}  {:>10} {:>9} {:>9}  {:>6}", "path", "c", "0.2 rps", "p50", "p99", "0.3 rps", "p50", "p99", "0.3/0.2");
+    for (name, p2, p3) in &paths {
+        for c in [1, 64] {
+            let two = load(*p2, c, P2).await?;
+            let three = load(*p3, c, P3).await?;
+            println!(
+                "{name:<8} {c:>3}  {:>10.0} {:>9.2?} {:>9.2?}  {:>10.0} {:>9.2?} {:>9.2?}  {:>6.2}",
+                two.rps,
+                two.p50,
+                two.p99,
+                three.rps,
+                three.p50,
+                three.p99,
+                three.rps / two.rps
+            );
+        }
+    }
+    Ok(())
+}
