@@ -198,7 +198,9 @@ async fn main() -> anyhow::Result<()> {
         None => format!("nats://{}:{}", args.nats_host, args.nats_port),
     };
     if args.nats_unguarded {
-        tracing::warn!("--nats-unguarded: connecting to NATS without the protocol guard; a client publishing subjects or headers that are not UTF-8 will drop this host's connection");
+        tracing::warn!(
+            "--nats-unguarded: connecting to NATS without the protocol guard; a client publishing subjects or headers that are not UTF-8 will drop this host's connection"
+        );
     }
     let shutdown_timeout = Duration::from_secs(args.shutdown_timeout_seconds);
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
