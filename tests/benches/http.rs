@@ -28,11 +28,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use trellis_tests::components::http_hello;
 use trellis_tests::hosts::ProcessHost;
 use trellis_tests::http::{free_addr, get_until};
+use trellis_tests::load::{Figures, http_gets};
 use trellis_tests::otlp::OtlpReceiver;
 use trellis_tests::scenario::Lattice;
 
@@ -42,45 +41,9 @@ fn run_for() -> Duration {
     Duration::from_secs_f64(secs)
 }
 
-struct Figures {
-    requests: usize,
-    rps: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
-
 /// `concurrency` keep-alive connections, each sending GET / back to back for `run_for()`.
 async fn load(addr: SocketAddr, concurrency: usize) -> anyhow::Result<Figures> {
-    let (start, run) = (Instant::now(), run_for());
-    let workers = (0..concurrency).map(|_| async move {
-        let stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        let mut lat = Vec::new();
-        while start.elapsed() < run {
-            sender.ready().await?;
-            let t = Instant::now();
-            let req = http::Request::get("/").header("host", "bench").body(Full::new(Bytes::new()))?;
-            let resp = sender.send_request(req).await?;
-            anyhow::ensure!(resp.status() == 200, "status {}", resp.status());
-            let body = resp.into_body().collect().await?.to_bytes();
-            anyhow::ensure!(body.as_ref() == b"Hello from Trellis!\n", "unexpected body {body:?}");
-            lat.push(t.elapsed());
-        }
-        anyhow::Ok(lat)
-    });
-    let mut all = Vec::new();
-    for r in futures::future::join_all(workers).await {
-        all.extend(r?);
-    }
-    let elapsed = start.elapsed();
-    all.sort();
-    Ok(Figures { requests: all.len(), rps: all.len() as f64 / elapsed.as_secs_f64(), p50: pct(&all, 0.50), p99: pct(&all, 0.99) })
+    http_gets(addr, concurrency, run_for(), b"Hello from Trellis!\n").await
 }
 
 /// User + system CPU time of process `pid` (all its threads) so far.
@@ -169,8 +132,7 @@ async fn nats_floor(url: &str, concurrency: usize, guarded: bool) -> anyhow::Res
     }
     let elapsed = start.elapsed();
     echo.abort();
-    all.sort();
-    Ok(Figures { requests: all.len(), rps: all.len() as f64 / elapsed.as_secs_f64(), p50: pct(&all, 0.50), p99: pct(&all, 0.99) })
+    Ok(Figures::from_latencies(all, elapsed))
 }
 
 /// Waits until the echo responder answers.

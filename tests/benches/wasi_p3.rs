@@ -11,58 +11,21 @@
 //! `cargo bench -p trellis-tests --bench wasi_p3`.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use trellis_host::Host;
 use trellis_tests::components::{http_hello, http_hello_p3};
 use trellis_tests::hosts::start_host;
 use trellis_tests::http::{free_addr, get_until};
+use trellis_tests::load::{Figures, http_gets};
 use trellis_tests::scenario::Lattice;
 
 const RUN: Duration = Duration::from_secs(3);
 
-struct Figures {
-    rps: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
-
 /// `concurrency` keep-alive connections, each sending GET / back to back for `RUN`, checking
 /// every body is `expect`.
 async fn load(addr: SocketAddr, concurrency: usize, expect: &'static [u8]) -> anyhow::Result<Figures> {
-    let start = Instant::now();
-    let workers = (0..concurrency).map(|_| async move {
-        let stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        let mut lat = Vec::new();
-        while start.elapsed() < RUN {
-            sender.ready().await?;
-            let t = Instant::now();
-            let req = http::Request::get("/").header("host", "bench").body(Full::new(Bytes::new()))?;
-            let resp = sender.send_request(req).await?;
-            anyhow::ensure!(resp.status() == 200, "status {}", resp.status());
-            let body = resp.into_body().collect().await?.to_bytes();
-            anyhow::ensure!(body.as_ref() == expect, "unexpected body {body:?}");
-            lat.push(t.elapsed());
-        }
-        anyhow::Ok(lat)
-    });
-    let mut all = Vec::new();
-    for r in futures::future::join_all(workers).await {
-        all.extend(r?);
-    }
-    let elapsed = start.elapsed();
-    all.sort();
-    Ok(Figures { rps: all.len() as f64 / elapsed.as_secs_f64(), p50: pct(&all, 0.50), p99: pct(&all, 0.99) })
+    http_gets(addr, concurrency, RUN, expect).await
 }
 
 /// The built-in http-server `id` on `host`, linked to `target` at a fresh address; returns the

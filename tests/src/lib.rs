@@ -7,6 +7,7 @@ pub mod browser;
 pub mod components;
 pub mod hosts;
 pub mod http;
+pub mod load;
 pub mod nats;
 pub mod otlp;
 pub mod redis;
