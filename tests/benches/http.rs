@@ -81,16 +81,6 @@ async fn measure(addr: SocketAddr, concurrency: usize, pids: &[u32]) -> anyhow::
     Ok((f, per))
 }
 
-/// The built-in http-server `id` on host `host_id`, linked to `target` at a fresh address;
-/// returns the address once it answers.
-async fn provider(l: &mut Lattice, host_id: &str, id: &str, target: &str) -> anyhow::Result<SocketAddr> {
-    let addr = free_addr()?;
-    l.start_provider_on(host_id, id, "builtin://http-server", &[]).await;
-    l.link(id, target, &format!("{id}-addr"), &[("address", &addr.to_string())]).await;
-    get_until(addr, "/", 200, Duration::from_secs(30)).await?;
-    Ok(addr)
-}
-
 /// The raw NATS floor: request/reply of a small payload between two connections (a requester
 /// and a responder, as provider and host are), `concurrency` requests in flight; `guarded`,
 /// each connection through the protocol guard as hosts connect. Returns the figures.
@@ -208,8 +198,8 @@ async fn trellis_paths(
     let (remote, local) = (format!("hello-{tag}"), format!("hello-local-{tag}"));
     l.start_component_on(&a.id, &remote, http_hello(), 128, None).await;
     l.start_component_on(&b.id, &local, http_hello(), 128, None).await;
-    let local_addr = provider(l, &b.id, &format!("http-local-{tag}"), &local).await?;
-    let lattice_addr = provider(l, &b.id, &format!("http-remote-{tag}"), &remote).await?;
+    let local_addr = l.http_server_on(&b.id, &format!("http-local-{tag}"), &local).await?;
+    let lattice_addr = l.http_server_on(&b.id, &format!("http-remote-{tag}"), &remote).await?;
     let suffix = match (binary.is_some(), args.contains(&"--nats-unguarded")) {
         (true, _) => ", base",
         (false, true) => ", unguarded",

@@ -13,10 +13,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use trellis_host::Host;
 use trellis_tests::components::{http_hello, http_hello_p3};
 use trellis_tests::hosts::start_host;
-use trellis_tests::http::{free_addr, get_until};
 use trellis_tests::load::{Figures, http_gets};
 use trellis_tests::scenario::Lattice;
 
@@ -28,16 +26,6 @@ async fn load(addr: SocketAddr, concurrency: usize, expect: &'static [u8]) -> an
     http_gets(addr, concurrency, RUN, expect).await
 }
 
-/// The built-in http-server `id` on `host`, linked to `target` at a fresh address; returns the
-/// address once it answers.
-async fn provider(l: &mut Lattice, host: &Host, id: &str, target: &str) -> anyhow::Result<SocketAddr> {
-    let addr = free_addr()?;
-    l.start_provider(host, id, "builtin://http-server", &[]).await;
-    l.link(id, target, &format!("{id}-addr"), &[("address", &addr.to_string())]).await;
-    get_until(addr, "/", 200, Duration::from_secs(30)).await?;
-    Ok(addr)
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let nats = trellis_tests::nats::NatsServer::start().await?;
@@ -47,8 +35,8 @@ async fn main() -> anyhow::Result<()> {
     l.start_component(&a, "hello2", http_hello(), 128, None).await;
     l.start_component(&a, "hello3", http_hello_p3(), 128, None).await;
     let paths = [
-        ("lattice", provider(&mut l, &b, "remote2", "hello2").await?, provider(&mut l, &b, "remote3", "hello3").await?),
-        ("local", provider(&mut l, &a, "local2", "hello2").await?, provider(&mut l, &a, "local3", "hello3").await?),
+        ("lattice", l.http_server_on(b.id(), "remote2", "hello2").await?, l.http_server_on(b.id(), "remote3", "hello3").await?),
+        ("local", l.http_server_on(a.id(), "local2", "hello2").await?, l.http_server_on(a.id(), "local3", "hello3").await?),
     ];
     const P2: &[u8] = b"Hello from Trellis!\n";
     const P3: &[u8] = b"Hello from Trellis (WASI 0.3)!\n";

@@ -196,6 +196,17 @@ impl Lattice {
         self.link(source, target, &format!("{target}-addr"), &cfg).await;
     }
 
+    /// Starts the built-in http-server `id` on host `host_id`, linked to `target` at a fresh
+    /// loopback address (source config `{id}-addr`, so two servers may front one target), and
+    /// returns the address once it answers 200.
+    pub async fn http_server_on(&mut self, host_id: &str, id: &str, target: &str) -> anyhow::Result<SocketAddr> {
+        let addr = crate::http::free_addr()?;
+        self.start_provider_on(host_id, id, "builtin://http-server", &[]).await;
+        self.link(id, target, &format!("{id}-addr"), &[("address", &addr.to_string())]).await;
+        crate::http::get_until(addr, "/", 200, WAIT).await?;
+        Ok(addr)
+    }
+
     /// Deletes the HTTP link from `source` to `target`.
     pub async fn unlink(&self, source: &str, target: &str) {
         self.ctl
